@@ -1,0 +1,1 @@
+"""Registered methods; each module registers one method on import (see lesionseg.registry)."""

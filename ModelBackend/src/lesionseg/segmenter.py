@@ -1,0 +1,62 @@
+"""The one protocol every method follows (after segment-anything's ``SamPredictor``).
+
+``set_image`` does the expensive work once and caches it; ``predict(prompt)`` is cheap and repeatable
+and returns a label image on the grid of the first image given to ``set_image``. Automatic methods
+accept the empty prompt (``None``). The CLI, the Slicer logic, evaluation and tests use nothing else.
+"""
+from __future__ import annotations
+
+import abc
+from typing import ClassVar, Optional
+
+from .errors import InputError
+from .image import Image
+from .modelfolder import ModelFolder
+from .prompts import Prompt
+
+
+class Segmenter(abc.ABC):
+    """Base class of all registered methods.
+
+    Class attributes (filled by :func:`lesionseg.registry.register`): ``name``, ``prompt_kind``
+    (``"box"``, ``"recist"``, ``"none"``), ``inputs`` (names of the images ``set_image`` takes, in order).
+
+    Args:
+        model: the model folder, or ``None`` for methods that need no weights.
+        device: ``"cpu"`` or ``"cuda"`` (already resolved from ``"auto"``).
+    """
+
+    name: ClassVar[str] = ""
+    prompt_kind: ClassVar[str] = "none"
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+    needs_weights: ClassVar[bool] = True
+    summary: ClassVar[str] = ""
+
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu") -> None:
+        self.model = model
+        self.device = device
+        self._image: Optional[Image] = None
+
+    @property
+    def image(self) -> Image:
+        """The image given to :meth:`set_image` (raises when none was set)."""
+        if self._image is None:
+            raise InputError(f"{self.name}: call set_image() before predict()")
+        return self._image
+
+    def set_image(self, image: Image, *others: Image) -> None:
+        """Cache ``image`` (and any further inputs, e.g. CT after PET) and do the expensive work."""
+        if len(others) != len(self.inputs) - 1:
+            raise InputError(f"{self.name} takes {len(self.inputs)} image(s): {', '.join(self.inputs)}")
+        image.check_finite()
+        for other in others:
+            other.check_finite()
+        self._image = image
+        self._prepare(image, *others)
+
+    def _prepare(self, image: Image, *others: Image) -> None:
+        """Hook for subclasses: pre-compute what every prompt needs (default: nothing)."""
+
+    @abc.abstractmethod
+    def predict(self, prompt: Prompt = None) -> Image:
+        """Label image (uint8) on the grid of the image given to :meth:`set_image`."""
