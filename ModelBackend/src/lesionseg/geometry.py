@@ -68,13 +68,13 @@ def box_to_index(image: Image, box: Box) -> IndexBox:
     size = image.size_ijk
     if np.any(hi < 0) or np.any(lo > size - 1):
         raise InputError(
-            f"the box lies entirely outside the image (voxel range {tuple(lo)}..{tuple(hi)}, "
-            f"image size {tuple(size)})"
+            f"the box lies entirely outside the image (voxel range {lo.tolist()}..{hi.tolist()}, "
+            f"image size {size.tolist()})"
         )
     clo, chi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
     if np.any(clo != lo) or np.any(chi != hi):
         warnings.warn(
-            f"the box lies partly outside the image; clipped to voxels {tuple(clo)}..{tuple(chi)}",
+            f"the box lies partly outside the image; clipped to voxels {clo.tolist()}..{chi.tolist()}",
             LesionSegWarning, stacklevel=2,
         )
     return IndexBox(clo, chi)
