@@ -23,6 +23,13 @@ log = logging.getLogger("lesionseg")
 METHOD_COMMANDS = ("predict", "train")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one :class:`InputError` line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{message} (see '{self.prog} --help')")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where networks run (default: auto = cuda if available)")
@@ -79,7 +86,7 @@ def _first_command(argv: Sequence[str]) -> Optional[str]:
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser; method sub-parsers are built only when ``argv`` asks for predict/train."""
-    parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lesionseg", description=__doc__.splitlines()[0])
     parser.add_argument("--progress", choices=progress.MODES, default="bar",
                         help="progress display: tqdm bar, PROGRESS lines for the Slicer runner, or none")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
