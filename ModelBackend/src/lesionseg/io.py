@@ -5,6 +5,7 @@ refuse to replace an existing file unless ``overwrite=True``. This module does n
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,7 @@ import SimpleITK as sitk
 from .errors import InputError, OutputExistsError
 from .image import Image
 
+log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -84,8 +86,8 @@ def read_image(path: PathLike, series_uid: str | None = None) -> Image:
         else:
             img = sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown reason"
-        raise InputError(f"cannot read {p}: not a readable image ({first[:200]})") from None
+        log.debug("SimpleITK could not read %s: %s", p, exc)
+        raise InputError(f"cannot read {p}: not a readable NIfTI, NRRD, MHA or DICOM image") from None
     try:
         image = from_sitk(img)
     except InputError as exc:
