@@ -1,0 +1,299 @@
+"""LesionSeg Box Prompt: draw a box (markups ROI) around a lesion, get a new segment.
+
+Thin module (see LesionSegCommon/LesionSegLib for the work): the widget reads the panel and calls the logic;
+the logic is console-first (``LesionSegBoxPromptLogic().process(volume, roi, segmentation)``) and never
+touches the widget. The backend runs in-process, kept warm between clicks.
+No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
+"""
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+try:
+    import LesionSegLib  # noqa: F401  (beside this module once built/installed)
+except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "LesionSegCommon"))
+from LesionSegLib import dependencies, undo  # pure; the backend is imported only in the logic
+from LesionSegLib.device import DEVICE_CHOICES, describe as describeDevice
+
+
+class LesionSegBoxPrompt(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LesionSeg Box Prompt"
+        self.parent.categories = ["Segmentation.LesionSeg"]
+        self.parent.dependencies = ["LesionSegCommon"]
+        self.parent.contributors = ["LesionSeg contributors"]
+        self.parent.helpText = (
+            "Place a box (ROI) around a lesion on a CT volume and press Segment: the lesion is added as a new "
+            "segment 'lesion N'. Ctrl+Z (while this panel is shown) or Undo removes the last result.")
+        self.parent.acknowledgementText = "Methods and their references: see the LesionSeg README."
+
+
+@parameterNodeWrapper
+class LesionSegBoxPromptParameterNode:
+    """inputVolume: CT; roi: the box prompt; segmentation: where results go (None: a new one is created);
+    method: registered box method (empty: default); currentSliceOnly: segment the red view's slice only."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    roi: slicer.vtkMRMLMarkupsROINode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    method: str = ""
+    currentSliceOnly: bool = False
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+
+
+class LesionSegBoxPromptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._shortcuts = []
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegBoxPrompt.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LesionSegBoxPromptLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.placeRoiButton.connect("clicked(bool)", self.onPlaceRoi)
+        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        self._removeShortcuts()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self._fillMethods()
+        mainWindow = slicer.util.mainWindow()
+        if mainWindow is not None and not self._shortcuts:  # Ctrl+Z while the panel is shown
+            self._shortcuts.append(qt.QShortcut(qt.QKeySequence(qt.QKeySequence.Undo), mainWindow))
+            self._shortcuts[-1].connect("activated()", self.onUndo)
+
+    def exit(self) -> None:
+        self._removeShortcuts()
+        self.setParameterNode(None)
+
+    def _removeShortcuts(self) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.setParent(None)
+        self._shortcuts = []
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self.logic.reset()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _fillMethods(self) -> None:
+        """Box-prompt methods from the backend registry (only once the backend is installed)."""
+        combo = self.ui.methodComboBox
+        installed = not dependencies.missing_packages()
+        names = self.logic.boxMethods() if installed else []
+        self.ui.deviceComboBox.toolTip = describeDevice("auto") if installed else ""
+        wanted = self._parameterNode.method if self._parameterNode else ""
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for name in names:
+            combo.addItem(name)
+        if names:
+            combo.setCurrentIndex(combo.findText(wanted if wanted in names else self.logic.defaultMethod(names)))
+        combo.blockSignals(wasBlocked)
+        combo.toolTip = "" if names else "Press Segment once to install the packages LesionSeg needs."
+        self.onMethodChanged()
+
+    def onMethodChanged(self, index: int = 0) -> None:
+        if self._parameterNode:
+            self._parameterNode.method = self.ui.methodComboBox.currentText
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.roi)
+        self.ui.segmentButton.enabled = ready
+        self.ui.segmentButton.toolTip = "Segment the lesion inside the box" if ready else "Select a volume and an ROI"
+        self.ui.placeRoiButton.enabled = bool(self._parameterNode and self._parameterNode.inputVolume)
+        self.ui.undoButton.enabled = self.logic.canUndo()
+
+    def onPlaceRoi(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not place the ROI.", waitCursor=True):
+            self._parameterNode.roi = self.logic.placeRoi(self._parameterNode.inputVolume)
+
+    def onSegment(self) -> None:
+        p = self._parameterNode
+        self.ui.statusLabel.text = "Segmenting..."
+        slicer.app.processEvents()
+        try:
+            with slicer.util.tryWithErrorDisplay("LesionSeg could not segment the box.", waitCursor=True):
+                if dependencies.ensure_installed():  # asks first; nothing is installed without consent
+                    self._fillMethods()
+                centre = self.logic.redSliceCenter() if p.currentSliceOnly else None
+                self.logic.process(p.inputVolume, p.roi, p.segmentation, p.method or None, p.currentSliceOnly,
+                                   p.device, sliceCenterRAS=centre)
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+            return
+        result = self.logic.lastResult
+        p.segmentation = result.segmentationNode
+        notes = "".join(f"\n{w}" for w in result.warnings)
+        self.ui.statusLabel.text = f"Added '{result.name}' with {result.method} in {result.seconds:.2f} s{notes}"
+        self._updateButtons()
+
+    def onUndo(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
+            description = self.logic.undo()
+            self.ui.statusLabel.text = f"Undone: {description}" if description else "Nothing to undo."
+        self._updateButtons()
+
+
+@dataclass(frozen=True)
+class LesionSegBoxPromptResult:
+    """What the last :meth:`LesionSegBoxPromptLogic.process` added."""
+
+    segmentationNode: object
+    segmentId: str
+    name: str
+    method: str
+    seconds: float
+    warnings: tuple
+
+
+class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
+    """Console-first logic; keeps the built segmenter and its set_image between calls for the same volume."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.segmenterSession = None  # LesionSegLib.session.SegmenterSession, made on first use (tests inject one)
+        self._undo = undo.UndoStack()
+        self.lastResult: Optional[LesionSegBoxPromptResult] = None
+
+    def getParameterNode(self):
+        return LesionSegBoxPromptParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def boxMethods() -> list:
+        dependencies.require()
+        from LesionSegLib import session
+
+        return session.box_methods()
+
+    @staticmethod
+    def defaultMethod(names: list) -> Optional[str]:
+        from LesionSegLib import session
+
+        return session.default_method(names)
+
+    def process(self, volumeNode, roiNode, segmentationNode=None, method: Optional[str] = None,
+                currentSliceOnly: bool = False, device: str = "auto", sliceCenterRAS=None) -> str:
+        """Segment the lesion in the ROI box of ``volumeNode``; returns the ID of the NEW segment.
+
+        ``segmentationNode`` None creates a segmentation under the volume's study (see ``lastResult``).
+        ``currentSliceOnly`` keeps one slice: the one through ``sliceCenterRAS`` (world RAS mm), or through
+        the ROI centre. Backend errors (``lesionseg.LesionSegError``) leave the scene unchanged.
+        """
+        dependencies.require()
+        from lesionseg import InputError
+        from LesionSegLib import nodes, scene, session
+
+        if volumeNode is None:
+            raise InputError("select an input volume")
+        method = method or session.default_method(self.boxMethods())
+        if method is None:
+            raise InputError("no box-prompt method is available (no trained weights found)")
+        if self.segmenterSession is None:
+            self.segmenterSession = session.SegmenterSession()
+        t0 = time.perf_counter()
+        box = nodes.roi_to_box(roiNode)
+        point = None
+        if currentSliceOnly:
+            point = (box.lo + box.hi) / 2 if sliceCenterRAS is None else scene.ras_to_lps(sliceCenterRAS)
+        result = session.segment_box(self.segmenterSession, method, device, nodes.volume_cache_key(volumeNode),
+                                     lambda: nodes.volume_to_image(volumeNode), box, point)
+        added = nodes.add_lesion_segment(volumeNode, segmentationNode, result.patch, method, result.prompt)
+        self._undo.push(f"{added.name} in {added.segmentationNode.GetName()}", added.revert)
+        self.lastResult = LesionSegBoxPromptResult(added.segmentationNode, added.segmentId, added.name, method,
+                                                   time.perf_counter() - t0, result.warnings)
+        return added.segmentId
+
+    def placeRoi(self, volumeNode, sliceNodeID: str = "vtkMRMLSliceNodeRed"):
+        """A new ROI centred in a slice view, a few slices thick, aligned with the volume's voxels."""
+        from lesionseg import InputError
+        from LesionSegLib import nodes, scene
+
+        view = nodes.slice_view_geometry(sliceNodeID)
+        if volumeNode is None or view is None:
+            raise InputError("select a volume and show it in the red slice view first")
+        centre, size, axes = scene.roi_for_slice_view(view[0], view[1], nodes.world_ijk_to_ras(volumeNode))
+        return nodes.create_roi(centre, size, axes)
+
+    @staticmethod
+    def redSliceCenter() -> Optional[np.ndarray]:
+        from LesionSegLib import nodes
+
+        view = nodes.slice_view_geometry()
+        return None if view is None else view[0][:3, 3]
+
+    def undo(self) -> Optional[str]:
+        """Remove the last result (the segment, or the segmentation node it created); its description."""
+        return self._undo.undo()
+
+    def canUndo(self) -> bool:
+        return len(self._undo) > 0
+
+    def reset(self) -> None:
+        """Forget the undo history and free the warm segmenter (scene closed)."""
+        self._undo.clear()
+        if self.segmenterSession is not None:
+            self.segmenterSession.clear()
+
+
+class LesionSegBoxPromptTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegLib.selftests."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_SegmentSphere(self) -> None:
+        from LesionSegLib import selftests
+
+        selftests.segment_sphere(self, LesionSegBoxPromptLogic())
+
+    def test_BadInputLeavesSceneUnchanged(self) -> None:
+        from LesionSegLib import selftests
+
+        selftests.bad_input_leaves_scene_unchanged(self, LesionSegBoxPromptLogic())

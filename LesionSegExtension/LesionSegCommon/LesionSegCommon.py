@@ -1,0 +1,24 @@
+"""Hidden module that ships ``LesionSegLib``, the Slicer-side package shared by every LesionSeg module.
+
+It has no panel. Built or installed, ``LesionSegLib`` sits beside every module in the extension's
+qt-scripted-modules folder; in a source checkout the modules add this folder to ``sys.path`` themselves.
+The modules list it in their ``dependencies`` so it loads first. Console use::
+
+    from LesionSegLib import dependencies
+    dependencies.ensure_installed()   # asks, then installs torch, scikit-image, ... and the backend
+"""
+from __future__ import annotations
+
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule
+
+
+class LesionSegCommon(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LesionSeg Common"
+        self.parent.categories = ["Segmentation.LesionSeg"]
+        self.parent.dependencies = []
+        self.parent.hidden = True
+        self.parent.contributors = ["LesionSeg contributors"]
+        self.parent.helpText = "Shared code of the LesionSeg modules (no panel)."
+        self.parent.acknowledgementText = "Methods and their references: see the LesionSeg README."

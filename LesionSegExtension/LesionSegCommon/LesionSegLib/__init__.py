@@ -1,0 +1,17 @@
+"""Slicer-side helpers shared by every LesionSeg module (shipped by the hidden module ``LesionSegCommon``).
+
+Submodules, each small and importable on its own:
+
+* :mod:`LesionSegLib.scene` -- Slicer RAS geometry <-> backend LPS geometry (pure numpy; the only RAS->LPS place).
+* :mod:`LesionSegLib.results` -- what a result looks like in a segmentation: names, colours, terminology,
+  prompt tags, the changed region (pure numpy).
+* :mod:`LesionSegLib.session` -- keeps a built segmenter and its ``set_image`` between clicks (pure Python).
+* :mod:`LesionSegLib.undo` -- the undo stack of LesionSeg results (pure Python).
+* :mod:`LesionSegLib.device` -- the auto/cpu/cuda choice of the panels (pure Python).
+* :mod:`LesionSegLib.process` -- background runner of the backend command line with progress and Cancel.
+* :mod:`LesionSegLib.dependencies` -- which Python packages are missing; installs them only when asked.
+* :mod:`LesionSegLib.nodes` -- MRML nodes <-> backend images and prompts (needs Slicer).
+
+Nothing is imported here: ``scene``, ``results`` and ``session`` import the backend (``lesionseg``), which may
+not be installed before :func:`LesionSegLib.dependencies.ensure_installed` has run.
+"""
