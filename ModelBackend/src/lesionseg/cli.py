@@ -200,7 +200,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
-            if not isinstance(value, (list, dict)):
+            if value is None:
+                print(f"{key:24s} n/a")
+            elif not isinstance(value, (list, dict)):
                 print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
     return 0
 

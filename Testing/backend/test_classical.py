@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lesionseg
+from lesionseg import Box, Image, InputError, LesionSegWarning, Points, RecistLine
+from lesionseg.geometry import box_to_index, index_box_to_world, index_to_world
+from lesionseg.methods.classical import ClassicalBox, box_prior, threshold_in_box
+
+CENTRE = np.array([20, 18, 10])  # (i, j, k)
+
+
+def rotation(deg_z: float, deg_x: float) -> np.ndarray:
+    z, x = np.deg2rad(deg_z), np.deg2rad(deg_x)
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
+    return rz @ rx
+
+
+def nodule_image(direction=np.eye(3), radius=6, seed=0):
+    """Lung nodule phantom: a sphere of ``radius`` voxels, 40 HU, in -850 HU lung, noise sigma 20 HU."""
+    rng = np.random.default_rng(seed)
+    shape = (20, 36, 40)
+    k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    truth = (i - CENTRE[0]) ** 2 + (j - CENTRE[1]) ** 2 + (k - CENTRE[2]) ** 2 <= radius ** 2
+    arr = (np.where(truth, 40.0, -850.0) + rng.normal(0, 20, shape)).astype(np.int16)
+    return Image(arr, (0.75, 0.75, 1.25), (-40.0, 25.0, -300.0), direction), truth
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def box_around(image: Image, half=8) -> Box:
+    return index_box_to_world(image, CENTRE - half, CENTRE + half)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    seg = lesionseg.build("classical-box", device="cpu")
+    return seg
+
+
+def test_registered_without_weights():
+    cls = lesionseg.get_method("classical-box")
+    assert cls is ClassicalBox and cls.prompt_kind == "box" and cls.needs_weights is False
+    assert cls.summary == "Classical baseline: GrabCut + DenseCRF inside the box"
+    assert "classical-box" in lesionseg.method_names()
+    assert isinstance(lesionseg.build("classical-box", device="cpu"), ClassicalBox)
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), rotation(15, 8)], ids=["axial", "oblique"])
+def test_sphere_dice_and_geometry(segmenter, direction):
+    image, truth = nodule_image(direction)
+    box = box_around(image, half=7)  # on the oblique grid the LPS box covers more voxels than 15^3
+    segmenter.set_image(image)
+    label = segmenter.predict(box)
+    assert label.array.dtype == np.uint8 and set(np.unique(label.array)) == {0, 1}
+    assert label.shape == image.shape
+    assert np.array_equal(label.spacing, image.spacing) and np.array_equal(label.origin, image.origin)
+    assert np.array_equal(label.direction, image.direction)
+    inside = np.zeros(image.shape, bool)
+    inside[box_to_index(image, box).slices] = True
+    assert not label.array[~inside].any()
+    assert dice(label.array, truth) > 0.85
+    assert np.array_equal(segmenter.predict(box).array, label.array)  # repeatable
+
+
+def test_only_box_voxels_when_the_box_cuts_the_lesion(segmenter):
+    image, truth = nodule_image()
+    lo, hi = CENTRE - [8, 8, 3], CENTRE + [3, 8, 8]  # cuts off the lesion's +i side and -k cap
+    segmenter.set_image(image)
+    label = segmenter.predict(index_box_to_world(image, lo, hi)).array
+    inside = np.zeros(image.shape, bool)
+    inside[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = True
+    assert not label[~inside].any()
+    assert dice(label[inside], truth[inside]) > 0.85
+
+
+def test_threshold_baseline_dice():
+    image, truth = nodule_image(rotation(15, 8))
+    box = box_around(image, half=7)
+    label = threshold_in_box(image, box)
+    assert label.array.dtype == np.uint8 and label.same_grid(image)
+    inside = np.zeros(image.shape, bool)
+    inside[box_to_index(image, box).slices] = True
+    assert not label.array[~inside].any()
+    assert dice(label.array, truth) > 0.85
+
+
+def test_threshold_keeps_largest_component_and_warns_when_empty():
+    arr = np.full((5, 20, 20), -850, np.int16)
+    arr[1:4, 2:8, 2:8] = 50  # 108 voxels
+    arr[2, 12:14, 12:14] = 50  # 4 voxels
+    image = Image(arr)
+    label = threshold_in_box(image, index_box_to_world(image, [0, 0, 0], [19, 19, 4])).array
+    assert label.sum() == 108 and label[2, 12, 12] == 0
+    with pytest.warns(LesionSegWarning, match="above"):
+        empty = threshold_in_box(image, index_box_to_world(image, [10, 0, 0], [11, 10, 4]))
+    assert not empty.array.any()
+
+
+def test_box_prior_values():
+    from lesionseg.geometry import IndexBox
+
+    prior = box_prior((5, 9, 9), IndexBox(np.array([1, 2, 0]), np.array([7, 6, 4])))
+    assert prior[2, 4, 4] == pytest.approx(0.6) and prior[2, 2, 1] == pytest.approx(0.3)
+    assert prior[2, 0, 0] == 0.0 and prior[:, :, 8].max() == 0.0
+    np.testing.assert_allclose(np.unique(prior), [0.0, 0.3, 0.6], rtol=1e-6)
+
+
+def test_bad_prompts_raise(segmenter):
+    image, _ = nodule_image()
+    fresh = ClassicalBox()
+    with pytest.raises(InputError, match="set_image"):
+        fresh.predict(box_around(image))
+    segmenter.set_image(image)
+    with pytest.raises(InputError, match="no prompt"):
+        segmenter.predict(None)
+    recist = RecistLine(*index_to_world(image, [[14, 18, 10], [26, 18, 10]]))
+    with pytest.raises(InputError, match="RecistLine"):
+        segmenter.predict(recist)
+    with pytest.raises(InputError, match="Points"):
+        segmenter.predict(Points(index_to_world(image, [CENTRE]), [1]))
+    with pytest.raises(InputError, match="outside"):
+        segmenter.predict(Box((1e4, 1e4, 1e4), (1e4 + 5, 1e4 + 5, 1e4 + 5)))
+    with pytest.raises(InputError):
+        ClassicalBox(margin_mm=-1)
