@@ -16,7 +16,8 @@ import numpy as np
 from .errors import InputError
 
 
-def _as_vector(value: Any, name: str) -> np.ndarray:
+def as_vector3(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 3-vector; :class:`InputError` naming ``name`` unless three finite numbers."""
     vec = np.asarray(value, dtype=np.float64).reshape(-1)
     if vec.shape != (3,) or not np.all(np.isfinite(vec)):
         raise InputError(f"{name} must be three finite numbers, got {value!r}")
@@ -52,7 +53,7 @@ class Image:
             )
         if arr.size == 0:
             raise InputError(f"the image is empty (shape {arr.shape})")
-        spacing = _as_vector(self.spacing, "spacing")
+        spacing = as_vector3(self.spacing, "spacing")
         if np.any(spacing <= 0):
             raise InputError(f"spacing must be positive, got {tuple(spacing)}")
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
@@ -60,7 +61,7 @@ class Image:
             raise InputError("direction must be an invertible 3x3 matrix")
         object.__setattr__(self, "array", arr)
         object.__setattr__(self, "spacing", spacing)
-        object.__setattr__(self, "origin", _as_vector(self.origin, "origin"))
+        object.__setattr__(self, "origin", as_vector3(self.origin, "origin"))
         object.__setattr__(self, "direction", direction)
         object.__setattr__(self, "meta", dict(self.meta))
 

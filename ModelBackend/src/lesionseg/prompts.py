@@ -11,13 +11,11 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import InputError
+from .image import as_vector3
 
 
 def _point(value: object, name: str) -> np.ndarray:
-    vec = np.asarray(value, dtype=np.float64).reshape(-1)
-    if vec.shape != (3,) or not np.all(np.isfinite(vec)):
-        raise InputError(f"{name} must be three finite LPS coordinates in mm, got {value!r}")
-    return vec
+    return as_vector3(value, f"{name} (LPS mm)")
 
 
 @dataclass(frozen=True, eq=False)
