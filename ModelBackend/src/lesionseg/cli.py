@@ -107,6 +107,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", type=Path, default=Path("lesionseg-demo"), help="output folder")
     demo.add_argument("--seed", type=int, default=0)
     _add_common(demo)
+    from .methods.recist import cli_refine
+
+    cli_refine.add_parser(sub)
     return parser
 
 
@@ -207,6 +210,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refine(args: argparse.Namespace) -> int:
+    from .methods.recist import cli_refine
+
+    return cli_refine.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -216,7 +225,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"methods": cmd_methods, "predict": cmd_predict, "train": cmd_train,
-            "evaluate": cmd_evaluate, "demo": cmd_demo}
+            "evaluate": cmd_evaluate, "demo": cmd_demo, "refine": cmd_refine}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -17,6 +17,7 @@ from .segmenter import Segmenter
 
 BUILTIN_MODULES = (
     "lesionseg.methods.classical",
+    "lesionseg.methods.recist.segmenter",
 )
 """Modules whose import registers the built-in methods (each method issue adds its module here)."""
 

@@ -1,0 +1,285 @@
+"""LesionSeg RECIST: draw the long (and optionally short) axis of a lesion, get a new 2D segment.
+
+Thin module (the work is in LesionSegRECISTLib and LesionSegCommon/LesionSegLib): the widget reads the
+panel and calls the logic; the logic is console-first
+(``LesionSegRECISTLogic().process(volumeNode, longLineNode, shortLineNode, segmentationNode)``) and never
+touches the widget. The result's own long/short axes are added as markups lines and shown (mm) next to
+the drawn ones.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+_HERE = Path(__file__).resolve().parent
+try:
+    import LesionSegLib  # noqa: F401  (beside this module once built/installed)
+except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
+    sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
+sys.path.insert(0, str(_HERE))
+from LesionSegLib import dependencies, undo  # pure; the backend is imported only in the logic
+from LesionSegLib.device import DEVICE_CHOICES
+
+
+class LesionSegRECIST(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LesionSeg RECIST"
+        self.parent.categories = ["Segmentation.LesionSeg"]
+        self.parent.dependencies = ["LesionSegCommon"]
+        self.parent.contributors = ["LesionSeg contributors"]
+        self.parent.helpText = (
+            "Draw the RECIST long axis (and optionally the short axis) of a lesion with markups lines on an "
+            "axial slice and press Segment: the lesion on that slice is added as a new segment 'lesion N' "
+            "(recist-coseg: GrabCut-trained attention co-segmentation + DenseCRF). The measured axes of the "
+            "result are added as lines and printed next to the drawn ones. Undo removes the last result.")
+        self.parent.acknowledgementText = ("Agarwal et al., Weakly-supervised lesion segmentation on CT scans "
+                                           "using co-segmentation (arXiv 2001.08590). See the LesionSeg README.")
+
+
+@parameterNodeWrapper
+class LesionSegRECISTParameterNode:
+    """inputVolume: CT; longLine / shortLine: the drawn axes (short optional); segmentation: where results
+    go (None: a new one is created); method: registered RECIST method (empty: default)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    longLine: slicer.vtkMRMLMarkupsLineNode
+    shortLine: slicer.vtkMRMLMarkupsLineNode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    method: str = ""
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+
+
+class LesionSegRECISTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegRECIST.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LesionSegRECISTLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.undoButton.connect("clicked(bool)", self.onUndo)
+        self.ui.placeLongButton.connect("clicked(bool)", lambda: self.onPlaceLine("longLine", "long axis"))
+        self.ui.placeShortButton.connect("clicked(bool)", lambda: self.onPlaceLine("shortLine", "short axis"))
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self.logic.reset()
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.longLine)
+        self.ui.segmentButton.enabled = ready
+        self.ui.segmentButton.toolTip = "Segment the lesion under the axes" if ready else "Select a volume and a long axis"
+        self.ui.undoButton.enabled = self.logic.canUndo()
+
+    def onPlaceLine(self, parameter: str, name: str) -> None:
+        """Create a line node and enter place mode (two clicks on the axial view)."""
+        lineNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", name)
+        lineNode.CreateDefaultDisplayNodes()
+        setattr(self._parameterNode, parameter, lineNode)
+        slicer.modules.markups.logic().StartPlaceMode(False)
+        slicer.modules.markups.logic().SetActiveList(lineNode)
+
+    def onSegment(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("LesionSeg could not segment the lesion.", waitCursor=True):
+            self.ui.statusLabel.text = "Checking the Python packages..."
+            dependencies.ensure_installed()
+            self.ui.statusLabel.text = "Segmenting..."
+            slicer.app.processEvents()
+            try:
+                self.logic.process(p.inputVolume, p.longLine, p.shortLine, p.segmentation, p.method or None, p.device)
+            except Exception as exc:
+                self.ui.statusLabel.text = f"Failed: {exc}"
+                raise
+            result = self.logic.lastResult
+            p.segmentation = result.segmentationNode
+            notes = "".join(f"\n{w}" for w in result.warnings)
+            self.ui.statusLabel.text = (f"Added '{result.name}' with {result.method} in {result.seconds:.2f} s\n"
+                                        f"{result.axes}{notes}")
+        self._updateButtons()
+
+    def onUndo(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
+            description = self.logic.undo()
+            self.ui.statusLabel.text = f"Undone: {description}" if description else "Nothing to undo."
+        self._updateButtons()
+
+
+@dataclass(frozen=True)
+class LesionSegRECISTLogicResult:
+    """What the last :meth:`LesionSegRECISTLogic.process` added (``axes``: drawn vs measured, mm)."""
+
+    segmentationNode: object
+    segmentId: str
+    name: str
+    method: str
+    seconds: float
+    axes: str
+    measuredLineNodes: tuple
+    warnings: tuple
+
+
+class LesionSegRECISTLogic(ScriptedLoadableModuleLogic):
+    """Console-first logic; keeps the built segmenter and its set_image between calls for the same volume."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._session = None
+        self._undo = undo.UndoStack()
+        self.lastResult: Optional[LesionSegRECISTLogicResult] = None
+
+    def getParameterNode(self):
+        return LesionSegRECISTParameterNode(super().getParameterNode())
+
+    def process(self, volumeNode, longLineNode, shortLineNode=None, segmentationNode=None,
+                method: Optional[str] = None, device: str = "auto") -> str:
+        """Segment the lesion under the drawn axes; returns the ID of the NEW segment (2D, RECIST slice).
+
+        ``segmentationNode`` None creates a segmentation under the volume's study (see ``lastResult``).
+        Backend errors (``lesionseg.LesionSegError``: zero-length line, axes on different slices, a line
+        outside the volume) leave the scene unchanged; a projected oblique line or a short axis that does
+        not cross the long one are reported in ``lastResult.warnings``.
+        """
+        dependencies.require()
+        from lesionseg import InputError
+        from LesionSegLib import nodes, scene, session
+        from LesionSegRECISTLib import recist
+
+        if volumeNode is None:
+            raise InputError("select an input volume")
+        method = method or recist.default_method(recist.recist_methods())
+        if method is None:
+            raise InputError("no RECIST method is available (no trained weights found)")
+        if self._session is None:
+            self._session = session.SegmenterSession()
+        t0 = time.perf_counter()
+        prompt = nodes.line_to_recist(longLineNode, shortLineNode)
+        result = recist.segment_recist(self._session, method, device, nodes.volume_cache_key(volumeNode),
+                                       lambda: nodes.volume_to_image(volumeNode), prompt)
+        added = nodes.add_lesion_segment(volumeNode, segmentationNode, result.patch, method, prompt)
+        lines = tuple(self._addLine(f"{added.name} {axis} (result)", scene.lps_to_ras(points))
+                      for axis, points in (("long", result.measured_long_lps), ("short", result.measured_short_lps)))
+
+        def revert() -> None:
+            for line in lines:
+                if slicer.mrmlScene.IsNodePresent(line):
+                    slicer.mrmlScene.RemoveNode(line)
+            added.revert()
+
+        self._undo.push(f"{added.name} in {added.segmentationNode.GetName()}", revert)
+        self.lastResult = LesionSegRECISTLogicResult(added.segmentationNode, added.segmentId, added.name, method,
+                                                     time.perf_counter() - t0, result.summary(), lines,
+                                                     result.warnings)
+        return added.segmentId
+
+    @staticmethod
+    def _addLine(name: str, points_ras) -> object:
+        """A locked markups line through two RAS points, labelled with its length."""
+        lineNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", name)
+        lineNode.CreateDefaultDisplayNodes()
+        for point in points_ras:
+            lineNode.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in point]))
+        lineNode.SetLocked(True)
+        lineNode.GetDisplayNode().SetSelectedColor(0.2, 0.9, 0.2)
+        return lineNode
+
+    def undo(self) -> Optional[str]:
+        """Remove the last result (segment and measured lines); returns its description."""
+        return self._undo.undo()
+
+    def canUndo(self) -> bool:
+        return len(self._undo) > 0
+
+    def reset(self) -> None:
+        """Forget the undo history and free the warm segmenter (scene closed)."""
+        self._undo.clear()
+        if self._session is not None:
+            self._session.clear()
+
+
+class LesionSegRECISTTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: a synthetic nodule, drawn axes -> one new segment on one slice; undo removes it."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_SegmentNodule(self) -> None:
+        import numpy as np
+        from LesionSegLib import selftests
+
+        selftests.skip_without_dependencies(self)
+        ct = selftests.synthetic_ct()
+        volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="ct")
+        ijk = np.argwhere(ct.sphere > 0)
+        k = int(np.round(ijk[:, 0].mean()))
+        row = ijk[ijk[:, 0] == k]
+        j = int(np.round(row[:, 1].mean()))
+        cols = row[row[:, 1] == j][:, 2]
+        ends = [ct.ijk_to_ras @ np.array([c, j, k, 1.0]) for c in (cols.min(), cols.max())]
+        lineNode = self._line("long", [e[:3] for e in ends])
+        logic = LesionSegRECISTLogic()
+        segmentId = logic.process(volumeNode, lineNode)
+        from LesionSegLib import nodes
+
+        label = nodes.segment_array(logic.lastResult.segmentationNode, segmentId, volumeNode)
+        self.assertEqual(int(np.count_nonzero(label.reshape(label.shape[0], -1).any(axis=1))), 1)
+        self.assertGreater(selftests.dice(label[k], ct.sphere[k]), 0.6)
+        logic.undo()
+        self.assertFalse(logic.canUndo())
+
+    @staticmethod
+    def _line(name, points):
+        lineNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", name)
+        for point in points:
+            lineNode.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in point]))
+        return lineNode

@@ -1,0 +1,117 @@
+"""One RECIST click: warm segmenter -> 2D label on the RECIST slice -> measured axes (pure; no ``slicer``).
+
+The panel draws the long axis (and optionally the short axis) as markups lines; :mod:`LesionSegLib.nodes`
+turns them into an LPS :class:`lesionseg.RecistLine`. :func:`segment_recist` runs the method through a
+:class:`LesionSegLib.session.SegmenterSession` (kept warm between clicks), returns the changed region and
+measures the result's own RECIST axes (:func:`lesionseg.metrics.recist_axes`, LPS mm) so the panel can show
+them next to the drawn ones.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Hashable, Optional
+
+import numpy as np
+
+from lesionseg import Image, LesionSegError, RecistLine
+
+logger = logging.getLogger(__name__)
+
+PREFERRED_RECIST_METHODS = ("recist-coseg",)
+
+
+@dataclass(frozen=True)
+class RecistResult:
+    """What one RECIST click produced.
+
+    Attributes:
+        patch: the changed region (:class:`LesionSegLib.results.LabelPatch`).
+        prompt: the drawn axes (LPS mm). method: the method used. seconds: wall time.
+        warnings: backend warnings (e.g. an oblique line was projected).
+        measured_long_lps, measured_short_lps: ``(2, 3)`` LPS mm end points of the result's axes.
+        measured_long_mm, measured_short_mm: their lengths.
+    """
+
+    patch: object
+    prompt: RecistLine
+    method: str
+    seconds: float
+    warnings: tuple[str, ...]
+    measured_long_lps: np.ndarray
+    measured_short_lps: np.ndarray
+    measured_long_mm: float
+    measured_short_mm: float
+
+    def summary(self) -> str:
+        """One line: drawn and measured axes in mm."""
+        return axes_text(self.prompt, self.measured_long_mm, self.measured_short_mm)
+
+
+def axes_text(prompt: RecistLine, long_mm: float, short_mm: float) -> str:
+    """``"drawn 23.0 x 15.0 mm, result 24.1 x 14.2 mm"`` (long x short; a missing short axis shows '-')."""
+    drawn_short = f"{prompt.short_length_mm:.1f}" if prompt.short_start is not None else "-"
+    return f"drawn {prompt.long_length_mm:.1f} x {drawn_short} mm, result {long_mm:.1f} x {short_mm:.1f} mm"
+
+
+def segment_recist(session, method: str, device: str, image_key: Hashable, load_image: Callable[[], Image],
+                   prompt: RecistLine) -> RecistResult:
+    """Segment the lesion under the RECIST axes; only the changed region is returned.
+
+    Args:
+        session: a :class:`LesionSegLib.session.SegmenterSession` (or anything with ``prepare``/``predict``).
+        method, device: registered RECIST method; ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        image_key, load_image: identify and (lazily) read the image.
+        prompt: the drawn axes, LPS mm.
+
+    Raises:
+        LesionSegError: bad input (from the backend) or an empty result.
+    """
+    from lesionseg.metrics import recist_axes
+    from LesionSegLib.results import label_patch
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session.prepare(method, device, image_key, load_image)
+        label = session.predict(prompt)
+    patch = label_patch(label.array)
+    if patch is None:
+        raise LesionSegError(f"{method} found no lesion under the RECIST line; nothing was added")
+    axes = recist_axes(label)
+    messages = tuple(str(w.message) for w in caught)
+    for message in messages:
+        logger.warning("%s", message)
+    return RecistResult(patch, prompt, method, time.perf_counter() - t0, messages, axes.long_endpoints_lps,
+                        axes.short_endpoints_lps, axes.long_mm, axes.short_mm)
+
+
+def recist_methods(method_classes: Optional[list] = None,
+                   has_weights: Optional[Callable[[str], bool]] = None) -> list[str]:
+    """Registered methods taking a RECIST prompt that can run now (weights found or not needed), sorted."""
+    if method_classes is None:
+        from lesionseg import list_methods
+
+        method_classes = list_methods()
+    if has_weights is None:
+        from lesionseg.modelfolder import find_model_folder
+
+        def has_weights(name: str) -> bool:
+            try:
+                return find_model_folder(name) is not None
+            except LesionSegError as exc:
+                logger.warning("weights of %s are unusable: %s", name, exc)
+                return False
+
+    return sorted(cls.name for cls in method_classes
+                  if cls.prompt_kind == "recist" and (not cls.needs_weights or has_weights(cls.name)))
+
+
+def default_method(available: list[str]) -> Optional[str]:
+    """The preferred RECIST method when available, else the first available, else ``None``."""
+    for name in PREFERRED_RECIST_METHODS:
+        if name in available:
+            return name
+    return available[0] if available else None
