@@ -81,7 +81,8 @@ def threshold_in_box(image: Image, box: Box, hu: float = -400.0) -> Image:
 class ClassicalBox(Segmenter):
     """GrabCut initialised from the box, then DenseCRF, slice by slice on axial slices.
 
-    ``predict(box)``: crop the box plus ``margin_mm`` in-plane (background for GrabCut to learn from),
+    ``predict(box)``: crop the box plus ``margin_mm`` in-plane (background for GrabCut to learn from) and
+    one slice above and below (context for GrabCut's k-1/k/k+1 channels; a one-slice box needs it),
     start from :func:`box_prior`, run :class:`~lesionseg.refiners.GrabCutRefiner` and then
     :class:`~lesionseg.refiners.DenseCRFRefiner` on a soft probability from GrabCut's label, keep only
     voxels inside the box and paste the result into an all-zero label on the input grid.
@@ -113,8 +114,9 @@ class ClassicalBox(Segmenter):
         image = self.image
         index_box = box_to_index(image, box)
         pad = np.ceil(self.margin_mm / image.spacing[:2]).astype(int)
-        lo = np.array([index_box.lo[0] - pad[0], index_box.lo[1] - pad[1], index_box.lo[2]])
-        hi = np.array([index_box.hi[0] + pad[0], index_box.hi[1] + pad[1], index_box.hi[2]])
+        # one slice of context above and below: GrabCut's colour channels are slices k-1, k, k+1
+        lo = np.array([index_box.lo[0] - pad[0], index_box.lo[1] - pad[1], index_box.lo[2] - 1])
+        hi = np.array([index_box.hi[0] + pad[0], index_box.hi[1] + pad[1], index_box.hi[2] + 1])
         lo, hi = np.maximum(lo, 0), np.minimum(hi, image.size_ijk - 1)
         sub = image.crop(lo, hi)
         inner = IndexBox(index_box.lo - lo, index_box.hi - lo)
