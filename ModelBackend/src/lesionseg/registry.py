@@ -18,6 +18,7 @@ from .segmenter import Segmenter
 BUILTIN_MODULES = (
     "lesionseg.methods.classical",
     "lesionseg.methods.recist.segmenter",
+    "lesionseg.methods.tsfcn",
 )
 """Modules whose import registers the built-in methods (each method issue adds its module here)."""
 
