@@ -38,8 +38,9 @@ def _draw_prompt(ax, prompt: Optional[dict], image: Image, k: int) -> None:
             ax.plot([i0, i1, i1, i0, i0], [j0, j0, j1, j1, j0], "--", color="yellow", lw=1)
     elif prompt["kind"] == "recist":
         for pair in [prompt["long"]] + ([prompt["short"]] if "short" in prompt else []):
-            ij = world_to_index(image, np.array(pair))
-            ax.plot(ij[:, 0], ij[:, 1], "-", color="yellow", lw=1)
+            ijk = world_to_index(image, np.array(pair))
+            if abs(ijk[:, 2].mean() - k) <= 0.5:  # only the axes drawn on this slice
+                ax.plot(ijk[:, 0], ijk[:, 1], "-", color="yellow", lw=1)
 
 
 def _panel(ax, case, pred: Image, k: int, box: Optional[tuple], prompts: Sequence, title: str) -> None:

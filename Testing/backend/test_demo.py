@@ -1,0 +1,37 @@
+"""``lesionseg demo`` end to end on one method (the full demo runs in `make demo`)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from lesionseg import read_image
+from lesionseg.demo import CASES, lesion_prompts, run_demo
+from lesionseg.prompts import Box, RecistLine
+
+
+def test_demo_writes_nifti_montage_and_report(tmp_path):
+    report = run_demo(tmp_path / "demo", seed=0, device="cpu", methods=["classical-box"])
+    out = tmp_path / "demo"
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["synthetic"] is True and [r["method"] for r in saved["results"]] == ["classical-box"]
+    assert saved["results"][0]["dice"] > 0.8
+    assert (out / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "synthetic phantoms" in (out / "report.md").read_text()
+    pred = read_image(out / "outputs" / "chest_ct_classical-box.nii.gz")
+    assert pred.same_grid(read_image(out / "inputs" / "chest_ct_image0.nii.gz"))
+    assert report["montage"] == str(out / "montage.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no temporary folder left behind
+
+
+def test_prompts_derived_from_truth_cover_each_lesion():
+    case = CASES["chest_ct"](seed=2)
+    boxes = lesion_prompts(case, "box")
+    lines = lesion_prompts(case, "recist")
+    n = len(case.info["lesions"])
+    assert len(boxes) == len(lines) == n and lesion_prompts(case, "none") == [None]
+    assert all(isinstance(b, Box) for b in boxes) and all(isinstance(r, RecistLine) for r in lines)
+    for box, lesion in zip(sorted(boxes, key=lambda b: tuple(b.lo)),
+                           sorted(case.info["lesions"], key=lambda les: tuple(les["box_lps"][0]))):
+        centre = np.asarray(lesion["centre_lps"])
+        assert np.all(box.lo <= centre) and np.all(centre <= box.hi)
