@@ -134,15 +134,17 @@ def _methods_with_weights():
 def test_weights_with_wrong_sha256(ct, tmp_path, capsys):
     from lesionseg.modelfolder import find_model_folder
 
-    methods = [c for c in _methods_with_weights() if c.prompt_kind == "box"]
+    prompts = {"box": BOX, "recist": ["--recist", -4, 0, 110, 4, 0, 110]}  # through the sphere's centre
+    methods = [c for c in _methods_with_weights() if c.prompt_kind in prompts]
     if not methods:
-        pytest.skip("no box method with shipped weights yet")
+        pytest.skip("no prompted method with shipped weights")
     cls = methods[0]
     folder = tmp_path / "tampered"
     shutil.copytree(find_model_folder(cls.name).path, folder)
     weights = next(p for p in folder.iterdir() if p.suffix == ".pt")
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
-    code, _, err = run(capsys, "predict", cls.name, ct, "-o", tmp_path / "o.nii.gz", *BOX, "--weights", folder)
+    code, _, err = run(capsys, "predict", cls.name, ct, "-o", tmp_path / "o.nii.gz", *prompts[cls.prompt_kind],
+                       "--weights", folder)
     assert code == 2 and "sha256" in err and err.count("\n") == 1
     assert not (tmp_path / "o.nii.gz").exists()
 
