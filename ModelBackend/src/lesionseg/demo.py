@@ -84,7 +84,7 @@ def lesion_prompts(case: DemoCase, kind: str) -> list[Prompt]:
     return prompts
 
 
-def _available_methods(device: str):
+def _available_methods():
     from .modelfolder import find_model_folder
     from .registry import list_methods
 
@@ -154,7 +154,7 @@ def _run_into(work: Path, seed: int, device: str, methods: Optional[list[str]], 
     t_start = time.perf_counter()
     (work / "inputs").mkdir()
     (work / "outputs").mkdir()
-    classes = [c for c in _available_methods(device) if methods is None or c.name in methods]
+    classes = [c for c in _available_methods() if methods is None or c.name in methods]
     if not classes:
         raise LesionSegError("no method is available to run (no weights found and no weight-free method)")
     cases: dict[str, DemoCase] = {}
