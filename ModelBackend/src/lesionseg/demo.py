@@ -57,7 +57,15 @@ def _abdomen(seed: int) -> DemoCase:
     return DemoCase("abdomen_ct", (image,), label, info)
 
 
-CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen}
+def _pancreas(seed: int) -> DemoCase:
+    """The venous phase of a dual-phase pancreas phantom with a tumour (labels 1 pancreas, 2 tumour, 3 duct)."""
+    from .phantoms.pancreas import pancreas_ct
+
+    _, venous, label, info = pancreas_ct(seed=seed, kind="tumour")
+    return DemoCase("pancreas_ct", (venous,), label, info)
+
+
+CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen, "pancreas_ct": _pancreas}
 """Phantom builders by name; a method picks its phantom with the class attribute ``demo_case``."""
 
 

@@ -19,6 +19,7 @@ BUILTIN_MODULES = (
     "lesionseg.methods.classical",
     "lesionseg.methods.recist.segmenter",
     "lesionseg.methods.tsfcn",
+    "lesionseg.methods.s4c",
 )
 """Modules whose import registers the built-in methods (each method issue adds its module here)."""
 

@@ -1,0 +1,175 @@
+"""S4C post-processing and classification rules: from a 4-class label image to a phase and a case verdict.
+
+Zhu et al. keep the largest connected component ``C_max`` of the predicted pancreas (every non-zero class)
+and any other component larger than 20 % of ``C_max`` or closer than 27 voxels to it; a phase is positive
+when at least 40 voxels are tumour or at least 500 voxels are dilated duct; a case is positive when any of
+its phases is (dual-phase fusion).
+
+The paper counts voxels of its own CTs and does not state their size (about 1 mm^3). Here every threshold is
+physical -- 40 mm^3, 500 mm^3 and 27 mm -- so that the rule means the same on any grid; the counts are then
+taken on the grid of the label given (reports give both voxels and mm^3).
+
+Label values: 0 background, 1 normal pancreas, 2 tumour, 3 dilated pancreatic duct.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ...errors import InputError
+from ...geometry import index_to_world
+from ...image import Image
+
+LABELS = {0: "background", 1: "pancreas", 2: "tumour", 3: "duct"}
+TUMOUR, DUCT = 2, 3
+CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
+"""26-connectivity for all components (the paper does not say; the widest choice merges touching parts)."""
+
+
+@dataclass(frozen=True)
+class ScreeningRule:
+    """Thresholds of the S4C rules (physical units; see the module docstring)."""
+
+    tumour_min_mm3: float = 40.0
+    duct_min_mm3: float = 500.0
+    keep_fraction: float = 0.2
+    keep_distance_mm: float = 27.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not np.isfinite(getattr(self, f.name)) or getattr(self, f.name) < 0:
+                raise InputError(f"screening rule {f.name} must be a finite number >= 0, got {getattr(self, f.name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScreeningRule":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"unknown screening rule field(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+@dataclass
+class Finding:
+    """One connected tumour or duct component: size, centroid (LPS mm) and inclusive (i, j, k) box."""
+
+    kind: str
+    voxels: int
+    volume_mm3: float
+    centroid_lps: list[float]
+    box_ijk: list[list[int]]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PhaseFindings:
+    """What one phase's post-processed label shows, and whether the phase is positive and why."""
+
+    phase: str
+    positive: bool
+    tumour_voxels: int
+    duct_voxels: int
+    tumour_mm3: float
+    duct_mm3: float
+    pancreas_mm3: float
+    findings: list[Finding] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["findings"] = [f.to_dict() for f in self.findings]
+        return out
+
+
+def _check_label(label: Image) -> np.ndarray:
+    arr = np.asarray(label.array)
+    if arr.size and (arr.min() < 0 or arr.max() > 3):
+        raise InputError(f"an S4C label image holds values 0..3, got {arr.min()}..{arr.max()}")
+    return arr.astype(np.uint8, copy=False)
+
+
+def postprocess(label: Image, rule: ScreeningRule = ScreeningRule()) -> Image:
+    """Keep the largest pancreas component ``C_max`` and the components larger than ``keep_fraction`` of it
+    or closer than ``keep_distance_mm`` to it (distance between nearest voxels, in mm); zero the rest.
+
+    Args:
+        label: uint8 ``(K, J, I)`` labels 0..3 on any grid (spacing is used for the distance).
+    Returns:
+        a label image on the same grid.
+    """
+    arr = _check_label(label)
+    comps, n = ndimage.label(arr > 0, CONNECTIVITY)
+    if n <= 1:
+        return label.with_array(arr.copy())
+    sizes = np.bincount(comps.ravel())[1:]
+    largest = int(np.argmax(sizes)) + 1
+    spacing_kji = np.asarray(label.spacing, float)[::-1]
+    distance = ndimage.distance_transform_edt(comps != largest, sampling=spacing_kji)
+    keep = np.zeros(n + 1, bool)
+    keep[largest] = True
+    near = ndimage.minimum(distance, comps, index=np.arange(1, n + 1))
+    for idx in range(1, n + 1):
+        if sizes[idx - 1] > rule.keep_fraction * sizes[largest - 1] or near[idx - 1] < rule.keep_distance_mm:
+            keep[idx] = True
+    return label.with_array(np.where(keep[comps], arr, 0).astype(np.uint8))
+
+
+def _findings(label: Image, arr: np.ndarray, value: int, kind: str) -> list[Finding]:
+    comps, n = ndimage.label(arr == value, CONNECTIVITY)
+    if n == 0:
+        return []
+    voxel_mm3 = 1000.0 * label.voxel_volume_ml
+    out = []
+    for idx, sl in enumerate(ndimage.find_objects(comps), start=1):
+        where = np.argwhere(comps[sl] == idx) + [s.start for s in sl]
+        centroid_ijk = where.mean(axis=0)[::-1]
+        out.append(Finding(kind, int(len(where)), round(float(len(where) * voxel_mm3), 2),
+                           [round(float(v), 2) for v in index_to_world(label, centroid_ijk[None])[0]],
+                           [[int(sl[2].start), int(sl[1].start), int(sl[0].start)],
+                            [int(sl[2].stop - 1), int(sl[1].stop - 1), int(sl[0].stop - 1)]]))
+    return sorted(out, key=lambda f: -f.voxels)
+
+
+def phase_findings(label: Image, rule: ScreeningRule = ScreeningRule(), phase: str = "venous") -> PhaseFindings:
+    """Counts, components and verdict of one phase from its (post-processed) label image.
+
+    A phase is positive when its tumour volume reaches ``tumour_min_mm3`` or its duct volume reaches
+    ``duct_min_mm3`` (all tumour voxels counted, as in the paper, not only the largest component).
+    """
+    arr = _check_label(label)
+    voxel_mm3 = 1000.0 * label.voxel_volume_ml
+    n_tumour, n_duct = int((arr == TUMOUR).sum()), int((arr == DUCT).sum())
+    tumour_mm3, duct_mm3 = n_tumour * voxel_mm3, n_duct * voxel_mm3
+    findings = _findings(label, arr, TUMOUR, "tumour") + _findings(label, arr, DUCT, "duct")
+    reasons = []
+    if tumour_mm3 >= rule.tumour_min_mm3 and n_tumour:
+        where = findings[0].centroid_lps
+        reasons.append(f"{phase}: tumour {tumour_mm3:.0f} mm3 (>= {rule.tumour_min_mm3:g} mm3), largest part "
+                       f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
+    if duct_mm3 >= rule.duct_min_mm3 and n_duct:
+        where = next(f for f in findings if f.kind == "duct").centroid_lps
+        reasons.append(f"{phase}: dilated duct {duct_mm3:.0f} mm3 (>= {rule.duct_min_mm3:g} mm3), largest part "
+                       f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
+    positive = bool(reasons)
+    if not positive:
+        reasons.append(f"{phase}: tumour {tumour_mm3:.0f} mm3 (< {rule.tumour_min_mm3:g}) and duct {duct_mm3:.0f} "
+                       f"mm3 (< {rule.duct_min_mm3:g})")
+    return PhaseFindings(phase, positive, n_tumour, n_duct, round(tumour_mm3, 2), round(duct_mm3, 2),
+                         round(float((arr > 0).sum() * voxel_mm3), 2), findings, reasons)
+
+
+def fuse(phases: Sequence[PhaseFindings]) -> tuple[bool, list[str]]:
+    """Case verdict: positive when any phase is positive; the reasons of the positive phases (or all)."""
+    if not phases:
+        raise InputError("screening needs at least one phase (venous and/or arterial)")
+    positive = any(p.positive for p in phases)
+    reasons = [r for p in phases if p.positive == positive for r in p.reasons]
+    return positive, reasons

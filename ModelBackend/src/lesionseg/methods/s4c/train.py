@@ -1,0 +1,120 @@
+"""``lesionseg train s4c --data DIR -o MODEL``: train the S4C network on a folder of dual-phase cases.
+
+Follows Zhu et al. where two CPU cores allow it:
+
+* voxel-wise softmax cross-entropy on the main output and two deep-supervision outputs with weights
+  aux1 : aux2 : main = 1 : 2 : 5 (the paper does not say which auxiliary is which; here the coarser, 1/4
+  resolution head gets 1 and the 1/2 resolution head 2), normalised by their sum;
+* 64^3 patches (``--patch``), augmented by 90/180/270-degree rotations and flips on all three axes;
+* SGD, base learning rate 0.01 with poly decay (power 0.9) over the budget, momentum 0.9 (Nesterov), weight
+  decay 5e-4.
+
+Changed for the CPU: batch 2 instead of 16 (``--batch``), a wall-clock budget (``--minutes``) instead of an
+iteration count, and patches centred on a voxel of a class drawn with probabilities background 0.25,
+pancreas 0.25, tumour 0.3, duct 0.2 (the paper samples patches from the whole volume; tumours of 5-20 mm
+would then almost never be seen in a short run). One network serves both phases; every phase of every
+training case is a sample. ``--folds K --fold I`` holds fold ``I`` out (stratified by verdict) and records
+it in the card, for :mod:`.evaluate`'s cross-validation.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ...errors import InputError
+from ...modelfolder import ModelFolder, save_model_folder
+from ...registry import resolve_device
+from ...training import Trainer, TrainConfig
+from .data import folds, list_cases, load_volumes, sample_patch
+from .network import S4CNet
+from .rules import LABELS, ScreeningRule
+from .segmenter import S4CPreprocessing
+
+log = logging.getLogger(__name__)
+DEEP_SUPERVISION_WEIGHTS = (5.0, 2.0, 1.0)
+"""Loss weights of the outputs ``[main, aux 1/2 resolution, aux 1/4 resolution]`` (paper 5 : 2 : 1)."""
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Method options of ``lesionseg train s4c``."""
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget (default 10)")
+    parser.add_argument("--batch", type=int, default=2, help="patches per step (default 2; paper 16)")
+    parser.add_argument("--lr", type=float, default=0.01, help="base SGD learning rate (paper 0.01)")
+    parser.add_argument("--patch", type=int, default=64, help="training patch edge in voxels (paper 64)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64],
+                        help="feature maps per level (default 8 16 32 64)")
+    parser.add_argument("--spacing", type=float, default=1.5, help="isotropic working voxel in mm (default 1.5)")
+    parser.add_argument("--folds", type=int, default=0, help="cross-validation folds (0: train on every case)")
+    parser.add_argument("--fold", type=int, default=0, help="the fold held out when --folds is given")
+    parser.add_argument("--steps-per-epoch", type=int, default=50, help="steps between log lines (default 50)")
+    parser.add_argument("--fp32", action="store_true", help="store float32 weights (default float16)")
+
+
+class S4CTrainer(Trainer):
+    """Patches sampled afresh each step; loss of :data:`DEEP_SUPERVISION_WEIGHTS`."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: int, batch: int,
+                 steps: int) -> None:
+        super().__init__(model, config)
+        self.volumes, self.patch, self.batch, self.steps = volumes, patch, batch, steps
+
+    def train_batches(self, epoch: int) -> Iterable[Any]:
+        for _ in range(self.steps):
+            picks = self.rng.integers(0, len(self.volumes), self.batch)
+            pairs = [sample_patch(self.volumes[i], self.patch, self.rng) for i in picks]
+            yield (torch.from_numpy(np.stack([p[0] for p in pairs])),
+                   torch.from_numpy(np.stack([p[1] for p in pairs])))
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        x, y = (t.to(self.config.device) for t in batch)
+        outputs = self.model(x)
+        total = sum(w * F.cross_entropy(o, y) for w, o in zip(DEEP_SUPERVISION_WEIGHTS, outputs))
+        return total / sum(DEEP_SUPERVISION_WEIGHTS)
+
+
+def train(args: argparse.Namespace) -> ModelFolder:
+    """Train on ``args.data`` and write ``args.output`` (see the module docstring)."""
+    if args.batch < 1 or args.patch < 16 or args.minutes <= 0:
+        raise InputError("--batch must be >= 1, --patch >= 16 and --minutes > 0")
+    cases = list_cases(args.data)
+    held_out: list[str] = []
+    if args.folds:
+        parts = folds(cases, args.folds, args.seed)
+        if not 0 <= args.fold < args.folds:
+            raise InputError(f"--fold must be 0..{args.folds - 1}")
+        held_out = parts[args.fold]
+    train_cases = [c for c in cases if c.name not in held_out]
+    prep = S4CPreprocessing(spacing_mm=float(args.spacing), patch=int(args.patch))
+    volumes = load_volumes(train_cases, prep)
+    log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases), len(held_out))
+    net = S4CNet(in_channels=1, out_channels=len(LABELS), channels=args.channels)
+    steps = int(args.steps_per_epoch)
+    config = TrainConfig(epochs=100000, lr=args.lr, weight_decay=5e-4, optimizer="sgd", schedule="poly",
+                         seed=args.seed, device=resolve_device(getattr(args, "device", "auto")), validate_every=100000, keep="last",
+                         max_minutes=args.minutes)
+    result = S4CTrainer(net, config, volumes, prep.patch, args.batch, steps).fit()
+    synthetic = (Path(args.data) / "cohort.json").exists()
+    card = {
+        "method": "s4c",
+        "network": {"class": "S4CNet", "kwargs": net.config,
+                    "parameters": int(sum(p.numel() for p in net.parameters()))},
+        "preprocessing": prep.to_dict(),
+        "rule": ScreeningRule().to_dict(),
+        "labels": {str(k): v for k, v in LABELS.items()},
+        "training": {
+            "data": str(args.data), "synthetic": synthetic, "command": getattr(args, "command_line", ""),
+            "seed": args.seed, "folds": args.folds, "fold": args.fold if args.folds else None,
+            "train_cases": [c.name for c in train_cases], "held_out_cases": held_out,
+            "batch": args.batch, "patch": args.patch, "steps": int(sum(h["steps"] for h in result.history)),
+            "minutes": round(result.minutes, 1), "config": config.to_dict(),
+            "loss_first_last": [round(result.history[0]["loss"], 4), round(result.history[-1]["loss"], 4)],
+        },
+    }
+    return save_model_folder(args.output, card, {"weights.pt": result.state}, fp16=not args.fp32,
+                             overwrite=getattr(args, "overwrite", False))

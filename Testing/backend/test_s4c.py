@@ -1,0 +1,196 @@
+"""S4C: rules, majority-vote sliding window, resampling, the segmenter with a small network."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lesionseg import Image
+from lesionseg.errors import InputError
+from lesionseg.methods.s4c.network import S4CNet
+from lesionseg.methods.s4c.rules import ScreeningRule, fuse, phase_findings, postprocess
+from lesionseg.methods.s4c.segmenter import S4CPreprocessing, S4CSegmenter, looks_like_ct
+from lesionseg.methods.s4c.voting import count_windows, majority_vote, window_starts
+from lesionseg.resample import check_overlap, resample_to_grid, resample_to_spacing
+
+
+def _label(shape=(20, 40, 40), spacing=(1.0, 1.0, 1.0)) -> Image:
+    return Image(np.zeros(shape, np.uint8), spacing, (10.0, -20.0, 30.0))
+
+
+# --- rules ---------------------------------------------------------------------------------------------
+
+def test_postprocess_keeps_large_and_near_components_only():
+    lab = _label(shape=(20, 40, 80))
+    arr = lab.array.copy()
+    arr[2:12, 2:12, 2:12] = 1          # C_max: 1000 voxels
+    arr[2:5, 2:5, 30:33] = 1           # 27 voxels, 18 mm away: near -> kept
+    arr[15:20, 30:40, 30:40] = 2       # 500 voxels > 20 % of C_max -> kept although far
+    arr[15:17, 0:2, 70:72] = 3         # 8 voxels, 59 mm away and small -> removed
+    out = postprocess(lab.with_array(arr), ScreeningRule()).array
+    assert out[2:12, 2:12, 2:12].all() and out[2:5, 2:5, 30:33].all()
+    assert (out[15:20, 30:40, 30:40] == 2).all()
+    assert not out[15:17, 0:2, 70:72].any()
+    # the same small part counts as near when the rule's distance is larger
+    far = postprocess(lab.with_array(arr), ScreeningRule(keep_distance_mm=70.0)).array
+    assert far[15:17, 0:2, 70:72].all()
+
+
+def test_phase_findings_thresholds_are_physical():
+    lab = _label(spacing=(0.5, 0.5, 1.0))            # 0.25 mm^3 voxels
+    arr = lab.array.copy()
+    arr[5:10, 5:30, 5:30] = 1
+    arr[6:8, 10:20, 10:18] = 2                       # 160 voxels = 40 mm^3: exactly the threshold
+    found = phase_findings(lab.with_array(arr), ScreeningRule(), "venous")
+    assert found.positive and found.tumour_voxels == 160 and found.tumour_mm3 == pytest.approx(40.0)
+    assert found.findings[0].kind == "tumour" and found.findings[0].box_ijk == [[10, 10, 6], [17, 19, 7]]
+    assert "venous: tumour 40 mm3" in found.reasons[0]
+    arr[6, 10, 10] = 1                               # one voxel fewer -> below 40 mm^3
+    assert not phase_findings(lab.with_array(arr), ScreeningRule(), "venous").positive
+
+
+def test_phase_findings_centroid_is_lps():
+    lab = _label()
+    arr = lab.array.copy()
+    arr[4:7, 10:13, 20:23] = 2                       # centre voxel (i, j, k) = (21, 11, 5)
+    found = phase_findings(lab.with_array(arr), ScreeningRule(tumour_min_mm3=1.0))
+    assert found.findings[0].centroid_lps == [31.0, -9.0, 35.0]
+
+
+def test_duct_rule_and_fusion():
+    lab = _label()
+    arr = lab.array.copy()
+    arr[0:10, 10:20, 0:5] = 3                        # 500 mm^3 duct
+    duct = phase_findings(lab.with_array(arr), ScreeningRule(), "arterial")
+    clean = phase_findings(lab, ScreeningRule(), "venous")
+    assert duct.positive and not clean.positive and "dilated duct 500 mm3" in duct.reasons[0]
+    positive, reasons = fuse([clean, duct])
+    assert positive and reasons == duct.reasons
+    negative, reasons = fuse([clean])
+    assert not negative and reasons == clean.reasons
+    with pytest.raises(InputError, match="at least one phase"):
+        fuse([])
+
+
+def test_rule_validation_and_round_trip():
+    rule = ScreeningRule(tumour_min_mm3=12.5)
+    assert ScreeningRule.from_dict(rule.to_dict()) == rule
+    with pytest.raises(InputError):
+        ScreeningRule(duct_min_mm3=-1.0)
+    with pytest.raises(InputError, match="unknown"):
+        ScreeningRule.from_dict({"tumor_min": 3})
+    with pytest.raises(InputError, match="0..3"):
+        phase_findings(_label().with_array(np.full((20, 40, 40), 7, np.uint8)))
+
+
+# --- majority vote ----------------------------------------------------------------------------------------
+
+def test_window_starts_cover_the_axis():
+    assert window_starts(100, 64, 20) == [0, 20, 36]
+    assert window_starts(64, 64, 20) == [0]
+    assert window_starts(30, 64, 20) == [0]
+    assert count_windows((100, 84, 30), 64, 20) == 3 * 2 * 1
+
+
+def test_majority_vote_of_agreeing_windows_is_exact():
+    rng = np.random.default_rng(0)
+    volume = rng.random((1, 70, 50, 90)).astype(np.float32)
+    truth = np.digitize(volume[0], [0.3, 0.6, 0.9])
+    out = majority_vote(lambda b: np.digitize(b[:, 0], [0.3, 0.6, 0.9]), volume, 4, patch=32, stride=10)
+    assert out.dtype == np.uint8 and np.array_equal(out, truth)
+
+
+def test_majority_vote_decides_by_count_and_pads_small_volumes():
+    calls = []
+
+    def by_position(batch):  # a window votes 1 where it sees its own input >= 0.5
+        calls.append(len(batch))
+        return (batch[:, 0] >= 0.5).astype(np.int64)
+
+    volume = np.zeros((1, 10, 12, 8), np.float32)
+    volume[0, 5:] = 1.0
+    out = majority_vote(by_position, volume, 2, patch=16, stride=8)
+    assert out.shape == (10, 12, 8) and (out[5:] == 1).all() and (out[:5] == 0).all()
+    assert sum(calls) == 1
+
+
+def test_majority_vote_skips_empty_windows_and_validates():
+    volume = np.zeros((1, 40, 40, 40), np.float32)
+    volume[0, :10, :10, :10] = 1.0
+    seen = []
+
+    def predictor(batch):
+        seen.append(len(batch))
+        return np.ones(batch.shape[:1] + batch.shape[2:], np.int64)
+
+    out = majority_vote(predictor, volume, 2, patch=20, stride=20, skip_below=0.5)
+    assert sum(seen) == 1                              # only the window holding the body ran
+    assert out[:10, :10, :10].all() and not out[20:, 20:, 20:].any()
+    with pytest.raises(InputError, match="stride"):
+        majority_vote(predictor, volume, 2, patch=20, stride=21)
+    with pytest.raises(InputError, match="outside"):
+        majority_vote(lambda b: np.full(b.shape[:1] + b.shape[2:], 5), volume, 2, patch=20, stride=20)
+
+
+# --- resampling -------------------------------------------------------------------------------------------
+
+def test_resample_to_spacing_keeps_geometry_and_values():
+    img = Image(np.arange(4 * 6 * 8, dtype=np.int16).reshape(4, 6, 8), (1.0, 1.0, 2.0), (5.0, 6.0, 7.0))
+    iso = resample_to_spacing(img, 1.0, "nearest")
+    assert iso.shape == (8, 6, 8) and np.allclose(iso.origin, img.origin) and iso.array.dtype == np.int16
+    assert np.array_equal(iso.array[::2], img.array)
+    back = resample_to_grid(iso, img, "nearest")
+    assert back.same_grid(img) and np.array_equal(back.array, img.array)
+
+
+def test_check_overlap():
+    a = Image(np.zeros((10, 10, 10)), (1, 1, 1), (0, 0, 0))
+    b = Image(np.zeros((10, 10, 10)), (1, 1, 1), (5, 0, 0))
+    assert check_overlap(a, b) == pytest.approx(0.5)
+    c = Image(np.zeros((10, 10, 10)), (1, 1, 1), (500, 0, 0))
+    with pytest.raises(InputError, match="do not overlap"):
+        check_overlap(a, c, ("venous phase", "arterial phase"))
+
+
+# --- network and segmenter ------------------------------------------------------------------------------
+
+def test_network_outputs_and_deep_supervision():
+    net = S4CNet(channels=(4, 8, 16))
+    x = torch.randn(2, 1, 20, 18, 17)
+    net.train()
+    outs = net(x)
+    assert len(outs) == 3 and all(o.shape == (2, 4, 20, 18, 17) for o in outs)
+    net.eval()
+    assert net(x).shape == (2, 4, 20, 18, 17)
+    with pytest.raises(ValueError):
+        S4CNet(channels=(4, 8))
+
+
+def _ct(shape=(24, 40, 48)) -> Image:
+    arr = np.full(shape, -1000, np.int16)
+    arr[4:20, 5:35, 6:42] = 40
+    return Image(arr, (1.2, 1.2, 2.0), (-20.0, 10.0, -300.0))
+
+
+def test_segmenter_returns_labels_on_the_input_grid():
+    torch.manual_seed(0)
+    seg = S4CSegmenter(net=S4CNet(channels=(4, 8, 16)), preprocessing=S4CPreprocessing(patch=16, stride=8))
+    ct = _ct()
+    seg.set_image(ct)
+    out = seg.predict()
+    assert out.same_grid(ct) and out.array.dtype == np.uint8 and out.array.max() <= 3
+    assert not out.array[0].any()                      # air: skipped windows vote background
+    found = seg.findings("arterial")
+    assert found.phase == "arterial" and found.tumour_voxels == int((out.array == 2).sum())
+    with pytest.raises(InputError, match="no prompt"):
+        seg.predict("box")
+    with pytest.raises(InputError, match="stride"):
+        seg.set_stride(0)
+
+
+def test_segmenter_rejects_non_ct():
+    seg = S4CSegmenter(net=S4CNet(channels=(4, 8, 16)), preprocessing=S4CPreprocessing(patch=16, stride=8))
+    pet = Image(np.random.default_rng(0).random((10, 20, 20)).astype(np.float32) * 12, (2, 2, 2))
+    with pytest.raises(InputError, match="does not look like CT|do not look like CT"):
+        seg.set_image(pet)
+    assert looks_like_ct(_ct().array)
