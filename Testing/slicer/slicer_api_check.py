@@ -48,11 +48,11 @@ RECEIVER_CLASSES = {
 OUTSIDE_DUMP = {
     "vtkMRMLSliceNode": ("vtkMRMLNode", {"GetSliceToRAS", "GetFieldOfView"}),
     "vtkDataSetAttributes": (None, {"GetScalars"}),
-    "vtkSlicerMarkupsLogic": ("vtkSlicerModuleLogic", {"StartPlaceMode", "SetActiveList"}),
+    "vtkSlicerMarkupsLogic": ("vtkSlicerModuleLogic", {"StartPlaceMode", "SetActiveList", "JumpSlicesToLocation"}),
 }
 """Classes the dump does not cover: ``(base class in the dump, the only own methods allowed)`` (names stable for
 years: vtkMRMLSliceNode.h ``GetSliceToRAS``/``GetFieldOfView``; vtkDataSetAttributes ``GetScalars``;
-vtkSlicerMarkupsLogic.h ``StartPlaceMode``/``SetActiveList``)."""
+vtkSlicerMarkupsLogic.h ``StartPlaceMode``/``SetActiveList``/``JumpSlicesToLocation``)."""
 
 CREATORS = ("AddNewNodeByClass", "GetFirstNodeByClass", "CreateNodeByClass")
 """Scene methods whose first argument names the class of the node they return."""

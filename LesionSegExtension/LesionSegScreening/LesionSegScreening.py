@@ -1,0 +1,295 @@
+"""LesionSeg Screening (S4C): venous and/or arterial CT -> pancreas / tumour / duct segments and a case verdict.
+
+Thin module (the work is in LesionSegScreeningLib and LesionSegCommon/LesionSegLib): the widget reads the panel
+and calls the logic; the logic never touches the widget. It writes the volumes to a temporary folder and runs
+``lesionseg screen`` in a background process (progress, Cancel kills the process tree), then loads each
+phase's labels as segments and returns the report. Console::
+
+    report = LesionSegScreeningLogic().process(venousNode=v, arterialNode=a)          # waits, returns a dict
+    runner = logic.process(venousNode=v, waitForCompletion=False); report = logic.finish(runner.wait())
+
+No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
+"""
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+_HERE = Path(__file__).resolve().parent
+try:
+    import LesionSegLib  # noqa: F401  (beside this module once built/installed)
+except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
+    sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
+sys.path.insert(0, str(_HERE))
+from LesionSegLib import dependencies, process  # pure; the backend is imported only in the logic
+from LesionSegLib.background_ui import ProcessMonitor
+from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegScreeningLib import scenarios, screening  # pure at import; scenarios need Slicer to run
+
+
+class LesionSegScreening(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LesionSeg Screening"
+        self.parent.categories = ["Segmentation.LesionSeg"]
+        self.parent.dependencies = ["LesionSegCommon"]
+        self.parent.contributors = ["LesionSeg contributors"]
+        self.parent.helpText = (
+            "Pancreatic tumour screening by segmentation (S4C): select the venous and/or arterial CT and press "
+            "Screen. Pancreas, tumour and duct segments per phase, a verdict with its reasons, and findings to "
+            "double-click (centres the views). Synthetic-trained model: not for diagnosis.")
+        self.parent.acknowledgementText = ("Zhu et al., Segmentation for Classification of Screening Pancreatic "
+                                           "Neuroendocrine Tumors. See the LesionSeg README.")
+
+
+@parameterNodeWrapper
+class LesionSegScreeningParameterNode:
+    """venousVolume / arterialVolume: the phases (either or both); segmentation: where segments go (None: a
+    new one); device and stride (sliding-window step, voxels) go to the backend."""
+
+    venousVolume: slicer.vtkMRMLScalarVolumeNode
+    arterialVolume: slicer.vtkMRMLScalarVolumeNode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    stride: Annotated[int, WithinRange(1, screening.MAX_STRIDE)] = screening.DEFAULT_STRIDE
+
+
+class LesionSegScreeningWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.monitor = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._targets = []
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegScreening.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LesionSegScreeningLogic()
+        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.screenButton.connect("clicked(bool)", self.onScreen)
+        self.ui.findingsTable.connect("cellDoubleClicked(int,int)", self.onJump)
+        self._showReport(None)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.monitor.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.monitor.cancel()
+        self.setParameterNode(None)
+        self._showReport(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        p = self._parameterNode
+        if not p.venousVolume and not p.arterialVolume:
+            p.venousVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self._updateButtons()
+
+    def _updateButtons(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        problem = screening.input_problem(bool(p and p.venousVolume), bool(p and p.arterialVolume))
+        running = self.monitor.running
+        self.ui.screenButton.enabled = problem is None and not running
+        self.ui.screenButton.toolTip = problem or ("Screening is running" if running else
+                                                   "Segment the pancreas of each phase and give a verdict")
+        self.ui.inputHintLabel.text = problem or ""
+
+    def onScreen(self) -> None:
+        p = self._parameterNode
+        weights = self.ui.weightsPathLineEdit.currentPath or None
+        try:
+            with slicer.util.tryWithErrorDisplay("LesionSeg could not start the screening.", waitCursor=True):
+                dependencies.ensure_installed()  # asks first; nothing is installed without consent
+                runner = self.logic.process(p.venousVolume, p.arterialVolume, p.segmentation, waitForCompletion=False,
+                                            weights=weights, device=p.device, stride=p.stride)
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+            return
+        self._showReport(None)
+        self.monitor.watch(runner, "Writing the volumes and starting the backend...")
+        self._updateButtons()
+
+    def onFinished(self, result) -> None:
+        """The background run ended (called by the monitor on the main thread)."""
+        report = None
+        try:
+            with slicer.util.tryWithErrorDisplay("Screening failed.", waitCursor=True):
+                report = self.logic.finish(result)
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+        if report is not None:
+            if self._parameterNode:
+                self._parameterNode.segmentation = self.logic.lastSegmentationNode
+            self.ui.statusLabel.text = (f"Done in {self.logic.lastSeconds:.0f} s; report: "
+                                        f"{self.logic.lastOutputDir / 'report.md'}")
+        self._showReport(report)
+        self._updateButtons()
+
+    def _showReport(self, report: Optional[dict]) -> None:
+        verdict = screening.verdict_from_report(report) if report else None
+        self.ui.resultsCollapsibleButton.visible = verdict is not None
+        if verdict is not None:
+            self.ui.verdictLabel.text = verdict.banner_html()
+            self.ui.verdictLabel.styleSheet = verdict.style
+            self.ui.reasonsLabel.text = verdict.reasons_html()
+        self._targets = screening.jump_targets(report) if report else []
+        table = self.ui.findingsTable
+        table.setRowCount(len(self._targets))
+        for row, target in enumerate(self._targets):
+            for column, text in enumerate(target.cells()):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+
+    def onJump(self, row: int, column: int = 0) -> None:
+        if 0 <= row < len(self._targets):
+            with slicer.util.tryWithErrorDisplay("Could not centre the views on the finding."):
+                self.logic.jumpTo(self._targets[row])
+
+
+class LesionSegScreeningLogic(ScriptedLoadableModuleLogic):
+    """Console-first logic; one screening runs at a time (see the module docstring)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job: Optional[screening.Job] = None
+        self.lastReport: Optional[dict] = None
+        self.lastSegmentationNode = None
+        self.lastVolumes: dict = {}
+        self.lastOutputDir: Optional[Path] = None
+        self.lastSeconds = 0.0
+
+    def getParameterNode(self):
+        return LesionSegScreeningParameterNode(super().getParameterNode())
+
+    def process(self, venousNode=None, arterialNode=None, segmentationNode=None, waitForCompletion: bool = True,
+                weights=None, device: str = "auto", stride: int = screening.DEFAULT_STRIDE,
+                onProgress=None, onLog=None):
+        """Screen the given phases; the report dict when waiting, else the started ``BackgroundProcess``.
+
+        ``segmentationNode`` None creates ``"<volume> screening"``; segments this module wrote there before are
+        replaced, others are never changed. Without waiting, call :meth:`finish` with the run's result
+        (``runner.wait()``; the panel's monitor does it). ``onProgress(fraction, message)`` and ``onLog(line)``
+        run on the main thread.
+
+        Raises:
+            ValueError: no phase given, a bad stride/device/weights folder.
+            lesionseg.InputError: volumes (or the segmentation) under different transforms, a volume without voxels.
+            RuntimeError: a screening is already running, or (when waiting) the backend failed: its error line.
+        """
+        volumes = screening.phase_volumes(venousNode, arterialNode)
+        screening.check_options(weights, device, stride)
+        if self.job is not None:
+            raise RuntimeError("a screening is already running; cancel it or wait for it first")
+        dependencies.require()
+        from LesionSegLib import labelmaps
+
+        labelmaps.check_transforms(list(volumes.values()), segmentationNode)
+        folder = Path(slicer.util.tempDirectory("LesionSegScreening"))
+        try:
+            inputs = {phase: labelmaps.export_volume(node, folder / f"{phase}.nrrd") for phase, node in volumes.items()}
+            args = screening.screen_arguments(inputs, folder / "out", weights, device, stride)
+            runner = process.BackgroundProcess(process.backend_command(args), onProgress, onLog).start()
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.job = screening.Job(runner, folder, volumes, segmentationNode, time.perf_counter())
+        if not waitForCompletion:
+            return runner
+        return self.finish(runner.wait(idle=slicer.app.processEvents))
+
+    def finish(self, result) -> Optional[dict]:
+        """Load the ended run's results: the report dict; ``None`` when the run was cancelled.
+
+        Nothing in the scene changes unless every result is valid. The inputs written for the run are deleted;
+        its output folder (report.md, PNGs, label files) stays as ``lastOutputDir`` until the next run ends.
+
+        Raises:
+            RuntimeError: no run, or the backend failed (its one error line).
+        """
+        job, self.job = self.job, None
+        if job is None:
+            raise RuntimeError("no screening is running")
+        if result.cancelled:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            return None
+        try:
+            if not result.ok:
+                raise RuntimeError(result.message())
+            from LesionSegScreeningLib import loading
+
+            report, written = loading.load_results(job)
+        except Exception:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            raise
+        for phase in job.volumes:
+            job.input_file(phase).unlink(missing_ok=True)
+        if self.lastOutputDir is not None:
+            shutil.rmtree(self.lastOutputDir.parent, ignore_errors=True)
+        self.lastReport, self.lastOutputDir = report, job.output_dir
+        self.lastSegmentationNode, self.lastVolumes = written.segmentationNode, dict(job.volumes)
+        self.lastSeconds = time.perf_counter() - job.started
+        return report
+
+    def cancel(self) -> None:
+        """Kill the running screening's process tree (``finish`` then returns None)."""
+        if self.job is not None:
+            self.job.runner.cancel()
+
+    def jumpTo(self, target: screening.JumpTarget):
+        """Centre the slice views on a finding (of the last run); returns the world RAS point."""
+        from LesionSegLib import labelmaps
+
+        return labelmaps.jump_slices_to(target.ras, self.lastVolumes.get(target.phase))
+
+
+class LesionSegScreeningTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegScreeningLib."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_NoPhaseRaises(self) -> None:
+        scenarios.no_phase_raises(self, LesionSegScreeningLogic())
+
+    def test_ScreenPhantom(self) -> None:
+        scenarios.screen_phantom(self, LesionSegScreeningLogic())
+
+    def test_CancelLeavesSceneUnchanged(self) -> None:
+        scenarios.cancel_leaves_scene_unchanged(self, LesionSegScreeningLogic())
