@@ -110,6 +110,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     from .methods.recist import cli_refine
 
     cli_refine.add_parser(sub)
+    from .methods.s4c import cli_screen
+
+    cli_screen.add_parser(sub)
     return parser
 
 
@@ -216,6 +219,12 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return cli_refine.run(args)
 
 
+def cmd_screen(args: argparse.Namespace) -> int:
+    from .methods.s4c import cli_screen
+
+    return cli_screen.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -225,7 +234,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"methods": cmd_methods, "predict": cmd_predict, "train": cmd_train,
-            "evaluate": cmd_evaluate, "demo": cmd_demo, "refine": cmd_refine}
+            "evaluate": cmd_evaluate, "demo": cmd_demo, "refine": cmd_refine,
+            "screen": cmd_screen}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -145,6 +146,9 @@ def run_demo(output: Path, seed: int = 0, device: str = "auto", overwrite: bool 
         raise OutputExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    work.chmod(0o777 & ~mask)  # mkdtemp makes a 0700 folder, which the rename would keep
     try:
         report = _run_into(work, seed, device, methods, render_montage)
         if output.exists():

@@ -105,6 +105,13 @@ def _check_output(path: Path, overwrite: bool) -> None:
         raise InputError(f"unsupported output format for {path.name}; use one of {', '.join(WRITE_SUFFIXES)}")
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes_via(path: Path, writer, overwrite: bool = False) -> None:
     """Write ``path`` atomically: ``writer(tmp_path)`` fills a temporary sibling that is then renamed.
 
@@ -117,6 +124,7 @@ def atomic_write_bytes_via(path: Path, writer, overwrite: bool = False) -> None:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual permissions
     try:
         writer(Path(tmp))
         if path.exists() and not overwrite:  # appeared meanwhile

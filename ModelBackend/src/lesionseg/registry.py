@@ -19,7 +19,7 @@ BUILTIN_MODULES = (
     "lesionseg.methods.classical",
     "lesionseg.methods.recist.segmenter",
     "lesionseg.methods.tsfcn",
-    "lesionseg.methods.s4c",
+    "lesionseg.methods.s4c.segmenter",
 )
 """Modules whose import registers the built-in methods (each method issue adds its module here)."""
 

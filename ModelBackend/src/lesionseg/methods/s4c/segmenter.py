@@ -31,7 +31,8 @@ from ...prompts import Prompt
 from ...registry import register
 from ...resample import resample_to_grid, resample_to_spacing
 from ...segmenter import Segmenter
-from .rules import ScreeningRule, phase_findings, postprocess, PhaseFindings
+from .network import S4CNet  # noqa: F401  (registers the card name "S4CNet" with build_network)
+from .rules import PhaseFindings, ScreeningRule, phase_findings, postprocess
 from .voting import majority_vote
 
 log = logging.getLogger(__name__)

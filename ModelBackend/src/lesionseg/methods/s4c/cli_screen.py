@@ -1,0 +1,63 @@
+"""``lesionseg screen [--venous V] [--arterial A] -o OUT_DIR``: S4C screening of one case, with a report.
+
+Wraps :func:`.screen.screen_case`; prints a one-paragraph verdict and the report path on stdout. Both
+verdicts exit with status 0 (the verdict is data); bad input prints one ``error:`` line and exits with 2.
+Wire-in (in ``lesionseg.cli``; this module imports no torch, so the parser stays light)::
+
+    from .methods.s4c import cli_screen        # in build_parser, after cli_refine
+    cli_screen.add_parser(sub)
+
+    def cmd_screen(args): ...                  # lazy import + cli_screen.run(args); COMMANDS["screen"]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ... import progress
+from ...errors import InputError
+
+PHASE_HELP = "CT of the {} phase in HU: a NIfTI/NRRD/MHA file or a DICOM folder"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``screen`` subcommand to the CLI's subparsers; returns its parser."""
+    text = ("Screen one case for pancreatic tumours with S4C: segment the venous and/or arterial CT, count "
+            "tumour and dilated-duct volume per phase, fuse the phases, write labels, pictures and a report.")
+    p = sub.add_parser("screen", help="S4C pancreatic tumour screening of one case (venous and/or arterial CT)",
+                       description=text)
+    p.add_argument("--venous", type=Path, help=PHASE_HELP.format("venous"))
+    p.add_argument("--arterial", type=Path, help=PHASE_HELP.format("arterial"))
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="report folder (written as a whole; must be absent or empty unless --overwrite)")
+    p.add_argument("--weights", type=Path, help="s4c model folder (default: $LESIONSEG_WEIGHTS, then built-in)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the network runs (default: auto = cuda if available)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="sliding-window stride in working voxels (default: the model's; the paper uses 20)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty report folder")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``lesionseg screen``; returns the exit status."""
+    from ...io import read_image
+    from ...registry import build
+    from .screen import PHASES, check_output_folder, screen_case, verdict_paragraph
+
+    given = {phase: getattr(args, phase) for phase in PHASES if getattr(args, phase) is not None}
+    if not given:
+        raise InputError("give --venous and/or --arterial (one CT per phase)")
+    check_output_folder(args.output, args.overwrite)
+    seg = build("s4c", weights=args.weights, device=args.device)
+    if args.stride is not None:
+        seg.set_stride(args.stride)
+    images = {}
+    for phase, path in given.items():
+        progress.emit_line(0.0, f"reading the {phase} phase")
+        images[phase] = read_image(path)
+    report = screen_case(images, seg, args.output, overwrite=args.overwrite,
+                         inputs={phase: str(Path(path).resolve()) for phase, path in given.items()})
+    print(verdict_paragraph(report))
+    print(f"report: {args.output / 'report.json'}")
+    return 0
