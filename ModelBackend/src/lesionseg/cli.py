@@ -113,6 +113,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     from .methods.s4c import cli_screen
 
     cli_screen.add_parser(sub)
+    from . import cli_suv
+
+    cli_suv.add_parser(sub)
     return parser
 
 
@@ -225,6 +228,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return cli_screen.run(args)
 
 
+def cmd_suv(args: argparse.Namespace) -> int:
+    from . import cli_suv
+
+    return cli_suv.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -235,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"methods": cmd_methods, "predict": cmd_predict, "train": cmd_train,
             "evaluate": cmd_evaluate, "demo": cmd_demo, "refine": cmd_refine,
-            "screen": cmd_screen}
+            "screen": cmd_screen, "suv": cmd_suv}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
