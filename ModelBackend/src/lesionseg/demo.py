@@ -63,7 +63,7 @@ def _pancreas(seed: int) -> DemoCase:
     from .phantoms.pancreas import pancreas_ct
 
     _, venous, label, info = pancreas_ct(seed=seed, kind="tumour")
-    return DemoCase("pancreas_ct", (venous,), label, info)
+    return DemoCase("pancreas_ct", (venous,), label, {**info, "window": [-160.0, 240.0]})
 
 
 CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen, "pancreas_ct": _pancreas}
@@ -128,7 +128,8 @@ def _run_method(name: str, case: DemoCase, device: str) -> dict:
         keep[[recist_to_index(truth, p).k for p in prompts]] = True
         truth = truth.with_array(np.where(keep[:, None, None], truth.array, 0))
         pred = pred.with_array(np.where(keep[:, None, None], pred.array, 0))
-    return {"method": name, "case": case.name, "prompt": seg.prompt_kind, "lesions": len(prompts),
+    extras = seg.demo_extras(pred, case.truth) if hasattr(seg, "demo_extras") else {}
+    return {"method": name, "case": case.name, "prompt": seg.prompt_kind, "lesions": len(prompts), **extras,
             "dice": round(float(dice(pred, truth)), 4), "dice_scope": "RECIST slices" if truth is not case.truth
             else "3D", "set_image_s": round(t_set, 3),
             "predict_s_total": round(float(sum(times)), 3),
@@ -202,11 +203,11 @@ def _run_into(work: Path, seed: int, device: str, methods: Optional[list[str]], 
 def _markdown(report: dict) -> str:
     lines = ["# LesionSeg demo", "",
              f"All numbers below are measured on **synthetic phantoms** (seed {report['seed']}), not on patients.",
-             "", "| method | phantom | prompt | lesions | Dice (scope) | set_image s | predict ms / prompt |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| method | phantom | prompt | lesions | Dice (scope) | set_image s | predict ms / prompt | notes |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(f"| `{r['method']}` | {r['case']} | {r['prompt']} | {r['lesions']} | {r['dice']:.3f} ({r['dice_scope']}) | "
-                     f"{r['set_image_s']:.2f} | {r['predict_ms_per_prompt']:.0f} |")
+                     f"{r['set_image_s']:.2f} | {r['predict_ms_per_prompt']:.0f} | {r.get('notes', '')} |")
     lines += ["", "Step timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["timings_s"].items()),
               "", "![montage](montage.png)", ""]
     return "\n".join(lines)

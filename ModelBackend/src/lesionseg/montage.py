@@ -3,7 +3,7 @@
 Each row is one (method, case) result: an overview of the axial slice through the largest lesion, then a
 zoom on each lesion (up to :data:`MAX_ZOOMS`) through its centre slice. Truth is outlined in green, the
 prediction in red, box prompts in dashed yellow, RECIST axes in yellow. Pixels are drawn with their
-physical aspect ratio.
+physical aspect ratio. Multi-class labels are outlined as a whole, and their tumour class again, dashed.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from .image import Image
 
 MAX_ZOOMS = 3
 ZOOM_MARGIN_MM = 20.0
+TUMOUR_CLASS = 2
+"""In multi-class labels (S4C: 1 organ, 2 tumour, 3 duct) class 2 is also outlined, dashed."""
 
 
 def _window(case) -> tuple[float, float]:
@@ -53,6 +55,9 @@ def _panel(ax, case, pred: Image, k: int, box: Optional[tuple], prompts: Sequenc
         ax.contour(case.truth.array[k] > 0, levels=[0.5], colors="lime", linewidths=1)
     if pred.array[k].any():
         ax.contour(pred.array[k] > 0, levels=[0.5], colors="red", linewidths=1)
+    for arr, colour in ((case.truth.array[k], "lime"), (pred.array[k], "red")):
+        if (arr == TUMOUR_CLASS).any() and arr.max() > 1:  # multi-class labels (S4C): the tumour, dashed
+            ax.contour(arr == TUMOUR_CLASS, levels=[0.5], colors=colour, linewidths=1, linestyles="dashed")
     for prompt in prompts:
         _draw_prompt(ax, prompt, image, k)
     if box is not None:

@@ -167,6 +167,19 @@ class S4CSegmenter(Segmenter):
         """The screening rule applied to the current result (see :func:`.rules.phase_findings`)."""
         return phase_findings(self.predict(), self.rule, phase)
 
+    def demo_extras(self, pred: Image, truth: Image) -> dict:
+        """What ``lesionseg demo`` adds for S4C: the verdict, tumour Dice and the truth's verdict."""
+        from ...metrics import dice
+
+        found = phase_findings(pred, self.rule, "venous")
+        truth_positive = bool(np.isin(truth.array, (2, 3)).any())
+        tumour = dice(pred.with_array((pred.array == 2).astype(np.uint8)),
+                      truth.with_array((truth.array == 2).astype(np.uint8)))
+        return {"verdict": "positive" if found.positive else "negative", "tumour_dice": round(float(tumour), 4),
+                "notes": f"Dice = whole pancreas; tumour Dice {tumour:.3f}; verdict "
+                         f"{'POSITIVE' if found.positive else 'negative'} (truth "
+                         f"{'positive' if truth_positive else 'negative'})"}
+
     @classmethod
     def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Options of ``lesionseg train s4c`` (see :mod:`.train`)."""

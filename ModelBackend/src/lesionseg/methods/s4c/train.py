@@ -1,19 +1,29 @@
 """``lesionseg train s4c --data DIR -o MODEL``: train the S4C network on a folder of dual-phase cases.
 
-Follows Zhu et al. where two CPU cores allow it:
+The paper's recipe (Zhu et al.), kept where two CPU cores allow it:
 
 * voxel-wise softmax cross-entropy on the main output and two deep-supervision outputs with weights
   aux1 : aux2 : main = 1 : 2 : 5 (the paper does not say which auxiliary is which; here the coarser, 1/4
   resolution head gets 1 and the 1/2 resolution head 2), normalised by their sum;
-* 64^3 patches (``--patch``), augmented by 90/180/270-degree rotations and flips on all three axes;
+* 64^3 patches, augmented by 90/180/270-degree rotations and flips on all three axes (kept);
 * SGD, base learning rate 0.01 with poly decay (power 0.9) over the budget, momentum 0.9 (Nesterov), weight
   decay 5e-4.
 
-Changed for the CPU: batch 2 instead of 16 (``--batch``), a wall-clock budget (``--minutes``) instead of an
-iteration count, and patches centred on a voxel of a class drawn with probabilities background 0.25,
-pancreas 0.25, tumour 0.3, duct 0.2 (the paper samples patches from the whole volume; tumours of 5-20 mm
-would then almost never be seen in a short run). One network serves both phases; every phase of every
-training case is a sample. ``--folds K --fold I`` holds fold ``I`` out (stratified by verdict) and records
+Changed for the CPU (a budget of minutes instead of the paper's days):
+
+* batch 2 instead of 16 (``--batch``), a wall-clock budget (``--minutes``) instead of an iteration count,
+  and 48^3 training patches (``--train-patch``; inference keeps 64^3 windows, the network is fully
+  convolutional);
+* patches centred on a voxel of a class drawn with probabilities background 0.25, pancreas 0.25, tumour
+  0.3, duct 0.2 (the paper samples the whole volume; 5-20 mm tumours would then rarely be seen);
+* **the loss**: with the paper's plain cross-entropy and SGD, 11 CPU minutes (881 steps) learnt the pancreas
+  (held-out DSC 0.67) but never the tumour or the duct -- the mean tumour probability inside tumours stayed
+  at 0.03 even on training cases, because they are 0.1-0.2 % of a patch. Each output's loss is therefore
+  class-weighted cross-entropy (``--class-weights``, default 1 1 4 4) plus a soft Dice loss over the three
+  foreground classes, and the optimiser is AdamW (``--lr`` 1e-3, weight decay 5e-4, poly decay).
+  ``--paper-loss`` restores plain cross-entropy with SGD (lr 0.01, momentum 0.9) for comparison.
+
+One network serves both phases; every phase of every training case is a sample. ``--folds K --fold I`` holds fold ``I`` out (stratified by verdict) and records
 it in the card, for :mod:`.evaluate`'s cross-validation.
 """
 from __future__ import annotations
@@ -21,7 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -45,8 +55,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Method options of ``lesionseg train s4c``."""
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget (default 10)")
     parser.add_argument("--batch", type=int, default=2, help="patches per step (default 2; paper 16)")
-    parser.add_argument("--lr", type=float, default=0.01, help="base SGD learning rate (paper 0.01)")
-    parser.add_argument("--patch", type=int, default=64, help="training patch edge in voxels (paper 64)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="base learning rate (default 1e-3 AdamW; 0.01 SGD with --paper-loss, as the paper)")
+    parser.add_argument("--patch", type=int, default=64, help="inference window edge in voxels (paper 64)")
+    parser.add_argument("--train-patch", type=int, default=48, help="training patch edge in voxels (default 48)")
+    parser.add_argument("--class-weights", type=float, nargs=4, default=[1.0, 1.0, 4.0, 4.0],
+                        metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"), help="cross-entropy class weights")
+    parser.add_argument("--paper-loss", action="store_true",
+                        help="plain cross-entropy and SGD as in the paper (learns no tumour in a CPU budget)")
     parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="feature maps per level (default 8 16 32 64)")
     parser.add_argument("--spacing", type=float, default=1.5, help="isotropic working voxel in mm (default 1.5)")
@@ -60,9 +76,12 @@ class S4CTrainer(Trainer):
     """Patches sampled afresh each step; loss of :data:`DEEP_SUPERVISION_WEIGHTS`."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: int, batch: int,
-                 steps: int) -> None:
+                 steps: int, class_weights: Optional[list[float]] = None, dice: bool = True) -> None:
         super().__init__(model, config)
         self.volumes, self.patch, self.batch, self.steps = volumes, patch, batch, steps
+        self.weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32,
+                                                                        device=config.device)
+        self.dice = dice
 
     def train_batches(self, epoch: int) -> Iterable[Any]:
         for _ in range(self.steps):
@@ -74,14 +93,30 @@ class S4CTrainer(Trainer):
     def loss(self, batch: Any) -> torch.Tensor:
         x, y = (t.to(self.config.device) for t in batch)
         outputs = self.model(x)
-        total = sum(w * F.cross_entropy(o, y) for w, o in zip(DEEP_SUPERVISION_WEIGHTS, outputs))
+        total = sum(w * self._one(o, y) for w, o in zip(DEEP_SUPERVISION_WEIGHTS, outputs))
         return total / sum(DEEP_SUPERVISION_WEIGHTS)
+
+    def _one(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, target, weight=self.weights)
+        if self.dice:
+            loss = loss + soft_dice_loss(logits, target)
+        return loss
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - mean soft Dice of the foreground classes, sums taken over the whole batch (classes absent from
+    the batch and the prediction contribute a Dice of 1 through ``eps``)."""
+    probs = torch.softmax(logits, dim=1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].to(probs.dtype)
+    dims = (0, 2, 3, 4)
+    inter = (probs * onehot).sum(dims)
+    return 1.0 - ((2 * inter + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)).mean()
 
 
 def train(args: argparse.Namespace) -> ModelFolder:
     """Train on ``args.data`` and write ``args.output`` (see the module docstring)."""
-    if args.batch < 1 or args.patch < 16 or args.minutes <= 0:
-        raise InputError("--batch must be >= 1, --patch >= 16 and --minutes > 0")
+    if args.batch < 1 or min(args.patch, args.train_patch) < 16 or args.minutes <= 0:
+        raise InputError("--batch must be >= 1, --patch and --train-patch >= 16 and --minutes > 0")
     cases = list_cases(args.data)
     held_out: list[str] = []
     if args.folds:
@@ -95,10 +130,13 @@ def train(args: argparse.Namespace) -> ModelFolder:
     log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases), len(held_out))
     net = S4CNet(in_channels=1, out_channels=len(LABELS), channels=args.channels)
     steps = int(args.steps_per_epoch)
-    config = TrainConfig(epochs=100000, lr=args.lr, weight_decay=5e-4, optimizer="sgd", schedule="poly",
+    lr = args.lr if args.lr is not None else (0.01 if args.paper_loss else 1e-3)
+    config = TrainConfig(epochs=100000, lr=lr, weight_decay=5e-4, optimizer="sgd" if args.paper_loss else "adamw",
+                         schedule="poly",
                          seed=args.seed, device=resolve_device(getattr(args, "device", "auto")), validate_every=100000, keep="last",
                          max_minutes=args.minutes)
-    result = S4CTrainer(net, config, volumes, prep.patch, args.batch, steps).fit()
+    result = S4CTrainer(net, config, volumes, args.train_patch, args.batch, steps,
+                        None if args.paper_loss else list(args.class_weights), dice=not args.paper_loss).fit()
     synthetic = (Path(args.data) / "cohort.json").exists()
     card = {
         "method": "s4c",
@@ -111,7 +149,9 @@ def train(args: argparse.Namespace) -> ModelFolder:
             "data": str(args.data), "synthetic": synthetic, "command": getattr(args, "command_line", ""),
             "seed": args.seed, "folds": args.folds, "fold": args.fold if args.folds else None,
             "train_cases": [c.name for c in train_cases], "held_out_cases": held_out,
-            "batch": args.batch, "patch": args.patch, "steps": int(sum(h["steps"] for h in result.history)),
+            "batch": args.batch, "train_patch": args.train_patch,
+            "loss": "cross-entropy (paper)" if args.paper_loss else
+                    f"class-weighted cross-entropy {list(args.class_weights)} + soft Dice", "steps": int(sum(h["steps"] for h in result.history)),
             "minutes": round(result.minutes, 1), "config": config.to_dict(),
             "loss_first_last": [round(result.history[0]["loss"], 4), round(result.history[-1]["loss"], 4)],
         },
