@@ -194,3 +194,39 @@ def test_segmenter_rejects_non_ct():
     with pytest.raises(InputError, match="does not look like CT|do not look like CT"):
         seg.set_image(pet)
     assert looks_like_ct(_ct().array)
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+def test_soft_dice_loss_is_zero_for_a_perfect_prediction_and_high_for_a_wrong_one():
+    from lesionseg.methods.s4c.train import soft_dice_loss
+
+    target = torch.zeros(1, 6, 6, 6, dtype=torch.int64)
+    target[0, 1:3, 1:3, 1:3] = 2
+    perfect = torch.nn.functional.one_hot(target, 4).permute(0, 4, 1, 2, 3).float() * 50.0
+    assert soft_dice_loss(perfect, target).item() < 0.01
+    wrong = torch.nn.functional.one_hot(torch.full_like(target, 1), 4).permute(0, 4, 1, 2, 3).float() * 50.0
+    assert soft_dice_loss(wrong, target).item() > 0.6
+
+
+def test_train_command_writes_a_usable_model(tmp_path):
+    from lesionseg import cli
+    from lesionseg.methods.s4c.data import folds, list_cases, write_cohort
+    from lesionseg.modelfolder import load_model_folder
+    from lesionseg.registry import build
+
+    data = tmp_path / "cohort"
+    write_cohort(data, 4, seed=3)
+    cases = list_cases(data)
+    assert len(cases) == 4 and all(set(c.phases) == {"arterial", "venous"} for c in cases)
+    parts = folds(cases, 2, seed=0)
+    assert sorted(sum(parts, [])) == sorted(c.name for c in cases)
+    code = cli.main(["--progress", "none", "train", "s4c", "--data", str(data), "-o", str(tmp_path / "m"),
+                     "--minutes", "0.02", "--train-patch", "16", "--patch", "16", "--channels", "4", "8", "16",
+                     "--steps-per-epoch", "1", "--folds", "2", "--fold", "1", "--device", "cpu"])
+    assert code == 0
+    card = load_model_folder(tmp_path / "m", "s4c").card
+    assert card["training"]["held_out_cases"] == parts[1] and card["training"]["synthetic"] is True
+    assert card["preprocessing"]["patch"] == 16 and card["network"]["kwargs"]["channels"] == [4, 8, 16]
+    seg = build("s4c", weights=tmp_path / "m", device="cpu")
+    assert seg.prep.patch == 16 and seg.rule.tumour_min_mm3 == 40.0
