@@ -26,6 +26,8 @@ from typing import Optional
 
 RECEIVER_CLASSES = {
     "volumeNode": "vtkMRMLScalarVolumeNode",
+    "petNode": "vtkMRMLScalarVolumeNode",
+    "ctNode": "vtkMRMLScalarVolumeNode",
     "segmentationNode": "vtkMRMLSegmentationNode",
     "roiNode": "vtkMRMLMarkupsROINode",
     "unplaced": "vtkMRMLMarkupsROINode",

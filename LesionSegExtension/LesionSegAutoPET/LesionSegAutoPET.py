@@ -1,0 +1,299 @@
+"""LesionSeg PET/CT (autoPET L2SNet): whole-body FDG-PET/CT -> lesion segments and a lesion table node.
+
+Thin module (the work is in LesionSegAutoPETLib and LesionSegLib); the logic never touches the widget and runs
+``lesionseg predict autopet-l2snet`` in a background process (progress, Cancel kills the process tree). Console::
+
+    result = LesionSegAutoPETLogic().process(petNode, ctNode, segmentationNode=None, petUnits="suv")  # waits
+    runner = logic.process(petNode, waitForCompletion=False); result = logic.finish(runner.wait())    # CT paired
+
+No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
+"""
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+_HERE = Path(__file__).resolve().parent
+try:
+    import LesionSegLib  # noqa: F401  (beside this module once built/installed)
+except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
+    sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
+sys.path.insert(0, str(_HERE))
+from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
+from LesionSegLib.background_ui import ProcessMonitor
+from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegAutoPETLib import autopet, inputs, lesions, run, scenarios  # backend imported inside the functions
+
+
+class LesionSegAutoPET(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LesionSeg PET/CT"
+        self.parent.categories = ["Segmentation.LesionSeg"]
+        self.parent.dependencies = ["LesionSegCommon"]
+        self.parent.contributors = ["LesionSeg contributors"]
+        self.parent.helpText = (
+            "Whole-body FDG-PET/CT lesion segmentation (L2SNet): select the PET (the CT of its study is paired "
+            "automatically), say what a PET file holds (a DICOM PET is converted from its tags), press Segment "
+            "lesions. Segments and a lesion table (mL, SUV, TLG); double-click a lesion to centre the views.")
+        self.parent.acknowledgementText = ("L2SNet: A Localization-to-Segmentation Framework for Automatic Tumor "
+                                           "Segmentation in Whole-Body PET/CT Images (autoPET-II). See the README.")
+
+
+@parameterNodeWrapper
+class LesionSegAutoPETParameterNode:
+    """petVolume / ctVolume: the inputs; segmentation: where segments go (None: a new one); petUnits, weightKg,
+    doseMBq, minutesToScan: what a PET *file* holds (0 = not given); perLesion: one segment per lesion."""
+
+    petVolume: slicer.vtkMRMLScalarVolumeNode
+    ctVolume: slicer.vtkMRMLScalarVolumeNode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    petUnits: Annotated[str, Choice(list(autopet.UNIT_CHOICES))] = list(autopet.UNIT_CHOICES)[0]
+    weightKg: Annotated[float, WithinRange(0.0, 500.0)] = 0.0
+    doseMBq: Annotated[float, WithinRange(0.0, 5000.0)] = 0.0
+    minutesToScan: Annotated[float, WithinRange(0.0, 1440.0)] = 0.0
+    perLesion: bool = False
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+
+
+class LesionSegAutoPETWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = self.monitor = self._parameterNode = self._parameterNodeGuiTag = self._pet = self._result = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegAutoPET.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = LesionSegAutoPETLogic()
+        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.lesionTable.connect("cellDoubleClicked(int,int)", self.onJump)
+        self.ui.mipButton.connect("clicked(bool)", self.onOpenMip)
+        self._showResult(None)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.monitor.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.monitor.cancel()
+        self.setParameterNode(None)
+        self._showResult(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
+        self._parameterNode, self._pet = inputParameterNode, None
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
+            self._onParameterModified()
+
+    def _onParameterModified(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is not None and p.petVolume is not self._pet:
+            self._pet = p.petVolume
+            self.ui.pairingLabel.text = ""
+            if p.petVolume and not p.ctVolume:
+                ct, reason = self.logic.pairedCT(p.petVolume)
+                self.ui.pairingLabel.text = reason
+                if ct is not None:
+                    p.ctVolume = ct  # re-enters this method through ModifiedEvent; the PET is already recorded
+                    return
+        self._updateButtons()
+
+    def _updateButtons(self) -> None:
+        p = self._parameterNode
+        pet = p.petVolume if p else None
+        state = autopet.units_panel_state(pet is not None, bool(pet and inputs.dicom_instance_uids(pet)),
+                                          p.petUnits if p else "")
+        self.ui.petUnitsComboBox.enabled, self.ui.petSourceLabel.text = state.units_enabled, state.source
+        for widget in (self.ui.weightSpinBox, self.ui.doseSpinBox, self.ui.minutesSpinBox):
+            widget.enabled = state.bqml_enabled
+        problem = None
+        try:
+            if p:
+                self.logic.checkInputs(pet, p.ctVolume, **self._units())
+        except ValueError as exc:
+            problem = str(exc)
+        running = self.monitor.running
+        self.ui.segmentButton.enabled = p is not None and problem is None and not running
+        self.ui.segmentButton.toolTip = problem or ("Lesion segmentation is running" if running else
+                                                    "Segment the lesions of the PET/CT (background process)")
+        self.ui.inputHintLabel.text = problem or ""
+
+    def _units(self) -> dict:
+        p = self._parameterNode
+        return {"petUnits": p.petUnits, "weightKg": p.weightKg or None, "doseMBq": p.doseMBq or None,
+                "minutesToScan": p.minutesToScan}
+
+    def onSegment(self) -> None:
+        p = self._parameterNode
+        weights = self.ui.weightsPathLineEdit.currentPath or None
+        try:
+            with slicer.util.tryWithErrorDisplay("LesionSeg could not start the lesion segmentation.", waitCursor=True):
+                dependencies.ensure_installed()  # asks first; nothing is installed without consent
+                runner = self.logic.process(p.petVolume, p.ctVolume, p.segmentation, waitForCompletion=False,
+                                            perLesion=p.perLesion, weights=weights, device=p.device, **self._units())
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+            return
+        self._showResult(None)
+        self.monitor.watch(runner, "Writing the volumes and starting the backend...")
+        self._updateButtons()
+
+    def onFinished(self, result) -> None:
+        """The background run ended (called by the monitor on the main thread)."""
+        found = None
+        try:
+            with slicer.util.tryWithErrorDisplay("Lesion segmentation failed.", waitCursor=True):
+                found = self.logic.finish(result)
+        except Exception as exc:  # already shown to the user (the backend's error line) by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+        if found is not None:
+            if self._parameterNode:
+                self._parameterNode.segmentation = found["segmentationNode"]
+            self.ui.statusLabel.text = f"Done in {self.logic.lastSeconds:.0f} s; table '{found['tableNode'].GetName()}'"
+        self._showResult(found)
+        self._updateButtons()
+
+    def _showResult(self, found: Optional[dict]) -> None:
+        self._result, rows, mip = found, (found or {}).get("lesionRows", []), (found or {}).get("mip")
+        self.ui.resultsCollapsibleButton.visible = found is not None
+        self.ui.summaryLabel.text = lesions.summary(rows) if found else ""
+        self.ui.mipButton.enabled, self.ui.mipPathLabel.text = mip is not None, str(mip or "no MIP picture")
+        self.ui.lesionTable.setRowCount(len(rows))
+        for row, lesion in enumerate(rows):
+            for column, text in enumerate(lesion.cells()):
+                self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
+
+    def onJump(self, row: int, column: int = 0) -> None:
+        rows = (self._result or {}).get("lesionRows", [])
+        if 0 <= row < len(rows):
+            with slicer.util.tryWithErrorDisplay("Could not centre the views on the lesion."):
+                self.logic.jumpTo(rows[row])
+
+    def onOpenMip(self, checked: bool = False) -> None:
+        if self._result and self._result.get("mip"):
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self._result["mip"])))
+
+
+class LesionSegAutoPETLogic(ScriptedLoadableModuleLogic):
+    """Console-first logic; one run at a time (see the module docstring)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job: Optional[autopet.Job] = None
+        self.lastResult: Optional[dict] = None
+        self.lastOutputDir: Optional[Path] = None
+        self.lastPetNode, self.lastSeconds, self._valueRange = None, 0.0, run.CachedValueRange()
+
+    def getParameterNode(self):
+        return LesionSegAutoPETParameterNode(super().getParameterNode())
+
+    def pairedCT(self, petNode):
+        """``(CT node or None, reason)``: the only CT of the PET's study (DICOM study or subject-hierarchy folder)."""
+        return inputs.find_paired_ct(petNode)
+
+    def checkInputs(self, petNode, ctNode, petUnits: str = "suv", weightKg=None, doseMBq=None,
+                    minutesToScan: float = 0.0) -> Optional[autopet.PetUnits]:
+        """The units to pass for a PET file (None for a DICOM PET); ValueError with a message for the user
+        (e.g. "this does not look like PET in SUV")."""
+        return run.check_inputs(petNode, ctNode, petUnits, weightKg, doseMBq, minutesToScan, self._valueRange)
+
+    def process(self, petNode, ctNode=None, segmentationNode=None, waitForCompletion: bool = True,
+                petUnits: str = "suv", weightKg=None, doseMBq=None, minutesToScan: float = 0.0,
+                perLesion: bool = False, weights=None, device: str = "auto", onProgress=None, onLog=None):
+        """Segment the lesions: the result dict when waiting (``rows``, ``segmentationNode``, ``tableNode``...:
+        ``LesionSegAutoPETLib.loading.load_results``), else the started ``BackgroundProcess`` (then pass
+        ``runner.wait()`` to :meth:`finish`). ``ctNode`` None: the CT of the PET's study. ``segmentationNode``
+        None: a new ``"<PET> lesions"``; segments this module wrote there before are replaced, no other. The units
+        (``"suv"``, or ``"bqml"`` with weight, dose and minutes from injection to scan) apply to a PET file only.
+        Raises ValueError (inputs, units, SUV check, no CT), lesionseg.InputError (transforms, DICOM files gone),
+        RuntimeError (a run is going; when waiting: the backend's error line)."""
+        autopet.check_options(weights, device)
+        if self.job is not None:
+            raise RuntimeError("a lesion segmentation is already running; cancel it or wait for it first")
+        if petNode is not None and ctNode is None:
+            ctNode, reason = self.pairedCT(petNode)
+            if ctNode is None:
+                raise ValueError(f"select the CT: {reason}")
+        units = self.checkInputs(petNode, ctNode, petUnits, weightKg, doseMBq, minutesToScan)
+        dependencies.require()
+        self.job = run.start(petNode, ctNode, segmentationNode, units, perLesion, weights, device, onProgress, onLog)
+        if not waitForCompletion:
+            return self.job.runner
+        return self.finish(self.job.runner.wait(idle=slicer.app.processEvents))
+
+    def finish(self, result) -> Optional[dict]:
+        """The ended run's result dict (None when cancelled); the scene changes only if every output is valid.
+        Its output folder stays as ``lastOutputDir`` until the next run ends. RuntimeError: no run, or the
+        backend failed (its one error line)."""
+        job, self.job = self.job, None
+        if job is None:
+            raise RuntimeError("no lesion segmentation is running")
+        found = run.finish(job, result, self.lastOutputDir)
+        if found is not None:
+            self.lastSeconds = time.perf_counter() - job.started
+            self.lastResult, self.lastOutputDir, self.lastPetNode = found, job.output_dir, job.petNode
+        return found
+
+    def cancel(self) -> None:
+        """Kill the running segmentation's process tree (``finish`` then returns None)."""
+        if self.job is not None:
+            self.job.runner.cancel()
+
+    def jumpTo(self, row):
+        """Centre the slice views on a lesion of the last run (a ``LesionRow`` or its dict); the world RAS point."""
+        from LesionSegLib import labelmaps
+
+        ras = row["centroid_ras"] if isinstance(row, dict) else row.centroid_ras
+        return labelmaps.jump_slices_to(ras, self.lastPetNode)
+
+
+class LesionSegAutoPETTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegAutoPETLib."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_PairingPicksTheStudyCT(self) -> None:
+        scenarios.pairing_picks_the_study_ct(self, LesionSegAutoPETLogic())
+
+    def test_SuvCheckRefusesCT(self) -> None:
+        scenarios.suv_check_refuses_ct(self, LesionSegAutoPETLogic())
+
+    def test_SegmentPhantom(self) -> None:
+        scenarios.segment_phantom(self, LesionSegAutoPETLogic())
+
+    def test_CancelLeavesSceneUnchanged(self) -> None:
+        scenarios.cancel_leaves_scene_unchanged(self, LesionSegAutoPETLogic())

@@ -1,0 +1,282 @@
+"""LesionSegAutoPET offline: the module under stub Slicer modules (parameter node, .ui, CMake lists), and the logic
+driving a real background process that runs a fake ``lesionseg predict autopet-l2snet`` (same arguments and
+outputs, PROGRESS and error lines): CT pairing, PET file or DICOM files, segments, table node, errors, Cancel."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import struct
+import sys
+import types
+import unittest
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from conftest import EXTENSION
+from LesionSegLib import dependencies, labelmaps, nodes, process
+from test_autopet_lib import IJK_TO_RAS, two_lesion_pet
+
+from lesionseg import Image, InputError
+from lesionseg.io import write_image
+
+MODULE = EXTENSION / "LesionSegAutoPET"
+sys.path.insert(0, str(MODULE))
+from LesionSegAutoPETLib import autopet, lesions  # noqa: E402
+
+
+FAKE_BACKEND = r"""
+import json, sys, time
+from pathlib import Path
+import numpy as np
+from lesionseg.io import read_image, write_image
+from lesionseg.methods.autopet.lesion_table import lesion_table, write_table
+
+args = sys.argv[1:]
+if args[:4] != ["--progress", "lines", "predict", "autopet-l2snet"]:
+    sys.stderr.write(f"error: unexpected arguments {args}\n"); sys.exit(2)
+pet_path, ct_path = Path(args[4]), Path(args[5])
+opts = dict(zip(args[6::2], args[7::2]))
+weights = Path(opts.get("--weights", "installed")).name
+if weights == "error":
+    sys.stderr.write("error: the PET and CT do not overlap in physical space\n"); sys.exit(2)
+if weights == "slow":
+    sys.stderr.write("PROGRESS 0.05 loading\n"); sys.stderr.flush(); time.sleep(60)
+if pet_path.is_dir() == ("--pet-units" in opts):
+    sys.stderr.write("error: units given for DICOM or missing for a file\n"); sys.exit(2)
+sys.stderr.write("PROGRESS 0.2000 localisation\n"); sys.stderr.flush()
+if pet_path.is_dir():  # the "DICOM" PET: one NRRD copied as 00000.dcm; its label is written with k reversed
+    copy = pet_path.parent / "suv_copy.nrrd"
+    copy.write_bytes(next(pet_path.iterdir()).read_bytes())
+    pet_path_read = copy
+else:
+    pet_path_read = pet_path
+pet = read_image(pet_path_read)
+label = pet.with_array((pet.array > 3).astype(np.uint8))
+write_table(lesion_table(label, pet), opts["--table"])
+if pet_path.is_dir():
+    direction = pet.direction.copy(); direction[:, 2] *= -1
+    origin = pet.index_to_world[:3, :3] @ [0, 0, pet.shape[0] - 1] + pet.origin
+    label = type(pet)(label.array[::-1].copy(), pet.spacing, origin, direction)
+write_image(label, opts["-o"])
+Path(opts["--mip"]).write_bytes(b"\x89PNG\r\n\x1a\n")
+Path(opts["-o"]).with_name("args.json").write_text(json.dumps(args))
+sys.stderr.write("PROGRESS 1.0000 done\n")
+"""
+
+
+class FakeVolume(types.SimpleNamespace):
+    """A scalar volume node (or table node) of the fake scene: name, image, subject-hierarchy item, attributes."""
+
+    def __init__(self, name: str, image: Image, item: int = 0) -> None:
+        super().__init__(name=name, image=image, ijk_to_ras=IJK_TO_RAS, item=item, attributes={})
+        low, high = float(image.array.min()), float(image.array.max())
+        self.GetName, self.SetName = (lambda: self.name), (lambda name: setattr(self, "name", name))
+        self.GetID = lambda: f"vtkMRMLScalarVolumeNode{self.name}"
+        self.GetClassName = lambda: "vtkMRMLScalarVolumeNode"
+        self.GetAttribute, self.SetAttribute = self.attributes.get, self.attributes.__setitem__
+        self.GetTransformNodeID = lambda: None
+        self.GetImageData = lambda: types.SimpleNamespace(GetMTime=lambda: 1, GetScalarRange=lambda: (low, high))
+
+
+def _stubs(tmp_path, fake_scene) -> dict:
+    slicer = types.ModuleType("slicer")
+    util = types.ModuleType("slicer.util")
+    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
+    folders = iter(range(100))
+
+    def temp_directory(key="__SlicerTemp__", tempDir=None, includeDateTime=True):
+        path = tmp_path / f"{key}-{next(folders)}"
+        path.mkdir()
+        return str(path)
+
+    def update_table(tableNode, narrays, columnNames=None):
+        if tableNode is None:
+            tableNode = FakeVolume("table", fake_scene["volumes"][0].image)
+            fake_scene["tables"].append(tableNode)
+        tableNode.columns = dict(zip(columnNames, narrays))
+        return tableNode
+
+    util.tempDirectory, util.updateTableFromArray = temp_directory, update_table
+    util.arrayFromVolume = lambda node: node.image.array
+    util.getNodesByClass = lambda name: fake_scene["tables" if name == "vtkMRMLTableNode" else "volumes"]
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    slm.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {"__init__": lambda self, parent: None})
+    slm.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
+    slm.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (),
+                                           {"__init__": lambda self, parent=None: None})
+    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,), {})
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.Choice = lambda choices: ("Choice", tuple(choices))
+    pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
+    for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
+        setattr(slicer, name, type(name, (), {}))
+    shNode = types.SimpleNamespace(  # scene item 1; study item 5 holds the items 10 (PET) and 11 (CT)
+        GetInvalidItemID=lambda: 0, GetSceneItemID=lambda: 1, GetItemByDataNode=lambda node: node.item,
+        GetItemParent=lambda item: 5 if item in (10, 11) else 1, GetItemUID=lambda item, name: "",
+        GetItemAttribute=lambda item, name: "")
+    slicer.vtkMRMLSubjectHierarchyNode = types.SimpleNamespace(GetSubjectHierarchyNode=lambda scene_: shNode)
+    slicer.app = types.SimpleNamespace(processEvents=lambda: None)
+    slicer.mrmlScene = types.SimpleNamespace(
+        IsNodePresent=lambda node: node not in fake_scene["removed"],
+        GetNodeByID=lambda node_id: next(v for v in fake_scene["volumes"] if v.GetID() == node_id))
+    slicer.dicomDatabase = types.SimpleNamespace(fileForInstance=lambda uid: fake_scene["dicom"].get(uid, ""),
+                                                 fileValue=lambda path, tag: "")
+    slicer.util, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper = util, slm, pnw
+    return {"slicer": slicer, "slicer.util": util, "slicer.ScriptedLoadableModule": slm,
+            "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": types.ModuleType("vtk")}
+
+
+@pytest.fixture
+def module(monkeypatch, tmp_path):
+    pet, ct = two_lesion_pet()
+    fake_scene = {"volumes": [FakeVolume("PET", pet, 10), FakeVolume("CT", ct, 11)], "tables": [], "removed": [],
+                  "dicom": {}, "written": []}
+    for name, stub in _stubs(tmp_path, fake_scene).items():
+        monkeypatch.setitem(sys.modules, name, stub)
+    spec = importlib.util.spec_from_file_location("LesionSegAutoPET_offline", MODULE / "LesionSegAutoPET.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)
+    spec.loader.exec_module(mod)
+    mod.fake_scene = fake_scene
+    return mod
+
+
+@pytest.fixture
+def fake(module, monkeypatch):
+    """The logic with the scene side faked: export writes the volume's image, segments are recorded."""
+    fake_scene = module.fake_scene
+    monkeypatch.setattr(dependencies, "require", lambda: None)
+    monkeypatch.setattr(process, "backend_command", lambda args: [sys.executable, "-c", FAKE_BACKEND,
+                                                                  "--progress", "lines", *args])
+    monkeypatch.setattr(labelmaps, "export_volume", lambda node, path: write_image(node.image, path))
+    monkeypatch.setattr(labelmaps, "volume_grid", lambda node: (node.image.shape, node.ijk_to_ras))
+    monkeypatch.setattr(nodes, "_place_under_study", lambda volume, node: fake_scene["written"].append(("sh", node)))
+
+    def replace(segmentationNode, labels, owner, method, newName):
+        fake_scene["written"].append((segmentationNode, labels, owner, method, newName))
+        node = segmentationNode or FakeVolume(newName, labels[0].volumeNode.image)
+        return labelmaps.WrittenSegments(node, tuple(s.name for s in labels[0].specs), segmentationNode is None, 0)
+
+    monkeypatch.setattr(labelmaps, "replace_owned_segments", replace)
+    return module.LesionSegAutoPETLogic(), fake_scene, *fake_scene["volumes"]
+
+
+def test_process_pairs_the_ct_runs_and_loads_lesions(fake):
+    logic, fake_scene, pet, ct = fake
+    assert logic.pairedCT(pet) == (ct, "CT paired automatically: same study as the PET")
+    progress = []
+    result = logic.process(pet, perLesion=True, device="cpu", onProgress=lambda f, m: progress.append((f, m)))
+    assert progress == [(0.2, "localisation"), (1.0, "done")]
+    args = json.loads((logic.lastOutputDir / "args.json").read_text())
+    assert args[4:6] == [str(logic.lastOutputDir.parent / "pet.nrrd"), str(logic.lastOutputDir.parent / "ct.nrrd")]
+    assert args[-4:] == ["--device", "cpu", "--pet-units", "suv"]
+    assert [(r["id"], r["voxels"]) for r in result["rows"]] == [(1, 12), (2, 4)]
+    (segmentation, labels, owner, method, name), (where, table) = fake_scene["written"]
+    assert where == "sh"
+    assert (segmentation, owner, method, name) == (None, "LesionSegAutoPET", "autopet-l2snet", "PET lesions")
+    assert labels[0].volumeNode is pet and [s.name for s in labels[0].specs] == ["lesion 1", "lesion 2"]
+    assert np.bincount(labels[0].label.ravel()).tolist()[1:] == [12, 4]
+    assert result["tableNode"] is table and table.name == "PET lesions table"
+    assert list(table.columns) == list(lesions.TABLE_COLUMNS) and table.columns["ID"].tolist() == [1, 2]
+    assert result["mip"] == logic.lastOutputDir / "mip.png" and result["segmentIds"] == ("lesion 1", "lesion 2")
+    assert sorted(p.name for p in logic.lastOutputDir.parent.iterdir()) == ["out"]  # inputs deleted
+    first = logic.lastOutputDir
+    again = logic.process(pet, ct, result["segmentationNode"], perLesion=False)
+    assert again["tableNode"] is table and fake_scene["tables"] == [table]  # the panel's table is reused
+    assert [s.name for s in fake_scene["written"][-1][1][0].specs] == ["lesions"]
+    assert set(np.unique(fake_scene["written"][-1][1][0].label).tolist()) == {0, 1}
+    assert not first.parent.exists() and logic.lastOutputDir.is_dir()
+
+
+def test_dicom_pet_goes_as_its_files_and_the_label_is_resampled(fake, tmp_path):
+    logic, fake_scene, pet, ct = fake
+    write_image(pet.image, tmp_path / "suv.nrrd")
+    fake_scene["dicom"] = {"1.2.3": str(tmp_path / "suv.nrrd")}
+    pet.attributes[autopet.DICOM_INSTANCES_ATTRIBUTE] = "1.2.3"
+    runner = logic.process(pet, ct, waitForCompletion=False, petUnits="Bq/mL")  # units ignored for DICOM
+    assert isinstance(runner, process.BackgroundProcess) and logic.job.petFromDicom
+    with pytest.raises(RuntimeError, match="already running"):
+        logic.process(pet, ct)
+    result = logic.finish(runner.wait(timeout=60))
+    args = json.loads((logic.lastOutputDir / "args.json").read_text())
+    assert args[4] == str(logic.lastOutputDir.parent / "pet_dicom") and "--pet-units" not in args
+    labels = fake_scene["written"][0][1]
+    np.testing.assert_array_equal(labels[0].label, (pet.image.array > 3).astype(np.uint8))
+    assert result["note"] == "" and not (logic.lastOutputDir.parent / "pet_dicom").exists()
+    with pytest.raises(RuntimeError, match="no lesion segmentation is running"):
+        logic.finish(runner.poll())
+
+
+def test_backend_error_and_cancel_change_nothing(fake, tmp_path):
+    logic, fake_scene, pet, ct = fake
+    (tmp_path / "error").mkdir()
+    (tmp_path / "slow").mkdir()
+    with pytest.raises(RuntimeError, match="^the PET and CT do not overlap in physical space$"):
+        logic.process(pet, ct, weights=tmp_path / "error")
+    assert fake_scene["written"] == [] and logic.job is None and logic.lastResult is None
+    runner = logic.process(pet, ct, waitForCompletion=False, weights=tmp_path / "slow")
+    folder = logic.job.folder
+    logic.cancel()
+    assert logic.finish(runner.wait(timeout=20)) is None
+    assert fake_scene["written"] == [] and logic.job is None and not folder.exists()
+    assert not list(tmp_path.glob("LesionSegAutoPET-*"))  # every run's temporary folder is removed
+
+
+def test_bad_input_raises_before_writing_anything(fake, tmp_path):
+    logic, fake_scene, pet, ct = fake
+    with pytest.raises(ValueError, match="this does not look like PET in SUV: values -1000..40"):
+        logic.process(ct, pet)
+    with pytest.raises(ValueError, match="needs the patient weight \\(kg\\) and the injected dose"):
+        logic.process(pet, ct, petUnits="Bq/mL")
+    with pytest.raises(ValueError, match="does not look like PET in Bq/mL"):
+        logic.process(pet, ct, petUnits="bqml", weightKg=70.0, doseMBq=300.0)
+    with pytest.raises(ValueError, match="same volume"):
+        logic.process(pet, pet)
+    pet.item = 0  # not in a study: nothing to pair
+    with pytest.raises(ValueError, match="select the CT: the PET is not in a study"):
+        logic.process(pet)
+    with pytest.raises(ValueError, match="weights folder"):
+        logic.process(pet, ct, weights=tmp_path / "nope")
+    ct.GetTransformNodeID = lambda: "vtkMRMLLinearTransformNode1"
+    with pytest.raises(InputError, match="different transforms"):
+        logic.process(pet, ct)
+    fake_scene["dicom"], ct.GetTransformNodeID = {}, lambda: None
+    pet.attributes[autopet.DICOM_INSTANCES_ATTRIBUTE] = "9.9"
+    with pytest.raises(InputError, match="1 of 1 DICOM files of the PET are no longer"):
+        logic.process(pet, ct)
+    assert not list(tmp_path.glob("LesionSegAutoPET-*")) and logic.job is None and fake_scene["written"] == []
+
+
+def test_module_structure(module):
+    node = module.LesionSegAutoPETParameterNode
+    assert list(node.__annotations__) == ["petVolume", "ctVolume", "segmentation", "petUnits", "weightKg", "doseMBq",
+                                          "minutesToScan", "perLesion", "device"]
+    assert node.petUnits == "SUV (already converted)" and node.device == "auto" and node.perLesion is False
+    source = (MODULE / "LesionSegAutoPET.py").read_text()
+    assert source.count("\n") <= 300
+    ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegAutoPET.ui").getroot()
+    assert ui.find("widget").get("class") == "qMRMLWidget"
+    bound = {w.find("string").text: w for w in ui.iter("property") if w.get("name") == "SlicerParameterName"}
+    assert set(bound) == set(node.__annotations__)
+    classes = {w.get("name"): w.get("class") for w in ui.iter("widget")}
+    assert set(re.findall(r"self\.ui\.(\w+)", source)) <= set(classes)
+    kinds = {"petVolumeSelector": "qMRMLNodeComboBox", "petUnitsComboBox": "QComboBox", "deviceComboBox": "QComboBox",
+             "perLesionCheckBox": "QCheckBox", "weightSpinBox": "QDoubleSpinBox", "lesionTable": "QTableWidget"}
+    assert {name: classes[name] for name in kinds} == kinds
+    headers = [c.find("property/string").text for c in ui.iter("column")]
+    assert headers == list(lesions.PANEL_COLUMNS)
+
+
+def test_cmake_lists_every_file():
+    text = (MODULE / "CMakeLists.txt").read_text()
+    listed = {name.replace("${MODULE_NAME}", "LesionSegAutoPET")
+              for name in re.findall(r"^\s+(\S+\.(?:py|ui|png))\s*$", text, re.MULTILINE)}
+    on_disk = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*") if p.suffix in (".py", ".ui", ".png")
+               and "__pycache__" not in p.parts}
+    assert listed == on_disk
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text and "WITH_GENERIC_TESTS" in text
+    header = (MODULE / "Resources" / "Icons" / "LesionSegAutoPET.png").read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (128, 128)
