@@ -161,13 +161,14 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .io import read_image, write_image
-    from .registry import build
+    from .registry import build, get_method
 
     _check_output_free(args.output, args.overwrite)
     if not args.output.parent.exists():
         raise InputError(f"output folder {args.output.parent} does not exist")
     t0 = time.perf_counter()
-    images = [read_image(p) for p in args.images]
+    reader = getattr(get_method(args.method), "read_inputs", None)  # e.g. PET in SUV with --pet-units
+    images = list(reader(args.images, args)) if reader is not None else [read_image(p) for p in args.images]
     prompt = _prompt_from_args(args, images[0])
     seg = build(args.method, weights=args.weights, device=args.device)
     if hasattr(seg, "apply_predict_args"):
@@ -177,10 +178,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     progress.emit_line(0.5, "segmenting")
     label = seg.predict(prompt)
     write_image(label, args.output, overwrite=args.overwrite)
+    extras = seg.write_extras(args, label) if hasattr(seg, "write_extras") else []  # e.g. lesion table, MIP
     progress.emit_line(1.0, "done")
     voxels = int((label.array > 0).sum())
     print(f"{args.output}: {voxels} lesion voxels ({voxels * label.voxel_volume_ml:.2f} mL) "
-          f"in {time.perf_counter() - t0:.2f} s")
+          f"in {time.perf_counter() - t0:.2f} s" + "".join(f"; {p}" for p in extras))
     return 0
 
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +24,7 @@ from . import progress
 from .errors import LesionSegError, OutputExistsError
 from .geometry import index_box_to_world
 from .image import Image
-from .io import write_image
+from .io import output_folder, write_image
 from .prompts import Box, Prompt
 
 log = logging.getLogger(__name__)
@@ -66,7 +63,16 @@ def _pancreas(seed: int) -> DemoCase:
     return DemoCase("pancreas_ct", (venous,), label, {**info, "window": [-160.0, 240.0]})
 
 
-CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen, "pancreas_ct": _pancreas}
+def _wholebody(seed: int) -> DemoCase:
+    """A whole-body FDG-PET/CT phantom with lesions (PET in SUV, CT in HU, one 4 mm grid)."""
+    from .phantoms.wholebody import wholebody_petct
+
+    pet, ct, label, info = wholebody_petct(seed=seed, with_lesions=True)
+    return DemoCase("wholebody_petct", (pet, ct), label, info)
+
+
+CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen, "pancreas_ct": _pancreas,
+                                               "wholebody_petct": _wholebody}
 """Phantom builders by name; a method picks its phantom with the class attribute ``demo_case``."""
 
 
@@ -143,21 +149,8 @@ def run_demo(output: Path, seed: int = 0, device: str = "auto", overwrite: bool 
     from .montage import render_montage
 
     output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    work.chmod(0o777 & ~mask)  # mkdtemp makes a 0700 folder, which the rename would keep
-    try:
+    with output_folder(output, overwrite) as work:
         report = _run_into(work, seed, device, methods, render_montage)
-        if output.exists():
-            shutil.rmtree(output)
-        work.rename(output)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     report["montage"] = str(output / "montage.png")
     report["report_md"] = str(output / "report.md")
     return report

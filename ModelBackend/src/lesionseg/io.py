@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -142,3 +145,37 @@ def write_image(image: Image, path: PathLike, overwrite: bool = False, compress:
     itk = to_sitk(image)
     atomic_write_bytes_via(path, lambda tmp: sitk.WriteImage(itk, str(tmp), compress), overwrite)
     return path
+
+
+def check_output_folder(output: PathLike, overwrite: bool) -> Path:
+    """Raise unless ``output`` can become an output folder: :class:`OutputExistsError` for a non-empty folder
+    without ``overwrite``, :class:`InputError` for a file or a missing parent folder. Returns it as a Path."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output} is a file, not a folder")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
+    if not output.resolve().parent.is_dir():
+        raise InputError(f"the parent folder of {output} does not exist")
+    return output
+
+
+@contextmanager
+def output_folder(output: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Assemble an output folder atomically: yields a hidden temporary sibling to write into, renamed to
+    ``output`` when the block ends without error and deleted otherwise (nothing partial is ever left).
+
+    Checks :func:`check_output_folder` first. The sibling is made with ``mkdir`` (the user's umask), not
+    ``tempfile.mkdtemp``, whose 0700 mode would survive the rename.
+    """
+    output = check_output_folder(output, overwrite)
+    work = output.resolve().parent / f".{output.name}.{secrets.token_hex(4)}.tmp"
+    work.mkdir()
+    try:
+        yield work
+        if output.exists():
+            shutil.rmtree(output)
+        work.rename(output)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

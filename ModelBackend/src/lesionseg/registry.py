@@ -20,6 +20,7 @@ BUILTIN_MODULES = (
     "lesionseg.methods.recist.segmenter",
     "lesionseg.methods.tsfcn",
     "lesionseg.methods.s4c.segmenter",
+    "lesionseg.methods.autopet.segmenter",
 )
 """Modules whose import registers the built-in methods (each method issue adds its module here)."""
 

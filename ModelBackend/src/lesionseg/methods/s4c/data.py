@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,7 +25,7 @@ import numpy as np
 from ... import progress
 from ...errors import InputError, OutputExistsError
 from ...image import Image
-from ...io import read_image, write_image
+from ...io import output_folder, read_image, write_image
 from ...resample import resample_to_grid
 from .segmenter import S4CPreprocessing, normalise, to_working_grid
 
@@ -68,35 +66,23 @@ def list_cases(folder: Path) -> list[Case]:
 def write_cohort(folder: Path, n_cases: int, seed: int = 0, overwrite: bool = False) -> list[dict]:
     """Write the seeded synthetic cohort (both phases, label, ``cohort.json``) into ``folder``.
 
-    Assembled in a temporary sibling folder and renamed at the end (nothing is left on failure).
+    Assembled in a temporary sibling folder and renamed at the end (:func:`lesionseg.io.output_folder`).
     """
     from ...phantoms.pancreas import cohort, pancreas_ct
 
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{folder} exists and is not empty; pass --overwrite to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        specs = cohort(n_cases, seed)
-        records = []
-        with progress.task("synthetic cohort", total=len(specs)) as tick:
-            for n, spec in enumerate(specs):
-                arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"])
-                write_image(arterial, work / f"{spec['case']}_arterial.nii.gz")
-                write_image(venous, work / f"{spec['case']}_venous.nii.gz")
-                write_image(label, work / f"{spec['case']}_label.nii.gz")
-                records.append({**spec, "info": info})
-                tick(n + 1, len(specs))
+    specs = cohort(n_cases, seed)
+    records = []
+    with output_folder(folder, overwrite) as work, progress.task("synthetic cohort", total=len(specs)) as tick:
+        for n, spec in enumerate(specs):
+            arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"])
+            write_image(arterial, work / f"{spec['case']}_arterial.nii.gz")
+            write_image(venous, work / f"{spec['case']}_venous.nii.gz")
+            write_image(label, work / f"{spec['case']}_label.nii.gz")
+            records.append({**spec, "info": info})
+            tick(n + 1, len(specs))
         (work / "cohort.json").write_text(json.dumps(
             {"synthetic": True, "generator": "lesionseg.phantoms.pancreas.pancreas_ct", "seed": seed,
              "cases": records}, indent=1) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        work.rename(folder)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return records
 
 
@@ -110,17 +96,61 @@ class Volume:
     label: np.ndarray
 
 
-def load_volumes(cases: Sequence[Case], prep: S4CPreprocessing) -> list[Volume]:
-    """Every phase of ``cases`` resampled to the working grid (labels by nearest neighbour)."""
+IGNORE = 255
+"""Label value the training loss ignores (a tumour that its phase does not show)."""
+MIN_CONTRAST_HU = 25.0
+"""A tumour counts as visible in a phase when its mean HU differs from the pancreas around it by this much."""
+
+
+def hide_invisible_tumours(hu: np.ndarray, label: np.ndarray, spacing_mm: float,
+                           min_contrast: float = MIN_CONTRAST_HU, shell_mm: float = 6.0) -> tuple[np.ndarray, int]:
+    """Set to :data:`IGNORE` every tumour component whose mean HU differs from the pancreas voxels within
+    ``shell_mm`` of it by less than ``min_contrast`` in this phase.
+
+    The cases carry one label for both phases (they are registered), but a hypervascular tumour is often
+    nearly iso-dense in one phase; asking the network to label what that phase does not show teaches it to
+    label no tumour at all (measured: tumour probability 0.01-0.04 inside tumours after 11 minutes). The
+    loss ignores such voxels instead. Works from the image, so it applies to real data as well.
+
+    Args:
+        hu: ``(D, H, W)`` HU on the working grid; label: uint8 labels on it; spacing_mm: its voxel size.
+    Returns:
+        the new label array and the number of tumours hidden.
+    """
+    from scipy import ndimage
+
+    out = label.copy()
+    comps, n = ndimage.label(label == 2, ndimage.generate_binary_structure(3, 3))
+    hidden = 0
+    steps = max(1, int(round(shell_mm / spacing_mm)))
+    for idx, sl in enumerate(ndimage.find_objects(comps), start=1):
+        big = tuple(slice(max(s.start - steps, 0), s.stop + steps) for s in sl)
+        tumour = comps[big] == idx
+        shell = ndimage.binary_dilation(tumour, iterations=steps) & (label[big] == 1)
+        if not shell.any() or abs(float(hu[big][tumour].mean()) - float(hu[big][shell].mean())) < min_contrast:
+            out[big][tumour] = IGNORE
+            hidden += 1
+    return out, hidden
+
+
+def load_volumes(cases: Sequence[Case], prep: S4CPreprocessing, hide_invisible: bool = True) -> list[Volume]:
+    """Every phase of ``cases`` resampled to the working grid (labels by nearest neighbour); with
+    ``hide_invisible``, tumours a phase does not show are set to :data:`IGNORE` in that phase's labels."""
     volumes = []
+    hidden = 0
     with progress.task("loading cases", total=len(cases)) as tick:
         for n, case in enumerate(cases):
             label = read_image(case.label)
             for phase, path in case.phases.items():
                 work = to_working_grid(read_image(path), prep)
                 lab = resample_to_grid(label, work, "nearest", 0).array.astype(np.uint8)
+                if hide_invisible:
+                    lab, count = hide_invisible_tumours(work.array, lab, prep.spacing_mm)
+                    hidden += count
                 volumes.append(Volume(case.name, phase, normalise(work.array, prep.window), lab))
             tick(n + 1, len(cases))
+    if hide_invisible:
+        log.info("s4c: %d tumour(s) hidden from the loss in the phase that does not show them", hidden)
     return volumes
 
 

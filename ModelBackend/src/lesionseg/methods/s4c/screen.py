@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -27,7 +25,7 @@ from ... import progress
 from ...errors import InputError, OutputExistsError
 from ...geometry import world_to_index
 from ...image import Image
-from ...io import write_image
+from ...io import check_output_folder, output_folder, write_image
 from ...resample import check_overlap
 from .rules import DUCT, TUMOUR, PhaseFindings, fuse
 
@@ -43,18 +41,6 @@ PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 """Plane name by the LPS axis (0 x, 1 y, 2 z) its normal follows most closely."""
 ENDS = {0: ("R", "L"), 1: ("A", "P"), 2: ("I", "S")}
 """Patient side at the low and high end of each LPS axis."""
-
-
-def check_output_folder(output: Path, overwrite: bool) -> None:
-    """Raise unless ``output`` can become the report folder: :class:`OutputExistsError` for a non-empty folder
-    without ``overwrite``, :class:`InputError` for a file or a missing parent folder."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output} is a file, not a folder")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
-    if not output.resolve().parent.is_dir():
-        raise InputError(f"the parent folder of {output} does not exist")
 
 
 def _check_phases(phases: Mapping[str, Image]) -> list[str]:
@@ -89,20 +75,11 @@ def screen_case(phases: Mapping[str, Image], segmenter: Union[Any, Callable[[], 
         OutputExistsError: ``output`` is not empty and ``overwrite`` is false (checked before any work).
     """
     t_start = time.perf_counter()
-    output = Path(output)
     check_output_folder(output, overwrite)
     order = _check_phases(phases)
     seg = segmenter if hasattr(segmenter, "set_image") else segmenter()
-    work = output.resolve().parent / f".{output.name}.{secrets.token_hex(4)}.tmp"
-    work.mkdir()  # not tempfile.mkdtemp: its 0700 mode would survive the rename; mkdir follows the umask
-    try:
+    with output_folder(output, overwrite) as work:
         report = _screen_into(work, {p: phases[p] for p in order}, seg, dict(inputs or {}), t_start)
-        if output.exists():
-            shutil.rmtree(output)
-        work.rename(output)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return report
 
 

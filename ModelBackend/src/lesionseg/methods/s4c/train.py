@@ -21,7 +21,11 @@ Changed for the CPU (a budget of minutes instead of the paper's days):
   at 0.03 even on training cases, because they are 0.1-0.2 % of a patch. Each output's loss is therefore
   class-weighted cross-entropy (``--class-weights``, default 1 1 4 4) plus a soft Dice loss over the three
   foreground classes, and the optimiser is AdamW (``--lr`` 1e-3, weight decay 5e-4, poly decay).
-  ``--paper-loss`` restores plain cross-entropy with SGD (lr 0.01, momentum 0.9) for comparison.
+  ``--paper-loss`` restores plain cross-entropy with SGD (lr 0.01, momentum 0.9) for comparison;
+* **per-phase visibility**: the cases carry one label for both phases, but a tumour that a phase shows
+  iso-dense is not labelled there for the loss (:func:`.data.hide_invisible_tumours`, |mean HU - pancreas
+  around it| < 25 HU -> ignored). With the shared label the network learnt no tumour at all (tumour
+  probability 0.01-0.04 inside tumours, training cases included). ``--keep-invisible`` turns this off.
 
 One network serves both phases; every phase of every training case is a sample. ``--folds K --fold I`` holds fold ``I`` out (stratified by verdict) and records
 it in the card, for :mod:`.evaluate`'s cross-validation.
@@ -41,7 +45,7 @@ from ...errors import InputError
 from ...modelfolder import ModelFolder, save_model_folder
 from ...registry import resolve_device
 from ...training import Trainer, TrainConfig
-from .data import folds, list_cases, load_volumes, sample_patch
+from .data import IGNORE, folds, list_cases, load_volumes, sample_patch
 from .network import S4CNet
 from .rules import LABELS, ScreeningRule
 from .segmenter import S4CPreprocessing
@@ -61,6 +65,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-patch", type=int, default=48, help="training patch edge in voxels (default 48)")
     parser.add_argument("--class-weights", type=float, nargs=4, default=[1.0, 1.0, 4.0, 4.0],
                         metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"), help="cross-entropy class weights")
+    parser.add_argument("--keep-invisible", action="store_true",
+                        help="train on tumours also in the phase where they are iso-dense (see the docstring)")
     parser.add_argument("--paper-loss", action="store_true",
                         help="plain cross-entropy and SGD as in the paper (learns no tumour in a CPU budget)")
     parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64],
@@ -97,7 +103,7 @@ class S4CTrainer(Trainer):
         return total / sum(DEEP_SUPERVISION_WEIGHTS)
 
     def _one(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, target, weight=self.weights)
+        loss = F.cross_entropy(logits, target, weight=self.weights, ignore_index=IGNORE)
         if self.dice:
             loss = loss + soft_dice_loss(logits, target)
         return loss
@@ -105,9 +111,12 @@ class S4CTrainer(Trainer):
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - mean soft Dice of the foreground classes, sums taken over the whole batch (classes absent from
-    the batch and the prediction contribute a Dice of 1 through ``eps``)."""
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].to(probs.dtype)
+    the batch and the prediction contribute a Dice of 1 through ``eps``); voxels labelled
+    :data:`~.data.IGNORE` count for nothing."""
+    keep = (target != IGNORE).unsqueeze(1)
+    probs = torch.softmax(logits, dim=1)[:, 1:] * keep
+    onehot = F.one_hot(torch.where(keep[:, 0], target, 0), logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:]
+    onehot = onehot.to(probs.dtype)
     dims = (0, 2, 3, 4)
     inter = (probs * onehot).sum(dims)
     return 1.0 - ((2 * inter + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)).mean()
@@ -126,7 +135,7 @@ def train(args: argparse.Namespace) -> ModelFolder:
         held_out = parts[args.fold]
     train_cases = [c for c in cases if c.name not in held_out]
     prep = S4CPreprocessing(spacing_mm=float(args.spacing), patch=int(args.patch))
-    volumes = load_volumes(train_cases, prep)
+    volumes = load_volumes(train_cases, prep, hide_invisible=not args.keep_invisible)
     log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases), len(held_out))
     net = S4CNet(in_channels=1, out_channels=len(LABELS), channels=args.channels)
     steps = int(args.steps_per_epoch)
@@ -151,7 +160,8 @@ def train(args: argparse.Namespace) -> ModelFolder:
             "train_cases": [c.name for c in train_cases], "held_out_cases": held_out,
             "batch": args.batch, "train_patch": args.train_patch,
             "loss": "cross-entropy (paper)" if args.paper_loss else
-                    f"class-weighted cross-entropy {list(args.class_weights)} + soft Dice", "steps": int(sum(h["steps"] for h in result.history)),
+                    f"class-weighted cross-entropy {list(args.class_weights)} + soft Dice",
+            "invisible_tumours": "kept" if args.keep_invisible else "ignored by the loss (|contrast| < 25 HU)", "steps": int(sum(h["steps"] for h in result.history)),
             "minutes": round(result.minutes, 1), "config": config.to_dict(),
             "loss_first_last": [round(result.history[0]["loss"], 4), round(result.history[-1]["loss"], 4)],
         },

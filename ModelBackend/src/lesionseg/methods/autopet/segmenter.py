@@ -1,0 +1,400 @@
+"""The registered ``autopet-l2snet`` method: whole-body FDG-PET (SUV) + CT -> lesion label on the PET grid.
+
+After L2SNet (Cai et al., "A Localization-to-Segmentation Framework for Automatic Tumor Segmentation in
+Whole-Body PET/CT Images", autoPET-II 2023). ``set_image(pet_suv, ct)`` does all the work:
+
+1. :func:`lesionseg.pet.check_pet_ct`: constant volumes, swapped inputs, a PET not in SUV and volumes that do
+   not overlap are :class:`InputError`.
+2. Working grid: ``spacing_mm`` voxels (4 mm default; the paper: autoPET's 2.04 x 2.04 x 3 mm) aligned with
+   LPS over the PET's extent, so coronal slices have the head up whatever the input's direction; PET and CT
+   resampled onto it (linear; CT -1000 HU outside; one interpolation instead of CT -> PET grid -> work grid).
+3. Intensity scaling exactly as the issue states the paper's: PET clipped to 0..15 SUV and CT clipped to
+   **100..250 HU**, each mapped linearly to 0..1. That CT window keeps only bone and dense tissue (fat, lung,
+   most soft tissue become 0); the usual soft-tissue window is -100..250 HU, so the issue may have lost a
+   minus sign. ``ct_window`` is configuration (``lesionseg train ... --ct-window``): either can be trained.
+4. Localisation: the 2D net on every coronal slice (fixed ``j``) of the scaled PET in ``loc_size`` windows
+   (padded when smaller, Gaussian-blended when larger; paper 320 x 384), sigmoid -> the 3D location cue
+   ``P_loc``. Slices without any PET signal get cue 0 without running the net.
+5. Segmentation: the 3D U-Net on the 2-channel (PET, CT) volume by Gaussian-weighted sliding window
+   (``seg_patch``; paper 128 x 192 x 160), sigmoid -> lesion probability ``P``.
+6. Both maps are resampled linearly onto the PET grid and thresholded there (label uint8 0/1):
+
+   * ``mode="2d"``: ``P_loc > 0.5`` (the localisation phase alone);
+   * ``"3d"``: ``P_plain > 0.5``, the 3D net trained without the cue weight (``seg_plain.pt``; when the model
+     has none, the cue-weighted net's ``P``, logged);
+   * ``"l2snet"``: ``P > 0.5``, or with the **adaptive threshold** (default): ``P > 0.1`` where ``P_loc > 0.5``
+     and ``P > 0.5`` elsewhere (``--no-adaptive`` turns it off).
+
+:meth:`L2SNetSegmenter.location_cue` and :meth:`L2SNetSegmenter.probability` give the maps on the PET grid.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ...errors import InputError, OutputExistsError, WeightsError
+from ...image import Image
+from ...inference import inference_context, prepare_for_inference, slice_wise, sliding_window
+from ...modelfolder import ModelFolder
+from ...nets.unet import build_network
+from ...prompts import Prompt
+from ...registry import register
+from ...resample import resample_to_grid, world_bounds
+from ...segmenter import Segmenter
+from .network import L2SLocNet  # noqa: F401  (registers the card name "L2SLocNet" with build_network)
+
+log = logging.getLogger(__name__)
+MODES = ("l2snet", "2d", "3d")
+CORONAL_AXIS = 1
+"""Array axis of the LPS-aligned working grid (``j``, posterior) along which coronal slices are taken."""
+NETWORK_FILES = {"loc": "loc.pt", "seg": "seg.pt", "plain": "seg_plain.pt"}
+"""Weight files of a model folder: localisation, cue-weighted 3D net, 3D net trained without the cue (optional)."""
+PAPER_PREPROCESSING = {"spacing_mm": "native autoPET grid (2.04 x 2.04 x 3 mm)", "loc_size": [320, 384],
+                       "seg_patch": [128, 192, 160], "pet_window": [0.0, 15.0], "ct_window": [100.0, 250.0]}
+"""The paper's settings as the issue gives them (recorded in model cards beside the ones used)."""
+
+
+@dataclass(frozen=True)
+class L2SPreprocessing:
+    """Working grid, intensity scaling, window sizes and thresholds (the model card's ``preprocessing``).
+
+    ``spacing_mm``: isotropic working voxel (mm); ``pet_window`` (SUV) and ``ct_window`` (HU): clipped and
+    mapped to 0..1; ``loc_size``: ``(rows, columns)`` = ``(k, i)`` window of the coronal slices (voxels);
+    ``seg_patch``: ``(D, H, W)`` = ``(k, j, i)`` 3D window; ``overlap``: sliding-window overlap fraction;
+    ``batch_size``: windows per forward pass; ``cue_threshold``: ``P_loc`` above which the cue counts;
+    ``threshold``: probability threshold; ``adaptive_threshold``: the threshold where the cue counts.
+    """
+
+    spacing_mm: float = 4.0
+    pet_window: tuple[float, float] = (0.0, 15.0)
+    ct_window: tuple[float, float] = (100.0, 250.0)
+    loc_size: tuple[int, int] = (192, 128)
+    seg_patch: tuple[int, int, int] = (64, 64, 64)
+    overlap: float = 0.5
+    batch_size: int = 2
+    cue_threshold: float = 0.5
+    threshold: float = 0.5
+    adaptive_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("pet_window", "ct_window"):
+            lo, hi = getattr(self, name)
+            if not hi > lo:
+                raise InputError(f"{name} must be (low, high) with high > low, got {getattr(self, name)}")
+        if not self.spacing_mm > 0 or min(self.loc_size) < 8 or min(self.seg_patch) < 8 or self.batch_size < 1:
+            raise InputError("spacing_mm must be > 0, loc_size and seg_patch >= 8 voxels and batch_size >= 1")
+        if not 0 <= self.overlap < 1 or not 0 < self.adaptive_threshold <= self.threshold < 1:
+            raise InputError("need 0 <= overlap < 1 and 0 < adaptive_threshold <= threshold < 1")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "L2SPreprocessing":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise WeightsError(f"unknown preprocessing fields in the model card: {sorted(unknown)}")
+        try:
+            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        except InputError as exc:
+            raise WeightsError(f"the model card's preprocessing is invalid: {exc}") from None
+
+
+def scale(array: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """``array`` clipped to ``window = (low, high)`` and mapped linearly to 0..1 (float32, same shape)."""
+    lo, hi = float(window[0]), float(window[1])
+    return ((np.clip(array.astype(np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def working_grid(image: Image, spacing_mm: float) -> Image:
+    """An empty (uint8) LPS-aligned grid of ``spacing_mm`` voxels covering ``image``'s extent (identity
+    direction; voxel centres half a voxel inside the extent's lower corner). For an LPS-aligned image of
+    that spacing it is the image's own grid."""
+    lo, hi = world_bounds(image)
+    size = np.maximum(np.ceil((hi - lo) / spacing_mm - 1e-6), 1).astype(int)
+    return Image(np.zeros(tuple(size[::-1]), np.uint8), (spacing_mm,) * 3, lo + spacing_mm / 2.0, np.eye(3))
+
+
+def to_working_grid(pet: Image, ct: Optional[Image], prep: L2SPreprocessing) -> tuple[Image, Optional[Image]]:
+    """PET (SUV) and CT (HU) resampled onto :func:`working_grid` of the PET: float32, CT -1000 outside
+    (None without a CT)."""
+    grid = working_grid(pet, prep.spacing_mm)
+    work = resample_to_grid(pet.with_array(pet.array.astype(np.float32)), grid, "linear", 0.0)
+    if ct is None:
+        return work, None
+    return work, resample_to_grid(ct.with_array(ct.array.astype(np.float32)), grid, "linear", -1000.0)
+
+
+def network_input(pet_work: Image, ct_work: Image, prep: L2SPreprocessing) -> np.ndarray:
+    """``(2, K, J, I)`` float32: the scaled PET and CT of the working grid (the 3D net's channels)."""
+    return np.stack([scale(pet_work.array, prep.pet_window), scale(ct_work.array, prep.ct_window)])
+
+
+def location_cue_array(net: torch.nn.Module, pet_scaled: np.ndarray, prep: L2SPreprocessing,
+                       device: str = "cpu") -> np.ndarray:
+    """``P_loc``: the 2D net's sigmoid on every coronal slice ``pet_scaled[:, j, :]`` of a working-grid PET
+    ``(K, J, I)`` (scaled), each slice covered by ``prep.loc_size`` windows; slices whose PET is all 0 get 0.
+    Float32 ``(K, J, I)``."""
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(net(batch))
+
+    def one_slice(plane: np.ndarray) -> np.ndarray:
+        if not plane.any():
+            return np.zeros_like(plane, dtype=np.float32)
+        return sliding_window(predict, plane[None], prep.loc_size, prep.overlap, batch_size=2 * prep.batch_size,
+                              device=device)[0]
+
+    with inference_context():
+        return np.asarray(slice_wise(one_slice, pet_scaled, axis=CORONAL_AXIS), dtype=np.float32)
+
+
+def probability_array(net: torch.nn.Module, volume: np.ndarray, prep: L2SPreprocessing,
+                      device: str = "cpu") -> np.ndarray:
+    """The 3D net's sigmoid over ``volume`` ``(2, K, J, I)`` by Gaussian sliding window: ``(K, J, I)`` float32."""
+    with inference_context():
+        out = sliding_window(lambda batch: torch.sigmoid(net(batch)), volume, prep.seg_patch, prep.overlap,
+                             batch_size=prep.batch_size, device=device)
+    return np.asarray(out[0], dtype=np.float32)
+
+
+def threshold_maps(prob: Optional[np.ndarray], cue: Optional[np.ndarray], mode: str, adaptive: bool,
+                   prep: L2SPreprocessing) -> np.ndarray:
+    """The label rule of the module docstring (step 6) on arrays of one grid: bool, the shape of the inputs.
+
+    ``mode`` "2d" needs ``cue``; "3d" needs ``prob``; "l2snet" needs ``prob`` and, when ``adaptive``, ``cue``:
+    ``prob > (adaptive_threshold where cue > cue_threshold else threshold)``.
+    """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "2d":
+        return cue > prep.cue_threshold
+    if mode == "l2snet" and adaptive:
+        low, high = np.float32(prep.adaptive_threshold), np.float32(prep.threshold)
+        return prob > np.where(cue > prep.cue_threshold, low, high)
+    return prob > prep.threshold
+
+
+def _on_grid(array: np.ndarray, work: Image, target: Image, units: str) -> Image:
+    """A working-grid float map resampled linearly onto ``target``'s grid (0 outside), meta ``units`` only."""
+    back = resample_to_grid(Image(array, work.spacing, work.origin, work.direction), target, "linear", 0.0)
+    return Image(back.array.astype(np.float32), target.spacing, target.origin, target.direction, {"units": units})
+
+
+def _check_output(path: Optional[Path], suffixes: tuple[str, ...], what: str, overwrite: bool) -> None:
+    """InputError for a wrong suffix or a missing folder, OutputExistsError for an existing file (None: no file)."""
+    if path is not None and Path(path).suffix.lower() not in suffixes:
+        raise InputError(f"the {what} must be written as {' or '.join(suffixes)}, not {Path(path).name!r}")
+    if path is not None and not Path(path).parent.is_dir():
+        raise InputError(f"output folder {Path(path).parent} does not exist")
+    if path is not None and Path(path).exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"),
+          summary="L2SNet (Cai et al., autoPET-II 2023): whole-body FDG-PET/CT lesions; 2D coronal localisation "
+                  "-> cue-weighted 3D U-Net -> adaptive threshold; lesion table + MIP")
+class L2SNetSegmenter(Segmenter):
+    """L2SNet on a PET in SUV and its CT; the label is on the PET grid (see the module docstring).
+
+    Args:
+        model: model folder whose card lists ``networks`` (``loc.pt``, ``seg.pt``, optional ``seg_plain.pt``,
+            each ``{"class", "kwargs"}``) and ``preprocessing``.
+        device: ``"cpu"`` or ``"cuda"``.
+        loc_net, seg_net, plain_net: networks to use instead of the model folder's (tests).
+        preprocessing: used with the networks passed in.
+        mode: ``"l2snet"``, ``"2d"`` or ``"3d"``; None: the first of these the networks allow (a model trained
+            with ``--stage loc`` only gives ``"2d"``). adaptive: the adaptive threshold in ``"l2snet"`` mode.
+    """
+
+    demo_case = "wholebody_petct"
+
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
+                 loc_net: Optional[torch.nn.Module] = None, seg_net: Optional[torch.nn.Module] = None,
+                 plain_net: Optional[torch.nn.Module] = None, preprocessing: Optional[L2SPreprocessing] = None,
+                 mode: Optional[str] = None, adaptive: bool = True) -> None:
+        super().__init__(model, device)
+        nets = {"loc": loc_net, "seg": seg_net, "plain": plain_net}
+        if model is not None and not any(nets.values()):
+            specs = model.card.get("networks") or {}
+            for key, name in NETWORK_FILES.items():
+                if name in specs:
+                    nets[key] = build_network(specs[name]["class"], specs[name].get("kwargs"))
+                    nets[key].load_state_dict(model.load_state_dict(name))
+            preprocessing = L2SPreprocessing.from_dict(model.card.get("preprocessing", {}))
+        if not any(nets.values()):
+            raise WeightsError("autopet-l2snet needs a model folder (or networks passed as loc_net=/seg_net=)")
+        self.nets = {key: prepare_for_inference(net, device) for key, net in nets.items() if net is not None}
+        self.prep = preprocessing or L2SPreprocessing()
+        self.mode, self.adaptive = "l2snet", True
+        self._work: Optional[tuple[Image, np.ndarray]] = None
+        self._maps: dict[str, np.ndarray] = {}
+        self._on_pet: dict[str, Image] = {}
+        if mode is None:
+            mode = "l2snet" if {"loc", "seg"} <= set(self.nets) else ("2d" if set(self.nets) == {"loc"} else "3d")
+        self.set_mode(mode, adaptive)
+
+    def _need(self, key: str) -> torch.nn.Module:
+        """The network ``key`` ("loc", "seg", "plain"); WeightsError naming the missing file."""
+        if key not in self.nets:
+            raise WeightsError(f"the autopet-l2snet model has no {NETWORK_FILES[key]} network; train it with "
+                               f"'lesionseg train autopet-l2snet --stage {'loc' if key == 'loc' else 'seg'}' "
+                               "or choose another --mode")
+        return self.nets[key]
+
+    def _needed(self, mode: str, adaptive: bool) -> list[str]:
+        """Maps that ``mode`` uses: "cue", "seg" (cue-weighted 3D net) and/or "plain"."""
+        if mode == "2d":
+            return ["cue"]
+        if mode == "3d":
+            return ["plain" if "plain" in self.nets else "seg"]
+        return ["seg", "cue"] if adaptive else ["seg"]
+
+    def set_mode(self, mode: str, adaptive: bool = True) -> None:
+        """Choose the ablation row that :meth:`predict` returns (see the module docstring); checks the model
+        has the networks it needs and computes what is missing when an image is already set."""
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        for key in self._needed(mode, adaptive):
+            self._need("loc" if key == "cue" else key)
+        if mode == "3d" and "plain" not in self.nets:
+            log.info("autopet-l2snet: no seg_plain.pt in the model; --mode 3d uses the cue-weighted 3D net at 0.5")
+        self.mode, self.adaptive = mode, bool(adaptive)
+        if self._work is not None:
+            for key in self._needed(mode, adaptive):
+                self._map(key)
+
+    def _prepare(self, image: Image, *others: Image) -> None:
+        from ...pet import check_pet_ct
+
+        check_pet_ct(image, others[0])
+        pet_work, ct_work = to_working_grid(image, others[0], self.prep)
+        self._work = (pet_work, network_input(pet_work, ct_work, self.prep))
+        self._maps, self._on_pet = {}, {}
+        for key in self._needed(self.mode, self.adaptive):
+            self._map(key)
+        log.info("autopet-l2snet: working grid %s at %.1f mm", pet_work.shape, self.prep.spacing_mm)
+
+    def _map(self, key: str) -> np.ndarray:
+        """Working-grid ``"cue"`` (P_loc), ``"seg"`` or ``"plain"`` (3D probabilities), computed once per image."""
+        if self._work is None:
+            raise InputError("autopet-l2snet: call set_image() before predict()")
+        if key not in self._maps:
+            volume = self._work[1]
+            if key == "cue":
+                self._maps[key] = location_cue_array(self._need("loc"), volume[0], self.prep, self.device)
+            else:
+                self._maps[key] = probability_array(self._need(key), volume, self.prep, self.device)
+        return self._maps[key]
+
+    def _pet_grid(self, key: str) -> Image:
+        """Map ``key`` of :meth:`_map` on the PET grid (cached)."""
+        if key not in self._on_pet:
+            units = "location cue (probability)" if key == "cue" else "lesion probability"
+            self._on_pet[key] = _on_grid(self._map(key), self._work[0], self.image, units)
+        return self._on_pet[key]
+
+    def location_cue(self) -> Image:
+        """``P_loc`` (0..1, float32) on the PET grid."""
+        return self._pet_grid("cue")
+
+    def probability(self, network: str = "seg") -> Image:
+        """3D lesion probability (0..1, float32) on the PET grid: ``"seg"`` the cue-weighted net, ``"plain"``
+        the one trained without the cue (:class:`WeightsError` when the model lacks it)."""
+        if network not in ("seg", "plain"):
+            raise InputError(f"network must be 'seg' or 'plain', not {network!r}")
+        return self._pet_grid(network)
+
+    def label(self, mode: Optional[str] = None, adaptive: Optional[bool] = None) -> Image:
+        """uint8 label (0/1) on the PET grid for ``mode`` / ``adaptive`` (default: the current ones)."""
+        mode = self.mode if mode is None else mode
+        adaptive = self.adaptive if adaptive is None else bool(adaptive)
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        maps = {key: self._pet_grid(key).array for key in self._needed(mode, adaptive)}
+        prob = maps.get("seg", maps.get("plain"))
+        out = threshold_maps(prob, maps.get("cue"), mode, adaptive, self.prep).astype(np.uint8)
+        return Image(out, self.image.spacing, self.image.origin, self.image.direction)
+
+    def predict(self, prompt: Prompt = None) -> Image:
+        """uint8 lesion label (0 background, 1 lesion) on the PET grid for the current mode."""
+        if prompt is not None:
+            raise InputError("autopet-l2snet is automatic and takes no prompt")
+        return self.label()
+
+    def localise(self, pet: Image) -> Image:
+        """The localisation phase alone on a PET in SUV (no CT needed): ``P_loc`` on ``pet``'s grid."""
+        from ...pet import looks_like_pet
+
+        pet.check_finite()
+        if float(pet.array.min()) == float(pet.array.max()) or not looks_like_pet(pet.array):
+            raise InputError("the PET is constant or does not look like SUV (convert it with 'lesionseg suv')")
+        work = to_working_grid(pet, None, self.prep)[0]
+        cue = location_cue_array(self._need("loc"), scale(work.array, self.prep.pet_window), self.prep, self.device)
+        return _on_grid(cue, work, pet, "location cue (probability)")
+
+    @classmethod
+    def add_predict_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """``lesionseg predict autopet-l2snet PET CT`` options: PET units, mode, lesion table and MIP."""
+        from ...cli_suv import add_pet_arguments
+
+        add_pet_arguments(parser, series_flag="--pet-series")
+        parser.add_argument("--mode", choices=MODES, help="l2snet (default when the model has both networks), "
+                            "or an ablation row: 2d = localisation only, 3d = 3D net only")
+        parser.add_argument("--no-adaptive", action="store_true",
+                            help="threshold 0.5 everywhere (no lower threshold where the location cue is > 0.5)")
+        parser.add_argument("--table", type=Path, help="write the lesion table here (.csv or .json)")
+        parser.add_argument("--mip", type=Path, help="write a coronal MIP with the lesions outlined here (.png)")
+
+    def apply_predict_args(self, args: argparse.Namespace) -> None:
+        """Apply :meth:`add_predict_arguments`' options; checks the extra outputs before any work is done."""
+        self.set_mode(getattr(args, "mode", None) or self.mode, not getattr(args, "no_adaptive", False))
+        overwrite = bool(getattr(args, "overwrite", False))
+        _check_output(getattr(args, "table", None), (".csv", ".json"), "lesion table", overwrite)
+        _check_output(getattr(args, "mip", None), (".png",), "MIP", overwrite)
+
+    @classmethod
+    def read_inputs(cls, paths: Sequence[Path], args: argparse.Namespace) -> tuple[Image, Image]:
+        """``(PET in SUV, CT)`` from the command line's two paths: the PET through
+        :func:`lesionseg.cli_suv.read_pet_from_args` (``--pet-units`` etc.; a DICOM folder gives SUV from its
+        tags), the CT with :func:`lesionseg.io.read_image` (file or DICOM folder)."""
+        from ...cli_suv import read_pet_from_args
+        from ...io import read_image
+
+        if len(paths) != 2:
+            raise InputError(f"autopet-l2snet takes two images, PET then CT; got {len(paths)}")
+        return read_pet_from_args(Path(paths[0]), args), read_image(paths[1])
+
+    def write_extras(self, args: argparse.Namespace, label: Image) -> list[Path]:
+        """Write ``--table`` (one row per 18-connected lesion, SUV of the set PET) and ``--mip``; returns the
+        paths written."""
+        from .lesion_table import lesion_table, write_table
+        from .mip import coronal_mip_png
+
+        written = []
+        overwrite = bool(getattr(args, "overwrite", False))
+        if getattr(args, "table", None) is not None:
+            written.append(write_table(lesion_table(label, self.image), args.table, overwrite=overwrite))
+        if getattr(args, "mip", None) is not None:
+            written.append(coronal_mip_png(self.image, label, args.mip, title=f"autopet-l2snet ({self.mode})",
+                                           overwrite=overwrite))
+        return written
+
+    @classmethod
+    def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Options of ``lesionseg train autopet-l2snet`` (see :mod:`.train`)."""
+        from .train import add_train_arguments
+
+        add_train_arguments(parser)
+
+    @classmethod
+    def train(cls, args: argparse.Namespace) -> ModelFolder:
+        """Train the localisation and/or segmentation networks (see :mod:`.train`)."""
+        from .train import train
+
+        return train(args)
