@@ -230,3 +230,24 @@ def test_train_command_writes_a_usable_model(tmp_path):
     assert card["preprocessing"]["patch"] == 16 and card["network"]["kwargs"]["channels"] == [4, 8, 16]
     seg = build("s4c", weights=tmp_path / "m", device="cpu")
     assert seg.prep.patch == 16 and seg.rule.tumour_min_mm3 == 40.0
+
+
+def test_hide_invisible_tumours_uses_the_phase_contrast():
+    from lesionseg.methods.s4c.data import IGNORE, hide_invisible_tumours
+    from lesionseg.methods.s4c.train import soft_dice_loss
+
+    label = np.zeros((20, 30, 30), np.uint8)
+    label[2:18, 5:25, 5:25] = 1
+    label[5:9, 8:12, 8:12] = 2                       # bright tumour
+    label[12:16, 15:19, 15:19] = 2                   # iso-dense tumour
+    hu = np.where(label > 0, 110.0, -100.0)
+    hu[5:9, 8:12, 8:12] = 170.0
+    hu[12:16, 15:19, 15:19] = 120.0
+    out, hidden = hide_invisible_tumours(hu, label, 1.5)
+    assert hidden == 1 and (out[5:9, 8:12, 8:12] == 2).all() and (out[12:16, 15:19, 15:19] == IGNORE).all()
+    assert (out[label == 1] == 1).all()
+    # ignored voxels count for nothing in the Dice loss
+    target = torch.from_numpy(out[None].astype(np.int64))
+    logits = torch.nn.functional.one_hot(torch.from_numpy(np.where(out == IGNORE, 1, out)[None].astype(np.int64)),
+                                         4).permute(0, 4, 1, 2, 3).float() * 50.0
+    assert soft_dice_loss(logits, target).item() < 0.01

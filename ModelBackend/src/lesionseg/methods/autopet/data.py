@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,7 +29,7 @@ from scipy import ndimage
 
 from ... import progress
 from ...errors import InputError, OutputExistsError
-from ...io import read_image, write_image
+from ...io import output_folder, read_image, write_image
 from ...resample import resample_to_grid
 from .segmenter import CORONAL_AXIS, L2SPreprocessing, scale, to_working_grid
 
@@ -77,35 +76,25 @@ def write_cohort(folder: Path, n_cases: int, seed: int = 0, overwrite: bool = Fa
     """Write the seeded synthetic cohort (PET, CT, label per case and ``cohort.json``) into ``folder``.
 
     ``phantom`` keyword arguments (``shape``, ``spacing``, ...) go to :func:`wholebody_petct` (tests use small
-    grids). Assembled in a temporary sibling folder and renamed at the end: nothing is left on failure.
+    grids). Assembled in a temporary sibling folder and renamed at the end (:func:`lesionseg.io.output_folder`).
     """
     from ...phantoms.wholebody import wholebody_cohort, wholebody_petct
 
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{folder} exists and is not empty; pass --overwrite to replace it")
     specs = wholebody_cohort(n_cases, seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        records = []
-        with progress.task("synthetic whole-body cohort", total=len(specs)) as tick:
-            for n, spec in enumerate(specs):
-                pet, ct, label, info = wholebody_petct(seed=spec["seed"], with_lesions=spec["with_lesions"], **phantom)
-                for key, image in (("pet", pet), ("ct", ct), ("label", label)):
-                    write_image(image, work / f"{spec['case']}{SUFFIXES[key]}")
-                records.append({**spec, "info": info})
-                tick(n + 1, len(specs))
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    records = []
+    with output_folder(folder, overwrite) as work, \
+            progress.task("synthetic whole-body cohort", total=len(specs)) as tick:
+        for n, spec in enumerate(specs):
+            pet, ct, label, info = wholebody_petct(seed=spec["seed"], with_lesions=spec["with_lesions"], **phantom)
+            for key, image in (("pet", pet), ("ct", ct), ("label", label)):
+                write_image(image, work / f"{spec['case']}{SUFFIXES[key]}")
+            records.append({**spec, "info": info})
+            tick(n + 1, len(specs))
         (work / "cohort.json").write_text(json.dumps(
             {"synthetic": True, "generator": "lesionseg.phantoms.wholebody.wholebody_petct", "seed": seed,
              "phantom": {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in phantom.items()},
              "cases": records}, indent=1, default=str) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        work.rename(folder)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return records
 
 

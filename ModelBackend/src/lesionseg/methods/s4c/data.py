@@ -71,6 +71,7 @@ def write_cohort(folder: Path, n_cases: int, seed: int = 0, overwrite: bool = Fa
     from ...phantoms.pancreas import cohort, pancreas_ct
 
     specs = cohort(n_cases, seed)
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
     records = []
     with output_folder(folder, overwrite) as work, progress.task("synthetic cohort", total=len(specs)) as tick:
         for n, spec in enumerate(specs):

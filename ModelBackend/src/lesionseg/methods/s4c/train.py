@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-patch", type=int, default=48, help="training patch edge in voxels (default 48)")
     parser.add_argument("--class-weights", type=float, nargs=4, default=[1.0, 1.0, 4.0, 4.0],
                         metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"), help="cross-entropy class weights")
+    parser.add_argument("--class-probs", type=float, nargs=4, default=[0.25, 0.25, 0.3, 0.2],
+                        metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"),
+                        help="probability of centring a patch on each class (default 0.25 0.25 0.3 0.2)")
     parser.add_argument("--keep-invisible", action="store_true",
                         help="train on tumours also in the phase where they are iso-dense (see the docstring)")
     parser.add_argument("--paper-loss", action="store_true",
@@ -82,8 +85,10 @@ class S4CTrainer(Trainer):
     """Patches sampled afresh each step; loss of :data:`DEEP_SUPERVISION_WEIGHTS`."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: int, batch: int,
-                 steps: int, class_weights: Optional[list[float]] = None, dice: bool = True) -> None:
+                 steps: int, class_weights: Optional[list[float]] = None, dice: bool = True,
+                 class_probs: Sequence[float] = (0.25, 0.25, 0.3, 0.2)) -> None:
         super().__init__(model, config)
+        self.class_probs = tuple(class_probs)
         self.volumes, self.patch, self.batch, self.steps = volumes, patch, batch, steps
         self.weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32,
                                                                         device=config.device)
@@ -92,7 +97,7 @@ class S4CTrainer(Trainer):
     def train_batches(self, epoch: int) -> Iterable[Any]:
         for _ in range(self.steps):
             picks = self.rng.integers(0, len(self.volumes), self.batch)
-            pairs = [sample_patch(self.volumes[i], self.patch, self.rng) for i in picks]
+            pairs = [sample_patch(self.volumes[i], self.patch, self.rng, self.class_probs) for i in picks]
             yield (torch.from_numpy(np.stack([p[0] for p in pairs])),
                    torch.from_numpy(np.stack([p[1] for p in pairs])))
 
@@ -145,7 +150,8 @@ def train(args: argparse.Namespace) -> ModelFolder:
                          seed=args.seed, device=resolve_device(getattr(args, "device", "auto")), validate_every=100000, keep="last",
                          max_minutes=args.minutes)
     result = S4CTrainer(net, config, volumes, args.train_patch, args.batch, steps,
-                        None if args.paper_loss else list(args.class_weights), dice=not args.paper_loss).fit()
+                        None if args.paper_loss else list(args.class_weights), dice=not args.paper_loss,
+                        class_probs=args.class_probs).fit()
     synthetic = (Path(args.data) / "cohort.json").exists()
     card = {
         "method": "s4c",
@@ -158,7 +164,7 @@ def train(args: argparse.Namespace) -> ModelFolder:
             "data": str(args.data), "synthetic": synthetic, "command": getattr(args, "command_line", ""),
             "seed": args.seed, "folds": args.folds, "fold": args.fold if args.folds else None,
             "train_cases": [c.name for c in train_cases], "held_out_cases": held_out,
-            "batch": args.batch, "train_patch": args.train_patch,
+            "batch": args.batch, "train_patch": args.train_patch, "class_probs": list(args.class_probs),
             "loss": "cross-entropy (paper)" if args.paper_loss else
                     f"class-weighted cross-entropy {list(args.class_weights)} + soft Dice",
             "invisible_tumours": "kept" if args.keep_invisible else "ignored by the loss (|contrast| < 25 HU)", "steps": int(sum(h["steps"] for h in result.history)),
