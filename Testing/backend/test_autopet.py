@@ -252,6 +252,15 @@ def test_train_command_writes_a_loadable_model(cohort, tmp_path, capsys):
     seg.set_image(pet, ct)
     label = seg.predict()
     assert label.same_grid(pet) and label.array.dtype == np.uint8 and set(np.unique(label.array)) <= {0, 1}
+    write_image(pet, tmp_path / "pet.nii.gz")
+    write_image(ct, tmp_path / "ct.nii.gz")
+    predict = ["--progress", "none", "predict", "autopet-l2snet", str(tmp_path / "pet.nii.gz"), str(tmp_path / "ct.nii.gz"),
+               "--weights", str(tmp_path / "m"), "--device", "cpu"]
+    assert cli.main([*predict, "-o", str(tmp_path / "seg.nii.gz")]) == 2            # PET units not stated
+    assert "--pet-units" in capsys.readouterr().err and not (tmp_path / "seg.nii.gz").exists()
+    assert cli.main([*predict, "-o", str(tmp_path / "seg.nii.gz"), "--pet-units", "suv", "--table",
+                     str(tmp_path / "t.csv"), "--mip", str(tmp_path / "m.png")]) == 0
+    assert all((tmp_path / f).is_file() for f in ("seg.nii.gz", "t.csv", "m.png"))
     tuned = [*common, "-o", str(tmp_path / "m2"), "--stage", "seg", "--finetune", "--seg-channels", "2", "4", "8"]
     assert cli.main(tuned) == 2 and "--finetune needs --base" in capsys.readouterr().err
     assert cli.main([*tuned, "--base", str(tmp_path / "m")]) == 0

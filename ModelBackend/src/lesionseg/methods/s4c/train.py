@@ -115,16 +115,24 @@ class S4CTrainer(Trainer):
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice of the foreground classes, sums taken over the whole batch (classes absent from
-    the batch and the prediction contribute a Dice of 1 through ``eps``); voxels labelled
-    :data:`~.data.IGNORE` count for nothing."""
+    """1 - mean soft Dice of the foreground classes **present in the batch's target**, sums taken over the
+    whole batch; voxels labelled :data:`~.data.IGNORE` count for nothing; 0 when no foreground is present.
+
+    Classes absent from the target are left out on purpose: their Dice ``eps / (sum p + eps)`` punishes any
+    probability mass anywhere, which (measured) kept the tumour probability at 0.005 inside training tumours
+    after 3,700 steps while a few dozen steps on a handful of batches could raise it to 0.4.
+    """
     keep = (target != IGNORE).unsqueeze(1)
     probs = torch.softmax(logits, dim=1)[:, 1:] * keep
     onehot = F.one_hot(torch.where(keep[:, 0], target, 0), logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:]
     onehot = onehot.to(probs.dtype)
     dims = (0, 2, 3, 4)
+    present = onehot.sum(dims) > 0
+    if not present.any():
+        return logits.sum() * 0.0
     inter = (probs * onehot).sum(dims)
-    return 1.0 - ((2 * inter + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)).mean()
+    dice = (2 * inter + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)
+    return 1.0 - dice[present].mean()
 
 
 def train(args: argparse.Namespace) -> ModelFolder:
