@@ -230,6 +230,11 @@ def test_train_command_writes_a_usable_model(tmp_path):
     assert card["preprocessing"]["patch"] == 16 and card["network"]["kwargs"]["channels"] == [4, 8, 16]
     seg = build("s4c", weights=tmp_path / "m", device="cpu")
     assert seg.prep.patch == 16 and seg.rule.tumour_min_mm3 == 40.0
+    more = ["--progress", "none", "train", "s4c", "--data", str(data), "--minutes", "0.01", "--train-patch", "16",
+            "--patch", "16", "--steps-per-epoch", "1", "--folds", "2", "--device", "cpu", "--init", str(tmp_path / "m")]
+    assert cli.main([*more, "--fold", "0", "-o", str(tmp_path / "leak")]) == 2        # other held-out cases
+    assert cli.main([*more, "--fold", "1", "-o", str(tmp_path / "m2")]) == 0
+    assert load_model_folder(tmp_path / "m2", "s4c").card["training"]["initialised_from"]["folder"] == str(tmp_path / "m")
 
 
 def test_hide_invisible_tumours_uses_the_phase_contrast():

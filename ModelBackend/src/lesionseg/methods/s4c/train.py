@@ -42,7 +42,7 @@ import torch
 from torch.nn import functional as F
 
 from ...errors import InputError
-from ...modelfolder import ModelFolder, save_model_folder
+from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...registry import resolve_device
 from ...training import Trainer, TrainConfig
 from .data import IGNORE, folds, list_cases, load_volumes, sample_patch
@@ -65,6 +65,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-patch", type=int, default=48, help="training patch edge in voxels (default 48)")
     parser.add_argument("--class-weights", type=float, nargs=4, default=[1.0, 1.0, 4.0, 4.0],
                         metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"), help="cross-entropy class weights")
+    parser.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
+                        help="start from this s4c model's weights (same channels; its held-out cases must match)")
     parser.add_argument("--class-probs", type=float, nargs=4, default=[0.25, 0.25, 0.3, 0.2],
                         metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"),
                         help="probability of centring a patch on each class (default 0.25 0.25 0.3 0.2)")
@@ -151,6 +153,15 @@ def train(args: argparse.Namespace) -> ModelFolder:
     volumes = load_volumes(train_cases, prep, hide_invisible=not args.keep_invisible)
     log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases), len(held_out))
     net = S4CNet(in_channels=1, out_channels=len(LABELS), channels=args.channels)
+    initialised_from = None
+    if args.init is not None:
+        base = load_model_folder(args.init, "s4c")
+        if sorted(base.card["training"].get("held_out_cases") or []) != sorted(held_out):
+            raise InputError(f"{args.init} held out other cases than this run; continuing it would leak them")
+        net = S4CNet(**base.card["network"]["kwargs"])
+        net.load_state_dict(base.load_state_dict("weights.pt"))
+        initialised_from = {"folder": str(args.init), "command": base.card["training"].get("command"),
+                            "steps": base.card["training"].get("steps"), "minutes": base.card["training"].get("minutes")}
     steps = int(args.steps_per_epoch)
     lr = args.lr if args.lr is not None else (0.01 if args.paper_loss else 1e-3)
     config = TrainConfig(epochs=100000, lr=lr, weight_decay=5e-4, optimizer="sgd" if args.paper_loss else "adamw",
@@ -176,7 +187,7 @@ def train(args: argparse.Namespace) -> ModelFolder:
             "loss": "cross-entropy (paper)" if args.paper_loss else
                     f"class-weighted cross-entropy {list(args.class_weights)} + soft Dice",
             "invisible_tumours": "kept" if args.keep_invisible else "ignored by the loss (|contrast| < 25 HU)", "steps": int(sum(h["steps"] for h in result.history)),
-            "minutes": round(result.minutes, 1), "config": config.to_dict(),
+            "minutes": round(result.minutes, 1), "config": config.to_dict(), "initialised_from": initialised_from,
             "loss_first_last": [round(result.history[0]["loss"], 4), round(result.history[-1]["loss"], 4)],
         },
     }
