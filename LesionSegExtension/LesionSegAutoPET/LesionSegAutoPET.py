@@ -15,7 +15,6 @@ from typing import Annotated, Optional
 
 import qt
 import slicer
-import vtk
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -30,6 +29,7 @@ sys.path.insert(0, str(_HERE))
 from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
 from LesionSegLib.background_ui import ProcessMonitor
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.panel import ParameterNodePanelMixin
 from LesionSegAutoPETLib import autopet, inputs, lesions, run, scenarios  # backend imported inside the functions
 
 
@@ -64,22 +64,16 @@ class LesionSegAutoPETParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegAutoPETWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegAutoPETWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = self.monitor = self._parameterNode = self._parameterNodeGuiTag = self._pet = self._result = None
+        self.monitor = self._pet = self._result = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegAutoPET.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = LesionSegAutoPETLogic()
+        self._loadPanel(LesionSegAutoPETLogic())
         self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.lesionTable.connect("cellDoubleClicked(int,int)", self.onJump)
         self.ui.mipButton.connect("clicked(bool)", self.onOpenMip)
@@ -88,37 +82,18 @@ class LesionSegAutoPETWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.monitor.cancel()
-        self.removeObservers()
+        super().cleanup()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self.setParameterNode(None)
-
-    def onSceneStartClose(self, caller, event) -> None:
+    def _resetPanel(self) -> None:
         self.monitor.cancel()
-        self.setParameterNode(None)
         self._showResult(None)
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-
     def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
-        self._parameterNode, self._pet = inputParameterNode, None
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterModified)
-            self._onParameterModified()
+        super().setParameterNode(None)  # unbind the old node before forgetting its PET
+        self._pet = None
+        super().setParameterNode(inputParameterNode)
 
-    def _onParameterModified(self, caller=None, event=None) -> None:
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is not None and p.petVolume is not self._pet:
             self._pet = p.petVolume

@@ -14,7 +14,6 @@ from typing import Annotated, Optional
 import numpy as np
 import qt
 import slicer
-import vtk
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -26,6 +25,7 @@ except ImportError:  # source checkout: the shared package lives in the sibling 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "LesionSegCommon"))
 from LesionSegLib import dependencies, undo  # pure; the backend is imported only in the logic
 from LesionSegLib.device import DEVICE_CHOICES, describe as describeDevice
+from LesionSegLib.panel import ParameterNodePanelMixin
 
 
 class LesionSegBoxPrompt(ScriptedLoadableModule):
@@ -54,24 +54,17 @@ class LesionSegBoxPromptParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegBoxPromptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegBoxPromptWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    _defaultVolumeParameters = ("inputVolume",)
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._shortcuts = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegBoxPrompt.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = LesionSegBoxPromptLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._loadPanel(LesionSegBoxPromptLogic())
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.placeRoiButton.connect("clicked(bool)", self.onPlaceRoi)
@@ -79,11 +72,11 @@ class LesionSegBoxPromptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.removeObservers()
+        super().cleanup()
         self._removeShortcuts()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        super().enter()
         self._fillMethods()
         mainWindow = slicer.util.mainWindow()
         if mainWindow is not None and not self._shortcuts:  # Ctrl+Z while the panel is shown
@@ -92,35 +85,15 @@ class LesionSegBoxPromptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def exit(self) -> None:
         self._removeShortcuts()
-        self.setParameterNode(None)
+        super().exit()
 
     def _removeShortcuts(self) -> None:
         for shortcut in self._shortcuts:
             shortcut.setParent(None)
         self._shortcuts = []
 
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
+    def _resetPanel(self) -> None:
         self.logic.reset()
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
 
     def _fillMethods(self) -> None:
         """Box-prompt methods from the backend registry (only once the backend is installed)."""
@@ -143,7 +116,7 @@ class LesionSegBoxPromptWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if self._parameterNode:
             self._parameterNode.method = self.ui.methodComboBox.currentText
 
-    def _updateButtons(self, caller=None, event=None) -> None:
+    def _updateButtons(self) -> None:
         ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.roi)
         self.ui.segmentButton.enabled = ready
         self.ui.segmentButton.toolTip = "Segment the lesion inside the box" if ready else "Select a volume and an ROI"

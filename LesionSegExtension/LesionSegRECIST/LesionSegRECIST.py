@@ -29,6 +29,7 @@ except ImportError:  # source checkout: the shared package lives in the sibling 
 sys.path.insert(0, str(_HERE))
 from LesionSegLib import dependencies, undo  # pure; the backend is imported only in the logic
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.panel import ParameterNodePanelMixin
 
 
 class LesionSegRECIST(ScriptedLoadableModule):
@@ -60,62 +61,26 @@ class LesionSegRECISTParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegRECISTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegRECISTWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    _defaultVolumeParameters = ("inputVolume",)
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegRECIST.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = LesionSegRECISTLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._loadPanel(LesionSegRECISTLogic())
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.placeLongButton.connect("clicked(bool)", lambda: self.onPlaceLine("longLine", "long axis"))
         self.ui.placeShortButton.connect("clicked(bool)", lambda: self.onPlaceLine("shortLine", "short axis"))
         self.initializeParameterNode()
 
-    def cleanup(self) -> None:
-        self.removeObservers()
-
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self.setParameterNode(None)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
+    def _resetPanel(self) -> None:
         self.logic.reset()
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
-
-    def _updateButtons(self, caller=None, event=None) -> None:
+    def _updateButtons(self) -> None:
         ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.longLine)
         self.ui.segmentButton.enabled = ready
         self.ui.segmentButton.toolTip = "Segment the lesion under the axes" if ready else "Select a volume and a long axis"

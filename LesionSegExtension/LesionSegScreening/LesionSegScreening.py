@@ -18,7 +18,6 @@ from typing import Annotated, Optional
 
 import qt
 import slicer
-import vtk
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -33,6 +32,7 @@ sys.path.insert(0, str(_HERE))
 from LesionSegLib import dependencies, process  # pure; the backend is imported only in the logic
 from LesionSegLib.background_ui import ProcessMonitor
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.panel import ParameterNodePanelMixin
 from LesionSegScreeningLib import scenarios, screening  # pure at import; scenarios need Slicer to run
 
 
@@ -63,26 +63,19 @@ class LesionSegScreeningParameterNode:
     stride: Annotated[int, WithinRange(1, screening.MAX_STRIDE)] = screening.DEFAULT_STRIDE
 
 
-class LesionSegScreeningWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegScreeningWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    _defaultVolumeParameters = ("venousVolume", "arterialVolume")
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
         self.monitor = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._targets = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/LesionSegScreening.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = LesionSegScreeningLogic()
+        self._loadPanel(LesionSegScreeningLogic())
         self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.screenButton.connect("clicked(bool)", self.onScreen)
         self.ui.findingsTable.connect("cellDoubleClicked(int,int)", self.onJump)
         self._showReport(None)
@@ -90,40 +83,13 @@ class LesionSegScreeningWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def cleanup(self) -> None:
         self.monitor.cancel()
-        self.removeObservers()
+        super().cleanup()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        self.setParameterNode(None)
-
-    def onSceneStartClose(self, caller, event) -> None:
+    def _resetPanel(self) -> None:
         self.monitor.cancel()
-        self.setParameterNode(None)
         self._showReport(None)
 
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        p = self._parameterNode
-        if not p.venousVolume and not p.arterialVolume:
-            p.venousVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-
-    def setParameterNode(self, inputParameterNode) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
-
-    def _updateButtons(self, caller=None, event=None) -> None:
+    def _updateButtons(self) -> None:
         p = self._parameterNode
         problem = screening.input_problem(bool(p and p.venousVolume), bool(p and p.arterialVolume))
         running = self.monitor.running

@@ -13,6 +13,7 @@ Submodules, each small and importable on its own:
 * :mod:`LesionSegLib.labelmaps` -- export volumes, read back label files, replace only a panel's own segments.
 * :mod:`LesionSegLib.dependencies` -- which Python packages are missing; installs them only when asked.
 * :mod:`LesionSegLib.nodes` -- MRML nodes <-> backend images and prompts (needs Slicer).
+* :mod:`LesionSegLib.panel` -- the parameter-node / scene-close lifecycle every panel widget shares (a mixin).
 
 Nothing is imported here: ``scene``, ``results`` and ``session`` import the backend (``lesionseg``), which may
 not be installed before :func:`LesionSegLib.dependencies.ensure_installed` has run.
