@@ -9,7 +9,8 @@ from lesionseg import Image
 from lesionseg.errors import InputError
 from lesionseg.methods.s4c.network import S4CNet
 from lesionseg.methods.s4c.rules import ScreeningRule, fuse, phase_findings, postprocess
-from lesionseg.methods.s4c.segmenter import S4CPreprocessing, S4CSegmenter, looks_like_ct
+from lesionseg.intensity import looks_like_ct
+from lesionseg.methods.s4c.segmenter import S4CPreprocessing, S4CSegmenter
 from lesionseg.methods.s4c.voting import count_windows, majority_vote, window_starts
 from lesionseg.resample import check_overlap, resample_to_grid, resample_to_spacing
 

@@ -169,7 +169,7 @@ def test_bad_boxes_and_prompts():
 
 def test_tumour_larger_than_the_box_is_clipped_to_the_liberal_square():
     arr = np.full((1, 200, 200), 40, np.int16)  # "tumour" everywhere, air in one corner for the CT check
-    arr[0, :5, :5] = -1000
+    arr[0, :30, :30] = -1000                    # 2 % air, outside the liberal square
     image = Image(arr)
     seg = TSFCN(net=AllTumour(), preprocessing=Preprocessing())
     seg.set_image(image)

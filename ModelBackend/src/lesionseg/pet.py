@@ -26,15 +26,11 @@ import numpy as np
 
 from .errors import InputError, LesionSegWarning
 from .image import Image
+from .intensity import CT_LOW_HU, looks_like_ct, looks_like_pet, sample
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 UNITS = ("auto", "suv", "bqml")
-SUV_P999_RANGE = (0.05, 200.0)
-"""Plausible 99.9th percentile of a PET in SUV; Bq/mL images sit at 1e3..1e6, a mis-scaled SUV below."""
-CT_LOW_HU = -50.0
-"""A CT holds at least 1 % of voxels below this (fat, lung, air); a PET in SUV holds none."""
-MAX_SAMPLE = 2_000_000
 UNITS_HINT = ("give the PET as a DICOM series folder (SUV from its tags), or say what the file holds: "
               "--pet-units suv, or --pet-units bqml with the weight (kg) and injected dose (Bq)")
 
@@ -253,27 +249,8 @@ def suv_factor_from_dicom(folder_or_files: Union[PathLike, Sequence[PathLike]],
                                   reference_time=reference, **common)
 
 
-def _sample(array: np.ndarray) -> np.ndarray:
-    """At most ~MAX_SAMPLE voxels of ``array`` (a regular stride), float64, for value statistics."""
-    flat = np.asarray(array).reshape(-1)
-    return flat[:: max(1, flat.size // MAX_SAMPLE)].astype(np.float64)
-
-
-def looks_like_ct(array: np.ndarray) -> bool:
-    """True when the values look like CT in HU: at least 1 % of voxels below -50 HU (fat, lung, air)."""
-    return bool(np.mean(_sample(array) < CT_LOW_HU) >= 0.01)
-
-
-def looks_like_pet(array: np.ndarray) -> bool:
-    """True when the values look like a PET in SUV: (almost) no negative values and a 99.9th percentile in
-    :data:`SUV_P999_RANGE` (Bq/mL PET and CT both fail)."""
-    values = _sample(array)
-    p999 = float(np.percentile(values, 99.9))
-    return bool(np.mean(values < -1.0) <= 0.001 and SUV_P999_RANGE[0] <= p999 <= SUV_P999_RANGE[1])
-
-
 def _range_text(array: np.ndarray) -> str:
-    values = _sample(array)
+    values = sample(array)
     return f"{values.min():.4g}..{values.max():.4g}, 99.9th percentile {np.percentile(values, 99.9):.4g}"
 
 

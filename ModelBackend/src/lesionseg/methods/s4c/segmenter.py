@@ -24,6 +24,7 @@ import torch
 
 from ...errors import InputError, WeightsError
 from ...image import Image
+from ...intensity import CT_LOW_HU, looks_like_ct
 from ...inference import inference_context, prepare_for_inference
 from ...modelfolder import ModelFolder
 from ...nets.unet import build_network
@@ -65,14 +66,6 @@ class S4CPreprocessing:
         if "window" in kwargs:
             kwargs["window"] = tuple(float(v) for v in kwargs["window"])
         return cls(**kwargs)
-
-
-def looks_like_ct(array: np.ndarray) -> bool:
-    """Heuristic: CT in HU holds fat or air (< -50 HU) and spans at least 200 HU (PET, MR and 0..1 data do
-    not). Checked on every 4th voxel per axis."""
-    sample = np.asarray(array[::4, ::4, ::4] if min(array.shape) >= 16 else array, dtype=np.float32)
-    lo, hi = float(sample.min()), float(sample.max())
-    return lo < -50.0 and hi - lo >= 200.0
 
 
 def normalise(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -144,7 +137,8 @@ class S4CSegmenter(Segmenter):
         if not looks_like_ct(image.array):
             raise InputError(
                 f"s4c expects a CT in Hounsfield units, but the intensities ({float(image.array.min()):g} .. "
-                f"{float(image.array.max()):g}) do not look like CT (no fat or air below -50 HU)")
+                f"{float(image.array.max()):g}) do not look like CT (under 1 % of voxels below "
+                f"{CT_LOW_HU:g} HU: no fat, lung or air)")
         work = to_working_grid(image, self.prep)
         volume = normalise(work.array, self.prep.window)[None]
         labels = majority_vote(self._predict_windows, volume, N_CLASSES, self.prep.patch, self.prep.stride,

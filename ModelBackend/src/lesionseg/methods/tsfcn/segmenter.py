@@ -22,6 +22,7 @@ from scipy import ndimage
 from ...errors import InputError, LesionSegWarning, WeightsError
 from ...geometry import box_to_index
 from ...image import Image
+from ...intensity import looks_like_ct
 from ...modelfolder import ModelFolder
 from ...prompts import Box, Prompt
 from ...registry import register
@@ -43,16 +44,6 @@ def binarize(prob: np.ndarray, threshold: float, largest_component: bool = False
         if count > 1:
             label = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
     return label.astype(np.uint8)
-
-
-def looks_like_ct(array: np.ndarray) -> bool:
-    """Heuristic: a CT in HU holds air or lung (< -500) and spans at least 200 units.
-
-    Checked on every 4th voxel along each axis, so it costs little on large volumes.
-    """
-    sample = np.asarray(array[::4, ::4, ::4] if min(array.shape[1:]) >= 16 else array, dtype=np.float32)
-    lo, hi = float(sample.min()), float(sample.max())
-    return lo < -500.0 and hi - lo >= 200.0
 
 
 @register("tsfcn", prompt="box",
