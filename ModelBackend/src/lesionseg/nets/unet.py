@@ -91,6 +91,27 @@ def make_norm(norm: str, dims: int, channels: int, groups: int = 8) -> nn.Module
     raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
 
 
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple]:
+    """Zero-pad the spatial axes of ``(B, C, *spatial)`` at their far ends to multiples of ``divisor``.
+
+    Returns the padded tensor and the index that crops a full-resolution output back to the input size.
+    """
+    size = x.shape[2:]
+    pad = [(-s) % divisor for s in size]
+    if any(pad):
+        x = F.pad(x, [p for extra in reversed(pad) for p in (0, extra)])
+    return x, (Ellipsis, *(slice(0, s) for s in size))
+
+
+def encode(x: torch.Tensor, encoders: nn.ModuleList, pool: nn.Module) -> list[torch.Tensor]:
+    """The feature maps of each encoder level (the first at full resolution, then pooled by 2 per level)."""
+    skips = []
+    for level, encoder in enumerate(encoders):
+        x = encoder(x if level == 0 else pool(x))
+        skips.append(x)
+    return skips
+
+
 class ConvBlock(nn.Sequential):
     """Two ``3^d`` convolutions, each followed by a normalisation and ReLU; spatial size unchanged.
 
@@ -203,18 +224,13 @@ class UNet(nn.Module):
         if x.ndim != self.spatial_dims + 2:
             raise ValueError(f"expected a (B, C, {self.spatial_dims} spatial dims) tensor, got shape {tuple(x.shape)}")
         size = x.shape[2:]
-        pad = [(-s) % self.divisor for s in size]
-        if any(pad):
-            x = F.pad(x, [p for extra in reversed(pad) for p in (0, extra)])
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x if level == 0 else self.pool(x))
-            skips.append(x)
+        x, crop = pad_to_multiple(x, self.divisor)
+        skips = encode(x, self.encoders, self.pool)
+        x = skips[-1]
         aux = []
         for decoder, skip in zip(self.decoders, reversed(skips[:-1])):
             aux.append(x)
             x = decoder(x, skip)
-        crop = (Ellipsis, *(slice(0, s) for s in size))
         out = self.head(x)[crop]
         if not (self.deep_supervision and self.training):
             return out

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...nets.unet import ConvBlock, register_network
+from ...nets.unet import ConvBlock, encode, pad_to_multiple, register_network
 
 
 @register_network("S4CNet")
@@ -63,19 +63,13 @@ class S4CNet(nn.Module):
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, list[torch.Tensor]]:
         if x.ndim != 5:
             raise ValueError(f"expected a (B, C, D, H, W) tensor, got shape {tuple(x.shape)}")
-        size = x.shape[2:]
-        pad = [(-s) % self.divisor for s in size]
-        if any(pad):
-            x = F.pad(x, [p for extra in reversed(pad) for p in (0, extra)])
-        skips = []
-        for level, encoder in enumerate(self.encoders):
-            x = encoder(x if level == 0 else self.pool(x))
-            skips.append(x)
+        x, crop = pad_to_multiple(x, self.divisor)
+        skips = encode(x, self.encoders, self.pool)
+        x = skips[-1]
         decoded = [x]  # the bottleneck, then each decoder level (coarse to fine)
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips[:-1])):
             x = decoder(up(x) + skip)
             decoded.append(x)
-        crop = (Ellipsis, *(slice(0, s) for s in size))
         main = self.head(x)[crop]
         if not self.training:
             return main
