@@ -116,6 +116,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     from . import cli_suv
 
     cli_suv.add_parser(sub)
+    from .methods.smalllesion import cli_prior
+
+    cli_prior.add_parser(sub)
     return parser
 
 
@@ -236,6 +239,12 @@ def cmd_suv(args: argparse.Namespace) -> int:
     return cli_suv.run(args)
 
 
+def cmd_prior(args: argparse.Namespace) -> int:
+    from .methods.smalllesion import cli_prior
+
+    return cli_prior.run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -246,7 +255,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"methods": cmd_methods, "predict": cmd_predict, "train": cmd_train,
             "evaluate": cmd_evaluate, "demo": cmd_demo, "refine": cmd_refine,
-            "screen": cmd_screen, "suv": cmd_suv}
+            "screen": cmd_screen, "suv": cmd_suv, "prior": cmd_prior}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

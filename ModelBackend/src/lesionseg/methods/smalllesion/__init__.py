@@ -1,0 +1,8 @@
+"""small-lesion-il: small-lesion segmentation with intensity-distribution supervision (arXiv 2207.14700).
+
+A 3D U-Net with a second output channel that predicts the voxel-wise intensity likelihood ``L(HU)`` of
+the lesions, a kernel density estimate of lesion HU on the anisotropic-diffusion-smoothed CT
+(:mod:`.prior`), a seeded synthetic small-bowel cohort and real CTs with inserted lesions (:mod:`.data`),
+and the ``lesionseg prior`` command (:mod:`.cli_prior`). Importing this package imports no torch;
+importing :mod:`.segmenter` registers the ``small-lesion-il`` method.
+"""

@@ -1,0 +1,167 @@
+"""``lesionseg prior``: build, inspect and plot the small-lesion intensity likelihood ``L(HU)``.
+
+Exactly one source: ``--data DIR`` (KDE of the lesion HU of a data folder), ``--image CT --mask MASK``
+(KDE of one labelled segment), ``--mean HU --sd HU`` (Gaussian), ``--table FILE`` (a saved .json prior or a
+``hu,likelihood`` .csv) or ``--weights [MODEL]`` (the prior stored in a small-lesion-il model folder; no path
+= the built-in model). Writes ``-o prior.json`` and/or ``--plot prior.png`` (at least one; both checked
+before any work) and prints the curve's peak, mean, SD and bandwidth. Bad input: one ``error:`` line, exit 2.
+Wire-in (in ``lesionseg.cli``; this module imports nothing heavy, so the parser stays light)::
+
+    from .methods.smalllesion import cli_prior  # in build_parser, next to cli_screen / cli_suv
+    cli_prior.add_parser(sub)
+
+    def cmd_prior(args): ...                    # lazy import + cli_prior.run(args); COMMANDS["prior"]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ... import progress
+from ...errors import InputError, OutputExistsError, WeightsError
+
+METHOD = "small-lesion-il"
+PRIOR_FILE = "prior.json"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``prior`` subcommand to the CLI's subparsers; returns its parser."""
+    text = ("Build the intensity likelihood L(HU) of small lesions (small-lesion-il): a kernel density estimate "
+            "of the HU inside labelled lesions of the anisotropic-diffusion-smoothed CT, a Gaussian from a typed "
+            "mean and SD, a table, or a model's stored prior; save it as JSON and/or plot it (histogram + curve).")
+    p = sub.add_parser("prior", help="build / plot the small-lesion intensity prior L(HU)", description=text)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, metavar="DIR",
+                     help="data folder of <case>_ct.nii.gz + <case>_label.nii.gz (KDE of all lesion voxels)")
+    src.add_argument("--image", type=Path, metavar="CT", help="CT in HU (needs --mask)")
+    src.add_argument("--mean", type=float, metavar="HU", help="Gaussian prior mean in HU (needs --sd)")
+    src.add_argument("--table", type=Path, metavar="FILE", help="prior .json, or .csv with columns hu,likelihood")
+    src.add_argument("--weights", nargs="?", const="", metavar="MODEL",
+                     help="the prior of a small-lesion-il model folder (no path: $LESIONSEG_WEIGHTS, then built-in)")
+    p.add_argument("--mask", type=Path, help="lesion mask for --image (voxels > 0, or == --label)")
+    p.add_argument("--label", type=int, help="with --mask: use only voxels of this label value")
+    p.add_argument("--sd", type=float, metavar="HU", help="Gaussian prior SD in HU (with --mean)")
+    p.add_argument("--bandwidth", type=float, metavar="HU",
+                   help="KDE bandwidth in HU (default: Scott's rule, automatic)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the voxel subsampling (KDE of > 200k voxels)")
+    p.add_argument("-o", "--output", type=Path, help="prior to write (.json)")
+    p.add_argument("--plot", type=Path, help="PNG to write: histogram of the lesion HU and the likelihood curve")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every argument check that needs no file read, so bad input fails before any work."""
+    if args.output is None and args.plot is None:
+        raise InputError("give -o prior.json and/or --plot prior.png (nothing to write)")
+    for path, suffix in ((args.output, ".json"), (args.plot, ".png")):
+        if path is None:
+            continue
+        if path.suffix.lower() != suffix:
+            raise InputError(f"{path.name} must end in {suffix}")
+        if path.exists() and not args.overwrite:
+            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+        if not path.resolve().parent.is_dir():
+            raise InputError(f"output folder {path.parent} does not exist")
+    if args.output is not None and args.plot is not None and args.output.resolve() == args.plot.resolve():
+        raise InputError("-o and --plot name the same file")
+    if (args.image is None) != (args.mask is None):
+        raise InputError("--image and --mask go together")
+    if args.label is not None and args.mask is None:
+        raise InputError("--label needs --image and --mask")
+    if (args.mean is None) != (args.sd is None):
+        raise InputError("--mean and --sd go together")
+    if args.bandwidth is not None and args.data is None and args.image is None:
+        raise InputError("--bandwidth applies to a fitted prior (--data or --image/--mask)")
+
+
+def _model_prior(explicit: str):
+    """The prior of a small-lesion-il model folder: the card's ``prior`` entry ``{"file", "sha256"}`` (as
+    the trainer writes it) or a ``prior.json`` listed in ``files``; its sha256 is checked either way."""
+    from ...modelfolder import find_model_folder, sha256_of
+    from .prior import IntensityPrior
+
+    folder = find_model_folder(METHOD, explicit or None)
+    if folder is None:
+        raise WeightsError(f"no {METHOD} model found (give --weights MODEL_DIR or set $LESIONSEG_WEIGHTS)")
+    entry = folder.card.get("prior") or {}
+    if entry.get("file"):
+        path = folder.path / entry["file"]
+        if not path.is_file() or sha256_of(path) != entry.get("sha256"):
+            raise WeightsError(f"{path} is missing or fails its sha256 check against {folder.path / 'model.json'}")
+    elif PRIOR_FILE in folder.card.get("files", {}):
+        path = folder.file(PRIOR_FILE)
+    else:
+        raise WeightsError(f"model folder {folder.path} holds no intensity prior ({PRIOR_FILE})")
+    prior = IntensityPrior.load(path)
+    shift = folder.card.get("prior_shift_hu")
+    if shift:
+        print(f"note: this model was trained against the prior shifted by {shift:+g} HU; shown unshifted")
+    return prior
+
+
+def _fitted_prior(args: argparse.Namespace):
+    """``(prior, samples)``: the KDE prior of ``--data`` or ``--image/--mask`` and the HU samples used."""
+    from ...io import read_image
+    from .prior import IntensityPrior, gather_samples
+
+    if args.data is not None:
+        from .data import list_cases
+
+        cases = list_cases(args.data)
+        images, masks = [], []
+        with progress.task("reading cases", total=len(cases)) as tick:
+            for n, case in enumerate(cases):
+                images.append(read_image(case.ct))
+                masks.append(read_image(case.label))
+                tick(n + 1, len(cases))
+        names = [c.name for c in cases]
+    else:
+        image, mask = read_image(args.image), read_image(args.mask)
+        if args.label is not None:
+            mask = mask.with_array((mask.array == args.label).astype("uint8"))
+        images, masks, names = [image], [mask], [str(args.image)]
+    progress.emit_line(0.5, "smoothing and gathering lesion HU")
+    samples, n_voxels = gather_samples(images, masks, seed=args.seed)
+    prior = IntensityPrior.from_samples(samples, args.bandwidth, info={"n_voxels": n_voxels, "cases": names})
+    return prior, samples
+
+
+def summary_lines(prior) -> list[str]:
+    """Readable lines describing a prior (source, peak, mean, SD, half-maximum range, bandwidth)."""
+    d = prior.describe()
+    lines = [f"intensity prior ({d['source']}): peak {d['peak_hu']:.1f} HU, mean {d['mean_hu']:.1f} HU, "
+             f"SD {d['sd_hu']:.1f} HU; L > 0.5 over {d['half_max_hu'][0]:.0f}..{d['half_max_hu'][1]:.0f} HU; "
+             f"grid {prior.hu[0]:.0f}..{prior.hu[-1]:.0f} HU ({prior.hu.size} points)"]
+    if d["bandwidth_hu"] is not None:
+        info = prior.info
+        lines.append(f"KDE bandwidth {d['bandwidth_hu']:.2f} HU (Scott's rule unless given) from "
+                     f"{info.get('n_samples', '?')} of {info.get('n_voxels', '?')} lesion voxels; sample mean "
+                     f"{info.get('mean_hu', float('nan')):.1f} HU, SD {info.get('sd_hu', float('nan')):.1f} HU")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``lesionseg prior``; returns the exit status."""
+    from .prior import IntensityPrior, plot_prior
+
+    _check_args(args)
+    samples = None
+    if args.data is not None or args.image is not None:
+        prior, samples = _fitted_prior(args)
+    elif args.mean is not None:
+        prior = IntensityPrior.gaussian(args.mean, args.sd)
+    elif args.table is not None:
+        prior = IntensityPrior.load(args.table)
+    else:
+        prior = _model_prior(args.weights)
+    for line in summary_lines(prior):
+        print(line)
+    if args.output is not None:
+        prior.save(args.output, overwrite=args.overwrite)
+        print(f"prior: {args.output}")
+    if args.plot is not None:
+        plot_prior(prior, args.plot, samples, overwrite=args.overwrite)
+        print(f"plot: {args.plot}")
+    progress.emit_line(1.0, "done")
+    return 0
