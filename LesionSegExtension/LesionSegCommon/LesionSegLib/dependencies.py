@@ -44,6 +44,7 @@ PACKAGES = (
     Package("pydensecrf", "pydensecrf2>=1.1", "pip"),
     Package("pydicom", "pydicom>=2.4", "pip"),
     Package("tqdm", "tqdm>=4.60", "pip"),
+    Package("matplotlib", "matplotlib>=3.7", "pip"),
     Package("lesionseg", "lesionseg (backend shipped with the extension)", "backend"),
 )
 

@@ -1,0 +1,276 @@
+"""LesionSeg Small Lesions (small-lesion-il): CT -> one segment per small lesion, with an intensity prior.
+
+Thin module (the work is in LesionSegSmallLesionLib and LesionSegLib); the logic never touches the widget and runs
+``lesionseg predict small-lesion-il`` in a background process (progress, Cancel kills the process tree), after
+``lesionseg prior`` when the prior is learnt from a segment. Console::
+
+    result = LesionSegSmallLesionLogic().process(ctNode, segmentationNode=None, roiNode=None, prior=(130.0, 20.0))
+    runner = logic.process(ctNode, prior="Segment_1", waitForCompletion=False); result = logic.finish(runner.wait())
+
+``prior``: None (the model's built-in prior), (mean HU, SD HU), a prior table (.json/.csv) or a segment ID.
+No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
+"""
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import qt
+import slicer
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+_HERE = Path(__file__).resolve().parent
+try:
+    import LesionSegLib  # noqa: F401  (beside this module once built/installed)
+except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
+    sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
+sys.path.insert(0, str(_HERE))
+from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
+from LesionSegLib.background_ui import ProcessMonitor
+from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.panel import ParameterNodePanelMixin
+from LesionSegSmallLesionLib import lesions, run, scenarios, smalllesion  # backend imported inside the functions
+from LesionSegSmallLesionLib.preview import PriorPreview
+
+PLOT_WIDTH = 320
+"""Width (pixels) of the likelihood plot in the panel."""
+
+
+class LesionSegSmallLesion(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "LesionSeg Small Lesions"
+        self.parent.categories = ["Segmentation.LesionSeg"]
+        self.parent.dependencies = ["LesionSegCommon"]
+        self.parent.contributors = ["LesionSeg contributors"]
+        self.parent.helpText = (
+            "Small-lesion segmentation with intensity-distribution supervision: select the CT (optionally an ROI), "
+            "choose the lesions' intensity prior (the model's, a typed mean / SD, or learnt from a segment you drew; "
+            "its likelihood curve is plotted) and press Segment. One segment per lesion and a list of the lesions; "
+            "double-click a lesion to centre the views. Synthetic-trained model: not for diagnosis.")
+        self.parent.acknowledgementText = ("Intensity distribution supervision for small-lesion segmentation "
+                                           "(arXiv 2207.14700). See the LesionSeg README.")
+
+
+@parameterNodeWrapper
+class LesionSegSmallLesionParameterNode:
+    """inputVolume: the CT; roi: optional box the work is limited to; segmentation: where segments go (None: a new
+    one); priorMode / priorMean / priorSd: the prior choice (the segment to learn from is picked in the panel)."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    roi: slicer.vtkMRMLMarkupsROINode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    priorMode: Annotated[str, Choice(list(smalllesion.PRIOR_MODES))] = list(smalllesion.PRIOR_MODES)[0]
+    priorMean: Annotated[float, WithinRange(-1024.0, 3071.0)] = smalllesion.DEFAULT_TYPED_PRIOR[0]
+    priorSd: Annotated[float, WithinRange(smalllesion.MIN_SD_HU, 1000.0)] = smalllesion.DEFAULT_TYPED_PRIOR[1]
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+
+
+class LesionSegSmallLesionWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    _defaultVolumeParameters = ("inputVolume",)
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.monitor = self.preview = self._result = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        self._loadPanel(LesionSegSmallLesionLogic())
+        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+        self.preview = PriorPreview(self._showPlot)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.lesionTable.connect("cellDoubleClicked(int,int)", self.onJump)
+        self.ui.priorSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._updateButtons)
+        self.ui.priorSegmentSelector.connect("currentSegmentChanged(QString)", self._updateButtons)
+        self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self._updateButtons)
+        self._showResult(None)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.monitor.cancel()
+        self.preview.clear()
+        super().cleanup()
+
+    def _resetPanel(self) -> None:
+        self.monitor.cancel()
+        self.preview.clear()
+        self._showResult(None)
+
+    def _segmentId(self) -> str:
+        return self.ui.priorSegmentSelector.currentSegmentID() or ""
+
+    def _weights(self) -> Optional[str]:
+        return self.ui.weightsPathLineEdit.currentPath or None
+
+    def _updateButtons(self, *unused) -> None:
+        p = self._parameterNode
+        kind = smalllesion.mode_kind(p.priorMode) if p else "builtin"
+        self.ui.typedPriorWidget.visible = kind == "typed"
+        self.ui.segmentPriorWidget.visible = kind == "segment"
+        problem = (smalllesion.input_problem(bool(p.inputVolume), p.priorMode, p.priorSd, bool(self._segmentId()))
+                   if p else "No parameter node.")
+        running = self.monitor.running
+        self.ui.segmentButton.enabled = problem is None and not running
+        self.ui.segmentButton.toolTip = problem or ("Lesion segmentation is running" if running else
+                                                    "Segment the small lesions of the CT (background process)")
+        self.ui.inputHintLabel.text = problem or ""
+        if p:
+            self._requestPlot(p)
+
+    def _panelPrior(self, p) -> smalllesion.PriorChoice:
+        return smalllesion.panel_prior(p.priorMode, p.priorMean, p.priorSd, self._segmentId())
+
+    def _requestPlot(self, p) -> None:
+        """Draw the likelihood plot of the current prior choice (in the background; a repeated choice is skipped)."""
+        try:
+            prior = self._panelPrior(p)
+        except ValueError as exc:
+            self.preview.clear(f"No plot: {exc}")
+            return
+        volume, segmentationNode, weights = p.inputVolume, self.ui.priorSegmentSelector.currentNode(), self._weights()
+        if prior.kind == "segment" and volume is None:
+            self.preview.clear("Select the CT to learn the prior from one of its segments.")
+            return
+        key = (prior, weights) + ((volume.GetID(), segmentationNode.GetID()) if prior.kind == "segment" else ())
+        self.preview.request(key, lambda: self.logic.priorPreviewFiles(volume, prior, segmentationNode, weights))
+
+    def _showPlot(self, png: Optional[Path], message: str) -> None:
+        if png is None:
+            self.ui.priorPlotLabel.clear()
+        else:
+            self.ui.priorPlotLabel.setPixmap(qt.QPixmap(str(png)).scaledToWidth(PLOT_WIDTH, qt.Qt.SmoothTransformation))
+        self.ui.priorPlotStatusLabel.text = message
+
+    def onSegment(self) -> None:
+        p = self._parameterNode
+        try:
+            with slicer.util.tryWithErrorDisplay("LesionSeg could not start the lesion segmentation.", waitCursor=True):
+                dependencies.ensure_installed()  # asks first; nothing is installed without consent
+                runner = self.logic.process(p.inputVolume, p.segmentation, p.roi, self._panelPrior(p),
+                                            waitForCompletion=False, weights=self._weights(), device=p.device,
+                                            priorSegmentationNode=self.ui.priorSegmentSelector.currentNode())
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+            return
+        self._showResult(None)
+        self.monitor.watch(runner, "Writing the CT and starting the backend...")
+        self._updateButtons()
+
+    def onFinished(self, result) -> None:
+        """The background run ended (called by the monitor on the main thread)."""
+        found = None
+        try:
+            with slicer.util.tryWithErrorDisplay("Lesion segmentation failed.", waitCursor=True):
+                found = self.logic.finish(result)
+        except Exception as exc:  # already shown to the user (the backend's error line) by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+        if found is not None:
+            if self._parameterNode:
+                self._parameterNode.segmentation = found["segmentationNode"]
+            self.ui.statusLabel.text = f"Done in {self.logic.lastSeconds:.0f} s; prior: {found['prior']}"
+            if found["priorPlot"] is not None:
+                self._showPlot(found["priorPlot"], "The prior learnt for this run.")
+        self._showResult(found)
+        self._updateButtons()
+
+    def _showResult(self, found: Optional[dict]) -> None:
+        self._result, rows = found, (found or {}).get("lesionRows", [])
+        self.ui.resultsCollapsibleButton.visible = found is not None
+        self.ui.summaryLabel.text = lesions.summary(rows) if found else ""
+        self.ui.lesionTable.setRowCount(len(rows))
+        for row, lesion in enumerate(rows):
+            for column, text in enumerate(lesion.cells()):
+                self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
+
+    def onJump(self, row: int, column: int = 0) -> None:
+        rows = (self._result or {}).get("lesionRows", [])
+        if 0 <= row < len(rows):
+            with slicer.util.tryWithErrorDisplay("Could not centre the views on the lesion."):
+                self.logic.jumpTo(rows[row])
+
+
+class LesionSegSmallLesionLogic(ScriptedLoadableModuleLogic):
+    """Console-first logic; one run at a time (see the module docstring)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job: Optional[smalllesion.Job] = None
+        self.lastResult: Optional[dict] = None
+        self.lastOutputDir: Optional[Path] = None
+        self.lastVolumeNode, self.lastSeconds = None, 0.0
+
+    def getParameterNode(self):
+        return LesionSegSmallLesionParameterNode(super().getParameterNode())
+
+    def process(self, volumeNode, segmentationNode=None, roiNode=None, prior=None, waitForCompletion: bool = True,
+                weights=None, device: str = "auto", priorSegmentationNode=None, onProgress=None, onLog=None):
+        """Segment the small lesions of a CT: the result dict when waiting (``rows``, ``segmentationNode``,
+        ``segmentIds``, ``prior``...: ``LesionSegSmallLesionLib.loading.load_results``), else the started run (pass
+        ``runner.wait()`` to :meth:`finish`). ``segmentationNode`` None: a new ``"<CT> small lesions"``; segments this
+        module wrote there before are replaced, no other. ``roiNode``: limit the work to this box. ``prior``: None
+        (built-in), (mean HU, SD HU), a .json/.csv prior table, or the ID of a segment of ``priorSegmentationNode``
+        (default: ``segmentationNode``) to learn the prior from. Raises ValueError (no CT, SD <= 0, missing table,
+        unknown or empty segment, options), lesionseg.InputError (ROI outside the CT, transforms), RuntimeError (a
+        run is going; when waiting: the backend's error line, e.g. a CT that does not look like CT)."""
+        choice = smalllesion.prior_choice(prior)
+        smalllesion.check_options(weights, device)
+        if self.job is not None:
+            raise RuntimeError("a lesion segmentation is already running; cancel it or wait for it first")
+        priorSegmentationNode = segmentationNode if priorSegmentationNode is None else priorSegmentationNode
+        run.check_inputs(volumeNode, choice, priorSegmentationNode)
+        dependencies.require()
+        self.job = run.start(volumeNode, segmentationNode, roiNode, choice, priorSegmentationNode, weights, device,
+                             onProgress, onLog)
+        if not waitForCompletion:
+            return self.job.runner
+        return self.finish(self.job.runner.wait(idle=slicer.app.processEvents))
+
+    def finish(self, result) -> Optional[dict]:
+        """The ended run's result dict (None when cancelled); the scene changes only if every output is valid.
+        Its output folder stays as ``lastOutputDir`` until the next run ends. RuntimeError: no run, or the
+        backend failed (its one error line)."""
+        job, self.job = self.job, None
+        if job is None:
+            raise RuntimeError("no lesion segmentation is running")
+        found = run.finish(job, result, self.lastOutputDir)
+        if found is not None:
+            self.lastSeconds = time.perf_counter() - job.started
+            self.lastResult, self.lastOutputDir, self.lastVolumeNode = found, job.output_dir, job.volumeNode
+        return found
+
+    def cancel(self) -> None:
+        """Kill the running segmentation's process tree (``finish`` then returns None)."""
+        if self.job is not None:
+            self.job.runner.cancel()
+
+    def jumpTo(self, row):
+        """Centre the slice views on a lesion of the last run (a ``LesionRow`` or its dict); the world RAS point."""
+        from LesionSegLib import labelmaps
+
+        ras = row["centroid_ras"] if isinstance(row, dict) else row.centroid_ras
+        return labelmaps.jump_slices_to(ras, self.lastVolumeNode)
+
+    def priorPreviewFiles(self, volumeNode, prior, priorSegmentationNode=None, weights=None):
+        """``(command, png, folder)`` drawing the likelihood plot of a prior (``PriorPreview.request``'s prepare)."""
+        dependencies.require()
+        return run.preview_files(volumeNode, smalllesion.prior_choice(prior), priorSegmentationNode, weights)
+
+
+class LesionSegSmallLesionTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegSmallLesionLib."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_SegmentTinyCT(self) -> None:
+        scenarios.segment_tiny_ct(self, LesionSegSmallLesionLogic())
+
+    def test_BadInputRaises(self) -> None:
+        scenarios.bad_input_raises(self, LesionSegSmallLesionLogic())
+
+    def test_CancelLeavesSceneUnchanged(self) -> None:
+        scenarios.cancel_leaves_scene_unchanged(self, LesionSegSmallLesionLogic())
