@@ -71,8 +71,16 @@ def _wholebody(seed: int) -> DemoCase:
     return DemoCase("wholebody_petct", (pet, ct), label, info)
 
 
+def _smallbowel(seed: int) -> DemoCase:
+    """A small-bowel CT crop with 1-4 small enhancing lesions at the bowel wall (label 1)."""
+    from .phantoms.smallbowel import smallbowel_ct
+
+    image, label, info = smallbowel_ct(seed=seed)
+    return DemoCase("smallbowel_ct", (image,), label, info)
+
+
 CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen, "pancreas_ct": _pancreas,
-                                               "wholebody_petct": _wholebody}
+                                               "wholebody_petct": _wholebody, "smallbowel_ct": _smallbowel}
 """Phantom builders by name; a method picks its phantom with the class attribute ``demo_case``."""
 
 

@@ -21,6 +21,7 @@ BUILTIN_MODULES = (
     "lesionseg.methods.tsfcn",
     "lesionseg.methods.s4c.segmenter",
     "lesionseg.methods.autopet.segmenter",
+    "lesionseg.methods.smalllesion.segmenter",
 )
 """Modules whose import registers the built-in methods (each method issue adds its module here)."""
 

@@ -79,6 +79,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seg-channels", type=int, nargs="+", default=SEG_CHANNELS, help="default 16 32 64 128")
     parser.add_argument("--loc-batch", type=int, default=8, help="slices per step (default 8)")
     parser.add_argument("--seg-batch", type=int, default=2, help="patches per step (default 2)")
+    parser.add_argument("--lesion-probability", type=float, default=0.5,
+                        help="share of 3D training patches centred on a lesion voxel (default 0.5)")
     parser.add_argument("--loc-lr", type=float, default=1e-3)
     parser.add_argument("--seg-optimizer", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--seg-lr", type=float, default=1e-3, help="paper 1e-3 (SGD)")
@@ -138,15 +140,18 @@ class SegTrainer(Trainer):
     (or 1 when ``use_cue`` is False); validation = Dice of ``P > 0.5`` over fixed held-out patches."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: tuple[int, int, int],
-                 batch: int, steps: int, use_cue: bool, dice_weight: float, validation: list) -> None:
+                 batch: int, steps: int, use_cue: bool, dice_weight: float, validation: list,
+                 lesion_probability: float = 0.5) -> None:
         super().__init__(model, config)
         self.volumes, self.patch, self.batch, self.steps = volumes, patch, batch, steps
+        self.lesion_probability = lesion_probability
         self.use_cue, self.dice_weight, self.validation = use_cue, dice_weight, validation
 
     def train_batches(self, epoch: int) -> Iterable[Any]:
         for _ in range(self.steps):
             picks = self.rng.integers(0, len(self.volumes), self.batch)
-            samples = [sample_patch(self.volumes[i], self.patch, self.rng, use_cue=self.use_cue) for i in picks]
+            samples = [sample_patch(self.volumes[i], self.patch, self.rng, self.lesion_probability, self.use_cue)
+                       for i in picks]
             yield tuple(torch.from_numpy(np.stack([s[n] for s in samples])) for n in range(3))
 
     def loss(self, batch: Any) -> torch.Tensor:
@@ -199,6 +204,8 @@ def train(args: argparse.Namespace) -> ModelFolder:
         raise InputError("--stage seg needs a localisation net: use --stage both, or --base MODEL holding loc.pt")
     if min(args.loc_batch, args.seg_batch, args.steps_per_epoch) < 1 or args.dice_weight < 0:
         raise InputError("--loc-batch, --seg-batch and --steps-per-epoch must be >= 1 and --dice-weight >= 0")
+    if not 0.0 <= args.lesion_probability <= 1.0:
+        raise InputError("--lesion-probability must be between 0 and 1")
     if base is not None:
         prep = L2SPreprocessing.from_dict(base.card["preprocessing"])
     else:
@@ -251,9 +258,10 @@ def train(args: argparse.Namespace) -> ModelFolder:
                       for _ in range(max(1, VALIDATION_SAMPLES // len(val_volumes)))] if val_volumes else []
         config = _config(args, device, args.minutes_seg, args.seg_optimizer, args.seg_lr, 1e-4, bool(validation))
         result = SegTrainer(net, config, volumes, patch, args.seg_batch, args.steps_per_epoch, key == "seg",
-                            args.dice_weight, validation).fit()
+                            args.dice_weight, validation, args.lesion_probability).fit()
         states[NETWORK_FILES[key]], specs[NETWORK_FILES[key]] = result.state, _spec("UNet", net)
         summaries[key] = _summary(result, config, train_patch=list(patch), batch=args.seg_batch,
+                                  lesion_probability=args.lesion_probability,
                                   loss=("weighted BCE + weighted soft Dice, weight 1 + P_loc" if key == "seg"
                                         else "BCE + soft Dice (no cue weight)"))
     card = {

@@ -1,0 +1,400 @@
+"""The registered ``small-lesion-il`` method (arXiv 2207.14700): CT -> small-lesion label. ``set_image(ct)``:
+
+1. CT in HU or :class:`InputError`. The work is cropped to the ROI (:meth:`set_roi`, LPS mm; label 0 outside)
+   and to the body's bounding box (HU above ``body_hu``), so air costs nothing.
+2. **Working grid**: isotropic ``spacing_mm`` voxels (linear, SimpleITK), HU clipped to ``window_hu`` and
+   scaled to 0..1. ``seg+il-in`` adds the likelihood ``L(smoothed HU)`` as a second input channel.
+3. Gaussian-blended sliding window of the 3D U-Net, sigmoid on every channel: channel 0 the lesion
+   probability ``P``, channel 1 (2-output variants) the predicted likelihood.
+4. Post-processing (the paper's ``Seg+PP``): ``P_final = P x L(smoothed HU)`` with the user's prior
+   (:meth:`set_prior`, any variant) or, for ``seg+pp``, the model's prior. The prior's anisotropic diffusion
+   runs on the working grid only when a prior is used.
+5. ``P_final`` goes back to the CT grid (linear) and is thresholded there (uint8 0/1). Changing the prior or
+   the variant afterwards re-runs only what depends on it (the network only for ``seg+il-in``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ... import progress
+from ...errors import InputError, LesionSegWarning, OutputExistsError, WeightsError
+from ...geometry import box_to_index, index_to_world
+from ...image import Image
+from ...inference import inference_context, prepare_for_inference, sliding_window
+from ...intensity import CT_LOW_HU, looks_like_ct
+from ...io import atomic_write_bytes_via
+from ...metrics import lesion_components
+from ...modelfolder import ModelFolder, sha256_of
+from ...nets.unet import build_network
+from ...prompts import Box, Prompt
+from ...registry import register
+from ...resample import resample_to_grid, resample_to_spacing
+from ...segmenter import Segmenter
+from .prior import IntensityPrior, check_prior_against_image
+
+log = logging.getLogger(__name__)
+METHOD = "small-lesion-il"
+CHANNELS = {"seg": (1, 1), "seg+il-in": (2, 1), "seg+il": (1, 2), "seg+il-shifted": (1, 2)}
+"""Trained variants -> (network input channels, output channels)."""
+TABLE_COLUMNS = ("id", "voxels", "volume_mm3", "mean_hu", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
+
+
+@dataclass(frozen=True)
+class SmallLesionPreprocessing:
+    """The model card's ``preprocessing``: ``spacing_mm`` isotropic working voxel (mm); ``window_hu`` HU range
+    mapped to 0..1; ``patch`` inference window ``(D, H, W)`` = ``(k, j, i)`` working voxels; ``overlap`` of the
+    sliding windows; ``batch_size`` windows per forward pass; ``threshold`` on ``P_final`` on the CT grid;
+    ``body_hu``: voxels above it are body (the work is cropped to their bounding box)."""
+
+    spacing_mm: float = 1.0
+    window_hu: tuple[float, float] = (-200.0, 400.0)
+    patch: tuple[int, int, int] = (128, 128, 128)
+    overlap: float = 0.25
+    batch_size: int = 1
+    threshold: float = 0.5
+    body_hu: float = -500.0
+
+    def __post_init__(self) -> None:
+        if not self.spacing_mm > 0 or not self.window_hu[1] > self.window_hu[0]:
+            raise InputError(f"need spacing_mm > 0 and window_hu (low, high) with high > low, got "
+                             f"{self.spacing_mm}, {self.window_hu}")
+        if len(self.patch) != 3 or min(self.patch) < 8 or self.batch_size < 1:
+            raise InputError(f"patch must be three sizes >= 8 voxels and batch_size >= 1, got {self.patch}")
+        if not 0 <= self.overlap < 1 or not 0 < self.threshold < 1:
+            raise InputError("need 0 <= overlap < 1 and 0 < threshold < 1")
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SmallLesionPreprocessing":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise WeightsError(f"unknown preprocessing fields in the model card: {sorted(unknown)}")
+        try:
+            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        except InputError as exc:
+            raise WeightsError(f"the model card's preprocessing is invalid: {exc}") from None
+
+
+def normalise(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """HU clipped to ``window`` and mapped linearly to 0..1: float32, same shape."""
+    lo, hi = float(window[0]), float(window[1])
+    return ((np.clip(hu.astype(np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def to_working_grid(ct: Image, spacing_mm: float) -> Image:
+    """``ct`` (HU) resampled linearly to isotropic ``spacing_mm`` voxels (same origin and direction; float32;
+    -1000 HU outside)."""
+    return resample_to_spacing(ct.with_array(ct.array.astype(np.float32)), spacing_mm, "linear", -1000.0)
+
+
+def body_box(image: Image, body_hu: float, margin: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Inclusive ``(lo, hi)`` ``(i, j, k)`` voxel range of the voxels above ``body_hu``, grown by ``margin``
+    voxels per axis (i, j, k) and clipped to the image; None when no voxel is above ``body_hu``."""
+    body = image.array > body_hu
+    hits = [np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != axis))) for axis in (2, 1, 0)]
+    if hits[0].size == 0:
+        return None
+    lo, hi = np.array([h[0] for h in hits]), np.array([h[-1] for h in hits])
+    return np.maximum(lo - margin, 0), np.minimum(hi + margin, image.size_ijk - 1)
+
+
+@register(METHOD, prompt="none", inputs=("CT",),
+          summary="Small lesions with intensity-distribution supervision (arXiv 2207.14700): 3D U-Net with a "
+                  "lesion and an intensity-likelihood output; optional HU prior; lesion table")
+class SmallLesionSegmenter(Segmenter):
+    """Small-lesion segmentation of one CT (see the module docstring).
+
+    Args:
+        model: model folder (card: ``network``, ``preprocessing``, ``variant``, ``prior`` = ``prior.json``).
+        device: ``"cpu"`` or ``"cuda"``.
+        net, preprocessing, variant, prior: instead of a model folder (tests, benchmarks).
+    """
+
+    demo_case = "smallbowel_ct"
+
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
+                 net: Optional[torch.nn.Module] = None, preprocessing: Optional[SmallLesionPreprocessing] = None,
+                 variant: Optional[str] = None, prior: Optional[IntensityPrior] = None) -> None:
+        super().__init__(model, device)
+        if net is None:
+            if model is None:
+                raise WeightsError(f"{METHOD} needs a model folder (or a network passed as net=)")
+            card = model.card
+            net = build_network(card["network"]["class"], card["network"].get("kwargs"))
+            net.load_state_dict(model.load_state_dict("weights.pt"))
+            preprocessing = SmallLesionPreprocessing.from_dict(card.get("preprocessing", {}))
+            variant, prior = card.get("variant"), self._model_prior(model)
+        self.trained_variant = variant or "seg+il"
+        if self.trained_variant not in CHANNELS:
+            raise WeightsError(f"unknown trained variant {self.trained_variant!r}; one of {', '.join(CHANNELS)}")
+        config, expected = getattr(net, "config", {}), CHANNELS[self.trained_variant]
+        got = (config.get("in_channels"), config.get("out_channels"))
+        if got not in (expected, (None, None)):
+            raise WeightsError(f"a {self.trained_variant} network has (in, out) channels {expected}, this one {got}")
+        if self.trained_variant == "seg+il-in" and prior is None:
+            raise WeightsError("a seg+il-in model needs its prior (prior.json)")
+        self.net = prepare_for_inference(net, device)
+        self.prep = preprocessing or SmallLesionPreprocessing()
+        self.model_prior, self.variant = prior, self.trained_variant
+        self.user_prior: Optional[IntensityPrior] = None
+        self.roi: Optional[Box] = None
+        self._clear()
+
+    @staticmethod
+    def _model_prior(model: ModelFolder) -> Optional[IntensityPrior]:
+        """The model folder's prior, after checking its sha256 against the card (None when it has none)."""
+        entry = model.card.get("prior")
+        path = model.path / entry["file"] if entry else None
+        if path is not None and (not path.is_file() or sha256_of(path) != entry.get("sha256")):
+            raise WeightsError(f"{path} is missing or fails its sha256 check against {model.path / 'model.json'}")
+        return IntensityPrior.load(path) if path is not None else None
+
+    def _clear(self) -> None:
+        """Forget everything computed for the current image."""
+        self._work: Optional[Image] = None          # working-grid HU (float32)
+        self._region: Optional[Image] = None        # CT-grid reference of the worked region (ROI and body)
+        self._box: tuple[slice, ...] = ()           # where the region lies in the CT array ([k, j, i] slices)
+        self._outputs: Optional[np.ndarray] = None  # (C_out, K, J, I) sigmoid outputs on the working grid
+        self._smoothed: dict[str, np.ndarray] = {}
+        self._final: Optional[tuple[np.ndarray, Optional[np.ndarray]]] = None
+        self._label: Optional[Image] = None
+
+    def set_variant(self, variant: str) -> None:
+        """Run as ``variant``: the trained one, or ``"seg+pp"`` for a ``seg`` model (and back)."""
+        allowed = {self.trained_variant} | ({"seg", "seg+pp"} if self.trained_variant == "seg" else set())
+        if variant not in allowed:
+            raise InputError(f"this {self.trained_variant} model runs as {' or '.join(sorted(allowed))}, not "
+                             f"{variant!r} (seg+pp is post-processing of a seg model)")
+        if variant == "seg+pp" and self.model_prior is None:
+            raise WeightsError("seg+pp needs the model's prior (prior.json)")
+        self.variant = variant
+        self._final = self._label = None
+
+    def set_prior(self, prior: Optional[IntensityPrior]) -> None:
+        """A user prior applied as post-processing (``P x L``) for any variant, and as the input channel of
+        ``seg+il-in``; None goes back to the model's behaviour. Takes effect on an image already set."""
+        if prior is not None and not isinstance(prior, IntensityPrior):
+            raise InputError(f"the prior must be an IntensityPrior, not {type(prior).__name__}")
+        self.user_prior = prior
+        if prior is not None and self._image is not None:
+            check_prior_against_image(prior, self._image)
+        if self.trained_variant == "seg+il-in" and self._work is not None:
+            self._outputs = None
+        self._final = self._label = None
+
+    def set_roi(self, roi: Optional[Box]) -> None:
+        """Restrict the work to ``roi`` (LPS mm; None: the whole image); re-runs an image already set."""
+        if roi is not None and not isinstance(roi, Box):
+            raise InputError(f"the ROI must be a Box (LPS mm), not {type(roi).__name__}")
+        previous, self.roi = self.roi, roi
+        try:
+            if self._image is not None:
+                self._prepare(self._image)
+        except InputError:  # e.g. an ROI outside the image: nothing was changed
+            self.roi = previous
+            raise
+
+    def _priors(self) -> tuple[Optional[IntensityPrior], Optional[IntensityPrior]]:
+        """``(input prior, post-processing prior)`` of the current variant and user prior."""
+        input_prior = (self.user_prior or self.model_prior) if self.trained_variant == "seg+il-in" else None
+        post = self.user_prior or (self.model_prior if self.variant == "seg+pp" else None)
+        return input_prior, post
+
+    def _prepare(self, image: Image, *others: Image) -> None:
+        if not looks_like_ct(image.array):
+            raise InputError(f"{METHOD} expects a CT in HU, but the intensities ({float(image.array.min()):g} .. "
+                             f"{float(image.array.max()):g}) do not look like CT (< 1 % of voxels below {CT_LOW_HU:g})")
+        box = box_to_index(image, self.roi) if self.roi is not None else None
+        self._clear()
+        lo, hi = (box.lo, box.hi) if box is not None else (np.zeros(3, int), image.size_ijk - 1)
+        region = image.crop(lo, hi) if box is not None else image
+        for prior in {id(p): p for p in self._priors() if p is not None}.values():
+            check_prior_against_image(prior, region)
+        margin = np.ceil(self.prep.spacing_mm / region.spacing).astype(int)
+        body = body_box(region, self.prep.body_hu, margin)
+        if body is None:
+            warnings.warn(f"{METHOD}: no voxel above {self.prep.body_hu:g} HU in the "
+                          f"{'ROI' if self.roi is not None else 'image'}; nothing to segment", LesionSegWarning)
+            return
+        self._region = region.crop(*body)
+        self._box = tuple(slice(o, o + s) for o, s in zip((lo + body[0])[::-1], self._region.shape))
+        self._work = to_working_grid(self._region, self.prep.spacing_mm)
+        log.info("%s: working grid %s at %.2f mm (region %s of %s)", METHOD, self._work.shape, self.prep.spacing_mm,
+                 self._region.shape, image.shape)
+        self.predict()
+
+    def _smoothed_hu(self, prior: IntensityPrior) -> np.ndarray:
+        """Working-grid HU after ``prior``'s anisotropic diffusion (cached per smoothing setting)."""
+        key = json.dumps(prior.smoothing, sort_keys=True)
+        if key not in self._smoothed:
+            self._smoothed[key] = prior.smooth(self._work).array
+        return self._smoothed[key]
+
+    def _network_outputs(self) -> np.ndarray:
+        """``(C_out, K, J, I)`` sigmoid outputs of the network on the working grid (computed once). Windows
+        shrink to the grid (rounded up to a multiple of 8) where it is smaller than ``patch``."""
+        if self._outputs is None:
+            input_prior = self._priors()[0]
+            volume = normalise(self._work.array, self.prep.window_hu)[None]
+            patch = tuple(min(p, -(-s // 8) * 8) for p, s in zip(self.prep.patch, volume.shape[1:]))
+            if input_prior is not None:
+                volume = np.concatenate([volume, input_prior.likelihood(self._smoothed_hu(input_prior))[None]])
+            with progress.task(f"{METHOD} windows") as tick, inference_context():
+                self._outputs = sliding_window(lambda batch: torch.sigmoid(self.net(batch)), volume, patch,
+                                               self.prep.overlap, batch_size=self.prep.batch_size, progress=tick,
+                                               device=self.device)
+        return self._outputs
+
+    def _final_maps(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Working-grid ``(P_final, likelihood)``: the likelihood of the prior in use, else the network's
+        predicted one (2-output variants), else None."""
+        if self._final is None:
+            outputs = self._network_outputs()
+            input_prior, post = self._priors()
+            prob, likelihood = outputs[0], (outputs[1] if outputs.shape[0] > 1 else None)
+            if input_prior is not None:
+                likelihood = input_prior.likelihood(self._smoothed_hu(input_prior))
+            if post is not None:
+                likelihood = post.likelihood(self._smoothed_hu(post))
+                prob = prob * likelihood
+            self._final = (prob, likelihood)
+        return self._final
+
+    def _on_region(self, work_array: np.ndarray) -> np.ndarray:
+        """A working-grid map resampled linearly onto the worked region of the CT grid (float32)."""
+        return resample_to_grid(self._work.with_array(work_array), self._region, "linear", 0.0).array
+
+    def predict(self, prompt: Prompt = None) -> Image:
+        """uint8 label (0 background, 1 lesion) on the CT grid: ``P_final > threshold`` there."""
+        if prompt is not None:
+            raise InputError(f"{METHOD} is automatic and takes no prompt (use set_roi to restrict it)")
+        image = self.image
+        if self._label is None and self._work is None:  # nothing above body_hu: nothing was segmented
+            self._label = image.with_array(np.zeros(image.shape, np.uint8))
+        elif self._label is None:
+            label = np.zeros(image.shape, np.uint8)
+            label[self._box] = self._on_region(self._final_maps()[0]) > self.prep.threshold
+            self._label = image.with_array(label)
+        return self._label
+
+    def _map(self, index: int, what: str) -> Image:
+        image = self.image
+        out = np.zeros(image.shape, np.float32)
+        if self._work is not None:
+            values = self._final_maps()[index]
+            if values is None:
+                raise InputError(f"this {self.variant} model without a prior has no intensity likelihood map")
+            out[self._box] = self._on_region(values)
+        return Image(out, image.spacing, image.origin, image.direction, {"units": what})
+
+    def probability(self) -> Image:
+        """``P_final`` (0..1, float32) on the CT grid (0 outside the worked region)."""
+        return self._map(0, "lesion probability")
+
+    def likelihood(self) -> Image:
+        """The intensity likelihood (0..1, float32) on the CT grid: the prior's ``L(smoothed HU)`` when one is
+        used, else the network's prediction (:class:`InputError` for ``seg`` without a prior)."""
+        return self._map(1, "intensity likelihood")
+
+    def lesions(self) -> list[dict]:
+        """One dict per 26-connected lesion of :meth:`predict`, largest first: ``id`` (1..n, list position),
+        ``voxels``, ``volume_mm3``, ``mean_hu`` (of the CT given to ``set_image``), ``centroid_lps`` (mm)."""
+        label, region = self.predict(), self._region  # the label is 0 outside the worked region
+        if region is None:
+            return []
+        components, n = lesion_components(region.with_array(label.array[self._box]), 26)
+        where = np.flatnonzero(components.array)
+        ids, voxel_mm3 = components.array.ravel()[where], 1000.0 * region.voxel_volume_ml
+
+        def per_lesion(weights=None) -> np.ndarray:
+            return np.bincount(ids, weights=weights, minlength=n + 1)[1:]
+        counts, kji = per_lesion(), np.unravel_index(where, region.shape)
+        hu, mm3 = per_lesion(region.array.ravel()[where].astype(np.float64)) / counts, counts * voxel_mm3
+        centre = index_to_world(region, np.column_stack([per_lesion(kji[a]) for a in (2, 1, 0)]) / counts[:, None])
+        return [{"id": rank + 1, "voxels": int(counts[c]), "volume_mm3": round(float(mm3[c]), 3),
+                 "mean_hu": round(float(hu[c]), 2), "centroid_lps": [round(float(v), 3) for v in centre[c]]}
+                for rank, c in enumerate(np.argsort(-counts, kind="stable"))]
+
+    @classmethod
+    def add_predict_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """``lesionseg predict small-lesion-il CT`` options: prior, ROI, lesion table, seg+pp."""
+        parser.add_argument("--prior-mean", type=float, metavar="HU", help="Gaussian prior mean (with --prior-sd)")
+        parser.add_argument("--prior-sd", type=float, metavar="HU", help="Gaussian prior SD in HU (> 0)")
+        parser.add_argument("--prior-table", type=Path, metavar="FILE", help="prior .json or .csv (hu,likelihood)")
+        parser.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
+                            help="region of interest corners in LPS mm (the label is 0 outside)")
+        parser.add_argument("--table", type=Path, help="write the found lesions here (.json or .csv)")
+        parser.add_argument("--variant", choices=("seg+pp",), help="seg+pp: P x L(HU) of a seg model's own prior")
+
+    def apply_predict_args(self, args: argparse.Namespace) -> None:
+        """Apply :meth:`add_predict_arguments`' options; checks the lesion table path before any work."""
+        check_table_path(getattr(args, "table", None), bool(getattr(args, "overwrite", False)))
+        mean, sd, table = (getattr(args, k, None) for k in ("prior_mean", "prior_sd", "prior_table"))
+        if table is not None and (mean is not None or sd is not None):
+            raise InputError("give either --prior-table or --prior-mean/--prior-sd, not both")
+        if (mean is None) != (sd is None):
+            raise InputError("--prior-mean and --prior-sd go together")
+        if getattr(args, "variant", None):
+            self.set_variant(args.variant)
+        if table is not None or mean is not None:
+            self.set_prior(IntensityPrior.load(table) if table is not None else IntensityPrior.gaussian(mean, sd))
+        if getattr(args, "roi", None):
+            self.set_roi(Box(args.roi[:3], args.roi[3:]))
+
+    def write_extras(self, args: argparse.Namespace, label: Image) -> list[Path]:
+        """Write ``--table`` (the lesions of :meth:`lesions`); returns the paths written."""
+        if getattr(args, "table", None) is None:
+            return []
+        image = str((getattr(args, "images", None) or [""])[0])
+        return [write_lesion_table(self.lesions(), args.table, image, bool(getattr(args, "overwrite", False)))]
+
+    @classmethod
+    def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Options of ``lesionseg train small-lesion-il`` (see :mod:`.train`)."""
+        from .train import add_train_arguments
+
+        add_train_arguments(parser)
+
+    @classmethod
+    def train(cls, args: argparse.Namespace) -> ModelFolder:
+        """Train one variant (see :mod:`.train`)."""
+        from .train import train
+
+        return train(args)
+
+
+def check_table_path(path: Optional[Path], overwrite: bool) -> None:
+    """InputError for a suffix other than .json/.csv or a missing folder; OutputExistsError (None: no table)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.suffix.lower() not in (".json", ".csv"):
+        raise InputError(f"the lesion table is written as .json or .csv, not {path.name!r}")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def write_lesion_table(rows: list[dict], path: Path, image: str = "", overwrite: bool = False) -> Path:
+    """:meth:`SmallLesionSegmenter.lesions` rows as ``.json`` or ``.csv`` (:data:`TABLE_COLUMNS`), atomically."""
+    path = Path(path)
+    check_table_path(path, overwrite)
+    if path.suffix.lower() == ".json":
+        text = json.dumps({"method": METHOD, "image": image, "lesions": rows}, indent=1) + "\n"
+    else:  # numbers only: no quoting needed
+        lines = [[r["id"], r["voxels"], r["volume_mm3"], r["mean_hu"], *r["centroid_lps"]] for r in rows]
+        text = "".join(",".join(map(str, line)) + "\n" for line in [list(TABLE_COLUMNS), *lines])
+    atomic_write_bytes_via(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite)
+    return path
