@@ -50,7 +50,8 @@ class TrainConfig:
         device: ``"cpu"`` or ``"cuda"``.
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
         validate_every: run :meth:`Trainer.validate` every this many epochs (and after the last).
-        keep: ``"best"`` (best validation score) or ``"last"`` weights in :attr:`TrainResult.state`.
+        keep: ``"best"`` (best validation score; on a tie the later epoch, which has trained longer) or
+            ``"last"`` weights in :attr:`TrainResult.state`.
         max_minutes: wall-clock budget (``None``: none). The schedule then runs on whichever is further
             along, epochs or the budget, so it reaches its end when the time does; training stops at the
             first step after the budget is spent (the epoch in progress is cut short and validated).
@@ -208,7 +209,7 @@ class Trainer:
                 result = self._run_validation()
                 if result is not None:
                     record.update(result)
-                    if cfg.keep == "best" and result["score"] > best_score:
+                    if cfg.keep == "best" and result["score"] >= best_score:
                         best_score, best_epoch = float(result["score"]), epoch + 1
                         best_state = copy.deepcopy(self.model.state_dict())
             history.append(record)

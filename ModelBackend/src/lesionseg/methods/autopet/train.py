@@ -137,7 +137,8 @@ class LocTrainer(Trainer):
 
 class SegTrainer(Trainer):
     """3D segmentation: fresh patches every step (:func:`.data.sample_patch`), loss weighted by ``1 + P_loc``
-    (or 1 when ``use_cue`` is False); validation = Dice of ``P > 0.5`` over fixed held-out patches."""
+    (or 1 when ``use_cue`` is False); validation = Dice of ``P > 0.5`` over fixed held-out patches, each
+    centred on a lesion voxel when its case has lesions."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: tuple[int, int, int],
                  batch: int, steps: int, use_cue: bool, dice_weight: float, validation: list,
@@ -254,7 +255,7 @@ def train(args: argparse.Namespace) -> ModelFolder:
             continue
         net = _start(base, NETWORK_FILES[key], args.finetune, specs, states) or seg_network(args.seg_channels)
         patch = tuple(args.train_patch)
-        validation = [sample_patch(v, patch, rng, use_cue=False) for v in val_volumes
+        validation = [sample_patch(v, patch, rng, 1.0, use_cue=False) for v in val_volumes
                       for _ in range(max(1, VALIDATION_SAMPLES // len(val_volumes)))] if val_volumes else []
         config = _config(args, device, args.minutes_seg, args.seg_optimizer, args.seg_lr, 1e-4, bool(validation))
         result = SegTrainer(net, config, volumes, patch, args.seg_batch, args.steps_per_epoch, key == "seg",
