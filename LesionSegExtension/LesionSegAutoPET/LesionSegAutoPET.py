@@ -9,7 +9,6 @@ Thin module (the work is in LesionSegAutoPETLib and LesionSegLib); the logic nev
 No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
 """
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,8 +26,9 @@ except ImportError:  # source checkout: the shared package lives in the sibling 
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
 from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
-from LesionSegLib.background_ui import ProcessMonitor
+from LesionSegLib.background_ui import BackgroundRunPanelMixin, ProcessMonitor
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.jobs import BackgroundJobLogic, jump_to_lesion
 from LesionSegLib.panel import ParameterNodePanelMixin
 from LesionSegAutoPETLib import autopet, inputs, lesions, run, scenarios  # backend imported inside the functions
 
@@ -64,7 +64,8 @@ class LesionSegAutoPETParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegAutoPETWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, ScriptedLoadableModuleWidget,
+                              VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -134,26 +135,13 @@ class LesionSegAutoPETWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidg
     def onSegment(self) -> None:
         p = self._parameterNode
         weights = self.ui.weightsPathLineEdit.currentPath or None
-        try:
-            with slicer.util.tryWithErrorDisplay("LesionSeg could not start the lesion segmentation.", waitCursor=True):
-                dependencies.ensure_installed()  # asks first; nothing is installed without consent
-                runner = self.logic.process(p.petVolume, p.ctVolume, p.segmentation, waitForCompletion=False,
-                                            perLesion=p.perLesion, weights=weights, device=p.device, **self._units())
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            return
-        self._showResult(None)
-        self.monitor.watch(runner, "Writing the volumes and starting the backend...")
-        self._updateButtons()
+        self._startRun("LesionSeg could not start the lesion segmentation.", lambda: self.logic.process(
+            p.petVolume, p.ctVolume, p.segmentation, waitForCompletion=False, perLesion=p.perLesion, weights=weights,
+            device=p.device, **self._units()), "Writing the volumes and starting the backend...")
 
     def onFinished(self, result) -> None:
         """The background run ended (called by the monitor on the main thread)."""
-        found = None
-        try:
-            with slicer.util.tryWithErrorDisplay("Lesion segmentation failed.", waitCursor=True):
-                found = self.logic.finish(result)
-        except Exception as exc:  # already shown to the user (the backend's error line) by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
+        found = self._finishRun(result, "Lesion segmentation failed.")
         if found is not None:
             if self._parameterNode:
                 self._parameterNode.segmentation = found["segmentationNode"]
@@ -166,31 +154,22 @@ class LesionSegAutoPETWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidg
         self.ui.resultsCollapsibleButton.visible = found is not None
         self.ui.summaryLabel.text = lesions.summary(rows) if found else ""
         self.ui.mipButton.enabled, self.ui.mipPathLabel.text = mip is not None, str(mip or "no MIP picture")
-        self.ui.lesionTable.setRowCount(len(rows))
-        for row, lesion in enumerate(rows):
-            for column, text in enumerate(lesion.cells()):
-                self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
-
-    def onJump(self, row: int, column: int = 0) -> None:
-        rows = (self._result or {}).get("lesionRows", [])
-        if 0 <= row < len(rows):
-            with slicer.util.tryWithErrorDisplay("Could not centre the views on the lesion."):
-                self.logic.jumpTo(rows[row])
+        self._fillTable(self.ui.lesionTable, rows)
 
     def onOpenMip(self, checked: bool = False) -> None:
         if self._result and self._result.get("mip"):
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self._result["mip"])))
 
 
-class LesionSegAutoPETLogic(ScriptedLoadableModuleLogic):
-    """Console-first logic; one run at a time (see the module docstring)."""
+class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
+    """Console-first logic; one run at a time (see the module docstring; ``finish``/``cancel``: BackgroundJobLogic)."""
+
+    jobName = "lesion segmentation"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.job: Optional[autopet.Job] = None
-        self.lastResult: Optional[dict] = None
-        self.lastOutputDir: Optional[Path] = None
-        self.lastPetNode, self.lastSeconds, self._valueRange = None, 0.0, run.CachedValueRange()
+        self.lastPetNode, self._valueRange = None, run.CachedValueRange()
 
     def getParameterNode(self):
         return LesionSegAutoPETParameterNode(super().getParameterNode())
@@ -216,43 +195,27 @@ class LesionSegAutoPETLogic(ScriptedLoadableModuleLogic):
         Raises ValueError (inputs, units, SUV check, no CT), lesionseg.InputError (transforms, DICOM files gone),
         RuntimeError (a run is going; when waiting: the backend's error line)."""
         autopet.check_options(weights, device)
-        if self.job is not None:
-            raise RuntimeError("a lesion segmentation is already running; cancel it or wait for it first")
+        self._checkIdle()
         if petNode is not None and ctNode is None:
             ctNode, reason = self.pairedCT(petNode)
             if ctNode is None:
                 raise ValueError(f"select the CT: {reason}")
         units = self.checkInputs(petNode, ctNode, petUnits, weightKg, doseMBq, minutesToScan)
         dependencies.require()
-        self.job = run.start(petNode, ctNode, segmentationNode, units, perLesion, weights, device, onProgress, onLog)
-        if not waitForCompletion:
-            return self.job.runner
-        return self.finish(self.job.runner.wait(idle=slicer.app.processEvents))
+        job = run.start(petNode, ctNode, segmentationNode, units, perLesion, weights, device, onProgress, onLog)
+        return self._runJob(job, waitForCompletion)
 
-    def finish(self, result) -> Optional[dict]:
-        """The ended run's result dict (None when cancelled); the scene changes only if every output is valid.
-        Its output folder stays as ``lastOutputDir`` until the next run ends. RuntimeError: no run, or the
-        backend failed (its one error line)."""
-        job, self.job = self.job, None
-        if job is None:
-            raise RuntimeError("no lesion segmentation is running")
-        found = run.finish(job, result, self.lastOutputDir)
-        if found is not None:
-            self.lastSeconds = time.perf_counter() - job.started
-            self.lastResult, self.lastOutputDir, self.lastPetNode = found, job.output_dir, job.petNode
+    def _loadJob(self, job: autopet.Job) -> dict:
+        """The result dict of a run that ended well (``LesionSegAutoPETLib.loading.load_results``)."""
+        from LesionSegAutoPETLib import loading
+
+        found = loading.load_results(job)
+        self.lastPetNode = job.petNode
         return found
-
-    def cancel(self) -> None:
-        """Kill the running segmentation's process tree (``finish`` then returns None)."""
-        if self.job is not None:
-            self.job.runner.cancel()
 
     def jumpTo(self, row):
         """Centre the slice views on a lesion of the last run (a ``LesionRow`` or its dict); the world RAS point."""
-        from LesionSegLib import labelmaps
-
-        ras = row["centroid_ras"] if isinstance(row, dict) else row.centroid_ras
-        return labelmaps.jump_slices_to(ras, self.lastPetNode)
+        return jump_to_lesion(row, self.lastPetNode)
 
 
 class LesionSegAutoPETTest(ScriptedLoadableModuleTest):

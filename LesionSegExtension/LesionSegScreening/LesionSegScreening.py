@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import qt
 import slicer
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
@@ -30,8 +29,9 @@ except ImportError:  # source checkout: the shared package lives in the sibling 
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
 from LesionSegLib import dependencies, process  # pure; the backend is imported only in the logic
-from LesionSegLib.background_ui import ProcessMonitor
+from LesionSegLib.background_ui import BackgroundRunPanelMixin, ProcessMonitor
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.jobs import BackgroundJobLogic
 from LesionSegLib.panel import ParameterNodePanelMixin
 from LesionSegScreeningLib import scenarios, screening  # pure at import; scenarios need Slicer to run
 
@@ -63,14 +63,15 @@ class LesionSegScreeningParameterNode:
     stride: Annotated[int, WithinRange(1, screening.MAX_STRIDE)] = screening.DEFAULT_STRIDE
 
 
-class LesionSegScreeningWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegScreeningWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, ScriptedLoadableModuleWidget,
+                                VTKObservationMixin):
     _defaultVolumeParameters = ("venousVolume", "arterialVolume")
+    _jumpFailure = "Could not centre the views on the finding."
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.monitor = None
-        self._targets = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -78,7 +79,7 @@ class LesionSegScreeningWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWi
         self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
         self.ui.screenButton.connect("clicked(bool)", self.onScreen)
         self.ui.findingsTable.connect("cellDoubleClicked(int,int)", self.onJump)
-        self._showReport(None)
+        self._showResult(None)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -87,7 +88,7 @@ class LesionSegScreeningWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWi
 
     def _resetPanel(self) -> None:
         self.monitor.cancel()
-        self._showReport(None)
+        self._showResult(None)
 
     def _updateButtons(self) -> None:
         p = self._parameterNode
@@ -101,65 +102,52 @@ class LesionSegScreeningWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWi
     def onScreen(self) -> None:
         p = self._parameterNode
         weights = self.ui.weightsPathLineEdit.currentPath or None
-        try:
-            with slicer.util.tryWithErrorDisplay("LesionSeg could not start the screening.", waitCursor=True):
-                dependencies.ensure_installed()  # asks first; nothing is installed without consent
-                runner = self.logic.process(p.venousVolume, p.arterialVolume, p.segmentation, waitForCompletion=False,
-                                            weights=weights, device=p.device, stride=p.stride)
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            return
-        self._showReport(None)
-        self.monitor.watch(runner, "Writing the volumes and starting the backend...")
-        self._updateButtons()
+        self._startRun("LesionSeg could not start the screening.", lambda: self.logic.process(
+            p.venousVolume, p.arterialVolume, p.segmentation, waitForCompletion=False, weights=weights,
+            device=p.device, stride=p.stride), "Writing the volumes and starting the backend...")
 
     def onFinished(self, result) -> None:
         """The background run ended (called by the monitor on the main thread)."""
-        report = None
-        try:
-            with slicer.util.tryWithErrorDisplay("Screening failed.", waitCursor=True):
-                report = self.logic.finish(result)
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
+        report = self._finishRun(result, "Screening failed.")
         if report is not None:
             if self._parameterNode:
                 self._parameterNode.segmentation = self.logic.lastSegmentationNode
             self.ui.statusLabel.text = (f"Done in {self.logic.lastSeconds:.0f} s; report: "
                                         f"{self.logic.lastOutputDir / 'report.md'}")
-        self._showReport(report)
+        self._showResult(report)
         self._updateButtons()
 
-    def _showReport(self, report: Optional[dict]) -> None:
+    def _showResult(self, report: Optional[dict]) -> None:
         verdict = screening.verdict_from_report(report) if report else None
         self.ui.resultsCollapsibleButton.visible = verdict is not None
         if verdict is not None:
             self.ui.verdictLabel.text = verdict.banner_html()
             self.ui.verdictLabel.styleSheet = verdict.style
             self.ui.reasonsLabel.text = verdict.reasons_html()
-        self._targets = screening.jump_targets(report) if report else []
-        table = self.ui.findingsTable
-        table.setRowCount(len(self._targets))
-        for row, target in enumerate(self._targets):
-            for column, text in enumerate(target.cells()):
-                table.setItem(row, column, qt.QTableWidgetItem(text))
-
-    def onJump(self, row: int, column: int = 0) -> None:
-        if 0 <= row < len(self._targets):
-            with slicer.util.tryWithErrorDisplay("Could not centre the views on the finding."):
-                self.logic.jumpTo(self._targets[row])
+        self._fillTable(self.ui.findingsTable, screening.jump_targets(report) if report else [])
 
 
-class LesionSegScreeningLogic(ScriptedLoadableModuleLogic):
-    """Console-first logic; one screening runs at a time (see the module docstring)."""
+class LesionSegScreeningLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
+    """Console-first logic; one screening runs at a time (see the module docstring).
+
+    ``finish(result)`` (BackgroundJobLogic) loads the ended run: the report dict, ``None`` when it was cancelled;
+    nothing in the scene changes unless every result is valid. The inputs written for the run are deleted; its
+    output folder (report.md, PNGs, label files) stays as ``lastOutputDir`` until the next run ends. RuntimeError:
+    no run, or the backend failed (its one error line). ``cancel()`` kills the running screening's process tree.
+    """
+
+    jobName = "screening"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.job: Optional[screening.Job] = None
-        self.lastReport: Optional[dict] = None
         self.lastSegmentationNode = None
         self.lastVolumes: dict = {}
-        self.lastOutputDir: Optional[Path] = None
-        self.lastSeconds = 0.0
+
+    @property
+    def lastReport(self) -> Optional[dict]:
+        """The report of the last screening that ended well (``lastResult``)."""
+        return self.lastResult
 
     def getParameterNode(self):
         return LesionSegScreeningParameterNode(super().getParameterNode())
@@ -181,8 +169,7 @@ class LesionSegScreeningLogic(ScriptedLoadableModuleLogic):
         """
         volumes = screening.phase_volumes(venousNode, arterialNode)
         screening.check_options(weights, device, stride)
-        if self.job is not None:
-            raise RuntimeError("a screening is already running; cancel it or wait for it first")
+        self._checkIdle()
         dependencies.require()
         from LesionSegLib import labelmaps
 
@@ -195,48 +182,16 @@ class LesionSegScreeningLogic(ScriptedLoadableModuleLogic):
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        self.job = screening.Job(runner, folder, volumes, segmentationNode, time.perf_counter())
-        if not waitForCompletion:
-            return runner
-        return self.finish(runner.wait(idle=slicer.app.processEvents))
+        return self._runJob(screening.Job(runner, folder, volumes, segmentationNode, time.perf_counter()),
+                            waitForCompletion)
 
-    def finish(self, result) -> Optional[dict]:
-        """Load the ended run's results: the report dict; ``None`` when the run was cancelled.
+    def _loadJob(self, job: screening.Job) -> dict:
+        """The report of a run that ended well; its phases' labels become segments (``loading.load_results``)."""
+        from LesionSegScreeningLib import loading
 
-        Nothing in the scene changes unless every result is valid. The inputs written for the run are deleted;
-        its output folder (report.md, PNGs, label files) stays as ``lastOutputDir`` until the next run ends.
-
-        Raises:
-            RuntimeError: no run, or the backend failed (its one error line).
-        """
-        job, self.job = self.job, None
-        if job is None:
-            raise RuntimeError("no screening is running")
-        if result.cancelled:
-            shutil.rmtree(job.folder, ignore_errors=True)
-            return None
-        try:
-            if not result.ok:
-                raise RuntimeError(result.message())
-            from LesionSegScreeningLib import loading
-
-            report, written = loading.load_results(job)
-        except Exception:
-            shutil.rmtree(job.folder, ignore_errors=True)
-            raise
-        for phase in job.volumes:
-            job.input_file(phase).unlink(missing_ok=True)
-        if self.lastOutputDir is not None:
-            shutil.rmtree(self.lastOutputDir.parent, ignore_errors=True)
-        self.lastReport, self.lastOutputDir = report, job.output_dir
+        report, written = loading.load_results(job)
         self.lastSegmentationNode, self.lastVolumes = written.segmentationNode, dict(job.volumes)
-        self.lastSeconds = time.perf_counter() - job.started
         return report
-
-    def cancel(self) -> None:
-        """Kill the running screening's process tree (``finish`` then returns None)."""
-        if self.job is not None:
-            self.job.runner.cancel()
 
     def jumpTo(self, target: screening.JumpTarget):
         """Centre the slice views on a finding (of the last run); returns the world RAS point."""

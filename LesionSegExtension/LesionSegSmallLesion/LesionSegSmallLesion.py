@@ -11,7 +11,6 @@ Thin module (the work is in LesionSegSmallLesionLib and LesionSegLib); the logic
 No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
 """
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,8 +28,9 @@ except ImportError:  # source checkout: the shared package lives in the sibling 
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
 from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
-from LesionSegLib.background_ui import ProcessMonitor
+from LesionSegLib.background_ui import BackgroundRunPanelMixin, ProcessMonitor
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.jobs import BackgroundJobLogic, jump_to_lesion
 from LesionSegLib.panel import ParameterNodePanelMixin
 from LesionSegSmallLesionLib import lesions, run, scenarios, smalllesion  # backend imported inside the functions
 from LesionSegSmallLesionLib.preview import PriorPreview
@@ -69,13 +69,14 @@ class LesionSegSmallLesionParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegSmallLesionWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegSmallLesionWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, ScriptedLoadableModuleWidget,
+                                  VTKObservationMixin):
     _defaultVolumeParameters = ("inputVolume",)
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.monitor = self.preview = self._result = None
+        self.monitor = self.preview = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -147,27 +148,14 @@ class LesionSegSmallLesionWidget(ParameterNodePanelMixin, ScriptedLoadableModule
 
     def onSegment(self) -> None:
         p = self._parameterNode
-        try:
-            with slicer.util.tryWithErrorDisplay("LesionSeg could not start the lesion segmentation.", waitCursor=True):
-                dependencies.ensure_installed()  # asks first; nothing is installed without consent
-                runner = self.logic.process(p.inputVolume, p.segmentation, p.roi, self._panelPrior(p),
-                                            waitForCompletion=False, weights=self._weights(), device=p.device,
-                                            priorSegmentationNode=self.ui.priorSegmentSelector.currentNode())
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            return
-        self._showResult(None)
-        self.monitor.watch(runner, "Writing the CT and starting the backend...")
-        self._updateButtons()
+        self._startRun("LesionSeg could not start the lesion segmentation.", lambda: self.logic.process(
+            p.inputVolume, p.segmentation, p.roi, self._panelPrior(p), waitForCompletion=False, weights=self._weights(),
+            device=p.device, priorSegmentationNode=self.ui.priorSegmentSelector.currentNode()),
+            "Writing the CT and starting the backend...")
 
     def onFinished(self, result) -> None:
         """The background run ended (called by the monitor on the main thread)."""
-        found = None
-        try:
-            with slicer.util.tryWithErrorDisplay("Lesion segmentation failed.", waitCursor=True):
-                found = self.logic.finish(result)
-        except Exception as exc:  # already shown to the user (the backend's error line) by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
+        found = self._finishRun(result, "Lesion segmentation failed.")
         if found is not None:
             if self._parameterNode:
                 self._parameterNode.segmentation = found["segmentationNode"]
@@ -178,30 +166,21 @@ class LesionSegSmallLesionWidget(ParameterNodePanelMixin, ScriptedLoadableModule
         self._updateButtons()
 
     def _showResult(self, found: Optional[dict]) -> None:
-        self._result, rows = found, (found or {}).get("lesionRows", [])
+        rows = (found or {}).get("lesionRows", [])
         self.ui.resultsCollapsibleButton.visible = found is not None
         self.ui.summaryLabel.text = lesions.summary(rows) if found else ""
-        self.ui.lesionTable.setRowCount(len(rows))
-        for row, lesion in enumerate(rows):
-            for column, text in enumerate(lesion.cells()):
-                self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
-
-    def onJump(self, row: int, column: int = 0) -> None:
-        rows = (self._result or {}).get("lesionRows", [])
-        if 0 <= row < len(rows):
-            with slicer.util.tryWithErrorDisplay("Could not centre the views on the lesion."):
-                self.logic.jumpTo(rows[row])
+        self._fillTable(self.ui.lesionTable, rows)
 
 
-class LesionSegSmallLesionLogic(ScriptedLoadableModuleLogic):
-    """Console-first logic; one run at a time (see the module docstring)."""
+class LesionSegSmallLesionLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
+    """Console-first logic; one run at a time (see the module docstring; ``finish``/``cancel``: BackgroundJobLogic)."""
+
+    jobName = "lesion segmentation"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.job: Optional[smalllesion.Job] = None
-        self.lastResult: Optional[dict] = None
-        self.lastOutputDir: Optional[Path] = None
-        self.lastVolumeNode, self.lastSeconds = None, 0.0
+        self.lastVolumeNode = None
 
     def getParameterNode(self):
         return LesionSegSmallLesionParameterNode(super().getParameterNode())
@@ -218,41 +197,25 @@ class LesionSegSmallLesionLogic(ScriptedLoadableModuleLogic):
         run is going; when waiting: the backend's error line, e.g. a CT that does not look like CT)."""
         choice = smalllesion.prior_choice(prior)
         smalllesion.check_options(weights, device)
-        if self.job is not None:
-            raise RuntimeError("a lesion segmentation is already running; cancel it or wait for it first")
+        self._checkIdle()
         priorSegmentationNode = segmentationNode if priorSegmentationNode is None else priorSegmentationNode
         run.check_inputs(volumeNode, choice, priorSegmentationNode)
         dependencies.require()
-        self.job = run.start(volumeNode, segmentationNode, roiNode, choice, priorSegmentationNode, weights, device,
-                             onProgress, onLog)
-        if not waitForCompletion:
-            return self.job.runner
-        return self.finish(self.job.runner.wait(idle=slicer.app.processEvents))
+        job = run.start(volumeNode, segmentationNode, roiNode, choice, priorSegmentationNode, weights, device,
+                        onProgress, onLog)
+        return self._runJob(job, waitForCompletion)
 
-    def finish(self, result) -> Optional[dict]:
-        """The ended run's result dict (None when cancelled); the scene changes only if every output is valid.
-        Its output folder stays as ``lastOutputDir`` until the next run ends. RuntimeError: no run, or the
-        backend failed (its one error line)."""
-        job, self.job = self.job, None
-        if job is None:
-            raise RuntimeError("no lesion segmentation is running")
-        found = run.finish(job, result, self.lastOutputDir)
-        if found is not None:
-            self.lastSeconds = time.perf_counter() - job.started
-            self.lastResult, self.lastOutputDir, self.lastVolumeNode = found, job.output_dir, job.volumeNode
+    def _loadJob(self, job: smalllesion.Job) -> dict:
+        """The result dict of a run that ended well (``LesionSegSmallLesionLib.loading.load_results``)."""
+        from LesionSegSmallLesionLib import loading
+
+        found = loading.load_results(job)
+        self.lastVolumeNode = job.volumeNode
         return found
-
-    def cancel(self) -> None:
-        """Kill the running segmentation's process tree (``finish`` then returns None)."""
-        if self.job is not None:
-            self.job.runner.cancel()
 
     def jumpTo(self, row):
         """Centre the slice views on a lesion of the last run (a ``LesionRow`` or its dict); the world RAS point."""
-        from LesionSegLib import labelmaps
-
-        ras = row["centroid_ras"] if isinstance(row, dict) else row.centroid_ras
-        return labelmaps.jump_slices_to(ras, self.lastVolumeNode)
+        return jump_to_lesion(row, self.lastVolumeNode)
 
     def priorPreviewFiles(self, volumeNode, prior, priorSegmentationNode=None, weights=None):
         """``(command, png, folder)`` drawing the likelihood plot of a prior (``PriorPreview.request``'s prepare)."""

@@ -3,19 +3,16 @@ driving a real background process that runs a fake ``lesionseg predict autopet-l
 outputs, PROGRESS and error lines): CT pairing, PET file or DICOM files, segments, table node, errors, Cancel."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import struct
 import sys
 import types
-import unittest
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import dependencies, labelmaps, nodes, process
+from LesionSegLib import nodes, process
+from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
 from test_autopet_lib import IJK_TO_RAS, two_lesion_pet
 
 from lesionseg import Image, InputError
@@ -80,16 +77,13 @@ class FakeVolume(types.SimpleNamespace):
         self.GetImageData = lambda: types.SimpleNamespace(GetMTime=lambda: 1, GetScalarRange=lambda: (low, high))
 
 
-def _stubs(tmp_path, fake_scene) -> dict:
-    slicer = types.ModuleType("slicer")
-    util = types.ModuleType("slicer.util")
-    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
-    folders = iter(range(100))
-
-    def temp_directory(key="__SlicerTemp__", tempDir=None, includeDateTime=True):
-        path = tmp_path / f"{key}-{next(folders)}"
-        path.mkdir()
-        return str(path)
+@pytest.fixture
+def module(monkeypatch, tmp_path):
+    pet, ct = two_lesion_pet()
+    fake_scene = {"volumes": [FakeVolume("PET", pet, 10), FakeVolume("CT", ct, 11)], "tables": [], "removed": [],
+                  "dicom": {}, "written": []}
+    stubs = stub_modules(tmp_path, ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"))
+    slicer = stubs["slicer"]
 
     def update_table(tableNode, narrays, columnNames=None):
         if tableNode is None:
@@ -98,48 +92,20 @@ def _stubs(tmp_path, fake_scene) -> dict:
         tableNode.columns = dict(zip(columnNames, narrays))
         return tableNode
 
-    util.tempDirectory, util.updateTableFromArray = temp_directory, update_table
-    util.arrayFromVolume = lambda node: node.image.array
-    util.getNodesByClass = lambda name: fake_scene["tables" if name == "vtkMRMLTableNode" else "volumes"]
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    slm.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {"__init__": lambda self, parent: None})
-    slm.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
-    slm.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (),
-                                           {"__init__": lambda self, parent=None: None})
-    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,), {})
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.Choice = lambda choices: ("Choice", tuple(choices))
-    pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
-    for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
-        setattr(slicer, name, type(name, (), {}))
+    slicer.util.updateTableFromArray = update_table
+    slicer.util.arrayFromVolume = lambda node: node.image.array
+    slicer.util.getNodesByClass = lambda name: fake_scene["tables" if name == "vtkMRMLTableNode" else "volumes"]
     shNode = types.SimpleNamespace(  # scene item 1; study item 5 holds the items 10 (PET) and 11 (CT)
         GetInvalidItemID=lambda: 0, GetSceneItemID=lambda: 1, GetItemByDataNode=lambda node: node.item,
         GetItemParent=lambda item: 5 if item in (10, 11) else 1, GetItemUID=lambda item, name: "",
         GetItemAttribute=lambda item, name: "")
     slicer.vtkMRMLSubjectHierarchyNode = types.SimpleNamespace(GetSubjectHierarchyNode=lambda scene_: shNode)
-    slicer.app = types.SimpleNamespace(processEvents=lambda: None)
     slicer.mrmlScene = types.SimpleNamespace(
         IsNodePresent=lambda node: node not in fake_scene["removed"],
         GetNodeByID=lambda node_id: next(v for v in fake_scene["volumes"] if v.GetID() == node_id))
     slicer.dicomDatabase = types.SimpleNamespace(fileForInstance=lambda uid: fake_scene["dicom"].get(uid, ""),
                                                  fileValue=lambda path, tag: "")
-    slicer.util, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper = util, slm, pnw
-    return {"slicer": slicer, "slicer.util": util, "slicer.ScriptedLoadableModule": slm,
-            "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": types.ModuleType("vtk")}
-
-
-@pytest.fixture
-def module(monkeypatch, tmp_path):
-    pet, ct = two_lesion_pet()
-    fake_scene = {"volumes": [FakeVolume("PET", pet, 10), FakeVolume("CT", ct, 11)], "tables": [], "removed": [],
-                  "dicom": {}, "written": []}
-    for name, stub in _stubs(tmp_path, fake_scene).items():
-        monkeypatch.setitem(sys.modules, name, stub)
-    spec = importlib.util.spec_from_file_location("LesionSegAutoPET_offline", MODULE / "LesionSegAutoPET.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, mod)
-    spec.loader.exec_module(mod)
+    mod = load_module(monkeypatch, stubs, MODULE)
     mod.fake_scene = fake_scene
     return mod
 
@@ -148,19 +114,9 @@ def module(monkeypatch, tmp_path):
 def fake(module, monkeypatch):
     """The logic with the scene side faked: export writes the volume's image, segments are recorded."""
     fake_scene = module.fake_scene
-    monkeypatch.setattr(dependencies, "require", lambda: None)
-    monkeypatch.setattr(process, "backend_command", lambda args: [sys.executable, "-c", FAKE_BACKEND,
-                                                                  "--progress", "lines", *args])
-    monkeypatch.setattr(labelmaps, "export_volume", lambda node, path: write_image(node.image, path))
-    monkeypatch.setattr(labelmaps, "volume_grid", lambda node: (node.image.shape, node.ijk_to_ras))
+    fake_backend(monkeypatch, FAKE_BACKEND, fake_scene["written"],
+                 lambda node, labels, name: FakeVolume(name, labels[0].volumeNode.image))
     monkeypatch.setattr(nodes, "_place_under_study", lambda volume, node: fake_scene["written"].append(("sh", node)))
-
-    def replace(segmentationNode, labels, owner, method, newName):
-        fake_scene["written"].append((segmentationNode, labels, owner, method, newName))
-        node = segmentationNode or FakeVolume(newName, labels[0].volumeNode.image)
-        return labelmaps.WrittenSegments(node, tuple(s.name for s in labels[0].specs), segmentationNode is None, 0)
-
-    monkeypatch.setattr(labelmaps, "replace_owned_segments", replace)
     return module.LesionSegAutoPETLogic(), fake_scene, *fake_scene["volumes"]
 
 
@@ -255,28 +211,13 @@ def test_module_structure(module):
     assert list(node.__annotations__) == ["petVolume", "ctVolume", "segmentation", "petUnits", "weightKg", "doseMBq",
                                           "minutesToScan", "perLesion", "device"]
     assert node.petUnits == "SUV (already converted)" and node.device == "auto" and node.perLesion is False
-    source = (MODULE / "LesionSegAutoPET.py").read_text()
-    assert source.count("\n") <= 300
-    ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegAutoPET.ui").getroot()
-    assert ui.find("widget").get("class") == "qMRMLWidget"
-    bound = {w.find("string").text: w for w in ui.iter("property") if w.get("name") == "SlicerParameterName"}
-    assert set(bound) == set(node.__annotations__)
-    classes = {w.get("name"): w.get("class") for w in ui.iter("widget")}
-    assert set(re.findall(r"self\.ui\.(\w+)", source)) <= set(classes)
+    classes = panel_widgets(MODULE, node)
     kinds = {"petVolumeSelector": "qMRMLNodeComboBox", "petUnitsComboBox": "QComboBox", "deviceComboBox": "QComboBox",
              "perLesionCheckBox": "QCheckBox", "weightSpinBox": "QDoubleSpinBox", "lesionTable": "QTableWidget"}
     assert {name: classes[name] for name in kinds} == kinds
+    ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegAutoPET.ui").getroot()
     headers = [c.find("property/string").text for c in ui.iter("column")]
     assert headers == list(lesions.PANEL_COLUMNS)
 
-
 def test_cmake_lists_every_file():
-    text = (MODULE / "CMakeLists.txt").read_text()
-    listed = {name.replace("${MODULE_NAME}", "LesionSegAutoPET")
-              for name in re.findall(r"^\s+(\S+\.(?:py|ui|png))\s*$", text, re.MULTILINE)}
-    on_disk = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*") if p.suffix in (".py", ".ui", ".png")
-               and "__pycache__" not in p.parts}
-    assert listed == on_disk
-    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text and "WITH_GENERIC_TESTS" in text
-    header = (MODULE / "Resources" / "Icons" / "LesionSegAutoPET.png").read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (128, 128)
+    check_cmake_lists(MODULE)

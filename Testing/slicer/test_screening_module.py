@@ -2,23 +2,18 @@
 background process that runs a fake ``lesionseg screen`` (same arguments, same outputs, PROGRESS lines)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import struct
 import sys
 import types
-import unittest
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import dependencies, labelmaps, process, scene, selftests
+from LesionSegLib import process, scene, selftests
+from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
 
 from lesionseg import InputError
-from lesionseg.io import write_image
 
 MODULE = EXTENSION / "LesionSegScreening"
 sys.path.insert(0, str(MODULE))
@@ -139,37 +134,6 @@ def test_read_report(tmp_path):
         screening.read_report(tmp_path, ["venous"])
 
 
-def _stubs(tmp_path) -> dict:
-    slicer = types.ModuleType("slicer")
-    util = types.ModuleType("slicer.util")
-    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
-    folders = iter(range(100))
-
-    def temp_directory(key="__SlicerTemp__", tempDir=None, includeDateTime=True):
-        path = tmp_path / f"{key}-{next(folders)}"
-        path.mkdir()
-        return str(path)
-
-    util.tempDirectory = temp_directory
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    slm.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {"__init__": lambda self, parent: None})
-    slm.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
-    slm.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (),
-                                           {"__init__": lambda self, parent=None: None})
-    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,), {})
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.Choice = lambda choices: ("Choice", tuple(choices))
-    pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
-    for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
-        setattr(slicer, name, type(name, (), {}))
-    slicer.app = types.SimpleNamespace(processEvents=lambda: None)
-    slicer.mrmlScene = types.SimpleNamespace(IsNodePresent=lambda node: True)
-    slicer.util, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper = util, slm, pnw
-    return {"slicer": slicer, "slicer.util": util, "slicer.ScriptedLoadableModule": slm,
-            "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": types.ModuleType("vtk")}
-
-
 FAKE_BACKEND = r"""
 import json, sys, time
 from pathlib import Path
@@ -223,30 +187,16 @@ class FakeVolume:
 
 @pytest.fixture
 def module(monkeypatch, tmp_path):
-    for name, stub in _stubs(tmp_path).items():
-        monkeypatch.setitem(sys.modules, name, stub)
-    spec = importlib.util.spec_from_file_location("LesionSegScreening_offline", MODULE / "LesionSegScreening.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, mod)
-    spec.loader.exec_module(mod)
-    return mod
+    stubs = stub_modules(tmp_path, ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"))
+    stubs["slicer"].mrmlScene = types.SimpleNamespace(IsNodePresent=lambda node: True)
+    return load_module(monkeypatch, stubs, MODULE)
 
 
 @pytest.fixture
 def fake(module, monkeypatch):
     """The logic with the scene side faked: export writes the volume's image, segments are recorded."""
     written = []
-    monkeypatch.setattr(dependencies, "require", lambda: None)
-    monkeypatch.setattr(process, "backend_command", lambda args: [sys.executable, "-c", FAKE_BACKEND,
-                                                                  "--progress", "lines", *args])
-    monkeypatch.setattr(labelmaps, "export_volume", lambda node, path: write_image(node.image, path))
-    monkeypatch.setattr(labelmaps, "volume_grid", lambda node: (node.image.shape, node.ijk_to_ras))
-
-    def replace(segmentationNode, labels, owner, method, newName):
-        written.append((segmentationNode, labels, owner, method, newName))
-        return labelmaps.WrittenSegments(segmentationNode or "new segmentation", ("s1",), segmentationNode is None, 0)
-
-    monkeypatch.setattr(labelmaps, "replace_owned_segments", replace)
+    fake_backend(monkeypatch, FAKE_BACKEND, written, lambda node, labels, name: "new segmentation")
     return module.LesionSegScreeningLogic(), written, FakeVolume("v", 0), FakeVolume("a", 1)
 
 
@@ -324,25 +274,8 @@ def test_module_structure(module):
     node = module.LesionSegScreeningParameterNode
     assert list(node.__annotations__) == ["venousVolume", "arterialVolume", "segmentation", "device", "stride"]
     assert node.device == "auto" and node.stride == 20
-    source = (MODULE / "LesionSegScreening.py").read_text()
-    assert source.count("\n") <= 300
-    ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegScreening.ui").getroot()
-    assert ui.find("widget").get("class") == "qMRMLWidget"
-    bound = {w.find("string").text for w in ui.iter("property") if w.get("name") == "SlicerParameterName"}
-    assert bound == set(node.__annotations__)
-    names = {w.get("name") for w in ui.iter("widget")}
-    assert set(re.findall(r"self\.ui\.(\w+)", source)) <= names
-    combos = {w.get("name"): w.get("class") for w in ui.iter("widget")}
-    assert combos["strideSpinBox"] == "QSpinBox" and combos["deviceComboBox"] == "QComboBox"
-
+    classes = panel_widgets(MODULE, node)
+    assert classes["strideSpinBox"] == "QSpinBox" and classes["deviceComboBox"] == "QComboBox"
 
 def test_cmake_lists_every_file():
-    text = (MODULE / "CMakeLists.txt").read_text()
-    listed = {name.replace("${MODULE_NAME}", "LesionSegScreening")
-              for name in re.findall(r"^\s+(\S+\.(?:py|ui|png))\s*$", text, re.MULTILINE)}
-    on_disk = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*") if p.suffix in (".py", ".ui", ".png")
-               and "__pycache__" not in p.parts}
-    assert listed == on_disk
-    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text and "WITH_GENERIC_TESTS" in text
-    header = (MODULE / "Resources" / "Icons" / "LesionSegScreening.png").read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (128, 128)
+    check_cmake_lists(MODULE)

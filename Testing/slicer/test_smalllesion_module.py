@@ -3,22 +3,18 @@ driving real background processes that run a fake ``lesionseg`` (``predict small
 arguments and outputs, PROGRESS and error lines): prior choices, ROI, one segment per lesion, errors, Cancel."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import struct
 import sys
 import types
-import unittest
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import dependencies, labelmaps, process, scene
+from LesionSegLib import scene
+from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
 
 from lesionseg import InputError
-from lesionseg.io import write_image
 
 MODULE = EXTENSION / "LesionSegSmallLesion"
 sys.path.insert(0, str(MODULE))
@@ -125,48 +121,15 @@ def fake_roi(centre_ras, size) -> FakeNode:
     return node
 
 
-def _stubs(tmp_path, fake_scene) -> dict:
-    slicer = types.ModuleType("slicer")
-    util = types.ModuleType("slicer.util")
-    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
-    folders = iter(range(100))
-
-    def temp_directory(key="__SlicerTemp__", tempDir=None, includeDateTime=True):
-        path = tmp_path / f"{key}-{next(folders)}"
-        path.mkdir()
-        return str(path)
-
-    util.tempDirectory = temp_directory
-    util.arrayFromVolume = lambda node: node.image.array
-    util.arrayFromVTKMatrix = np.asarray
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    slm.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {"__init__": lambda self, parent: None})
-    slm.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
-    slm.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (),
-                                           {"__init__": lambda self, parent=None: None})
-    slm.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (unittest.TestCase,), {})
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.Choice = lambda choices: ("Choice", tuple(choices))
-    pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
-    for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLMarkupsROINode"):
-        setattr(slicer, name, type(name, (), {}))
-    slicer.app = types.SimpleNamespace(processEvents=lambda: None)
-    slicer.mrmlScene = types.SimpleNamespace(IsNodePresent=lambda node: node not in fake_scene["removed"])
-    slicer.util, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper = util, slm, pnw
-    return {"slicer": slicer, "slicer.util": util, "slicer.ScriptedLoadableModule": slm,
-            "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": types.ModuleType("vtk")}
-
-
 @pytest.fixture
 def module(monkeypatch, tmp_path):
     fake_scene = {"removed": [], "written": []}
-    for name, stub in _stubs(tmp_path, fake_scene).items():
-        monkeypatch.setitem(sys.modules, name, stub)
-    spec = importlib.util.spec_from_file_location("LesionSegSmallLesion_offline", MODULE / "LesionSegSmallLesion.py")
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, mod)
-    spec.loader.exec_module(mod)
+    stubs = stub_modules(tmp_path, ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLMarkupsROINode"))
+    slicer = stubs["slicer"]
+    slicer.util.arrayFromVolume = lambda node: node.image.array
+    slicer.util.arrayFromVTKMatrix = np.asarray
+    slicer.mrmlScene = types.SimpleNamespace(IsNodePresent=lambda node: node not in fake_scene["removed"])
+    mod = load_module(monkeypatch, stubs, MODULE)
     mod.fake_scene = fake_scene
     return mod
 
@@ -177,19 +140,8 @@ def fake(module, monkeypatch):
     fake_scene, ct = module.fake_scene, scenarios.tiny_ct()
     volume = fake_volume(ct)
     user = fake_segmentation("user segmentation", {"user lesion": ct.largest, "empty": np.zeros_like(ct.largest)})
-    monkeypatch.setattr(dependencies, "require", lambda: None)
-    monkeypatch.setattr(process, "backend_command", lambda args: [sys.executable, "-c", FAKE_BACKEND,
-                                                                  "--progress", "lines", *args])
-    monkeypatch.setattr(labelmaps, "export_volume", lambda node, path: write_image(node.image, path))
-    monkeypatch.setattr(labelmaps, "volume_grid", lambda node: (node.image.shape, node.ijk_to_ras))
+    fake_backend(monkeypatch, FAKE_BACKEND, fake_scene["written"], lambda node, labels, name: FakeNode(name))
     monkeypatch.setattr(run, "segment_mask", lambda segmentation, segmentId, node: segmentation.masks[segmentId])
-
-    def replace(segmentationNode, labels, owner, method, newName):
-        fake_scene["written"].append((segmentationNode, labels, owner, method, newName))
-        node = segmentationNode or FakeNode(newName)
-        return labelmaps.WrittenSegments(node, tuple(s.name for s in labels[0].specs), segmentationNode is None, 0)
-
-    monkeypatch.setattr(labelmaps, "replace_owned_segments", replace)
     return module.LesionSegSmallLesionLogic(), fake_scene, ct, volume, user
 
 
@@ -318,20 +270,14 @@ def test_module_structure(module):
     assert node.priorMode == "Built-in (from the model)" and node.device == "auto"
     assert (node.priorMean, node.priorSd) == smalllesion.DEFAULT_TYPED_PRIOR
     assert node.__annotations__["priorSd"].__metadata__[0] == ("WithinRange", smalllesion.MIN_SD_HU, 1000.0)
-    source = (MODULE / "LesionSegSmallLesion.py").read_text()
-    assert source.count("\n") <= 300
-    ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegSmallLesion.ui").getroot()
-    assert ui.find("widget").get("class") == "qMRMLWidget"
-    bound = {w.find("string").text for w in ui.iter("property") if w.get("name") == "SlicerParameterName"}
-    assert bound == set(node.__annotations__)
-    widgets = {w.get("name"): w for w in ui.iter("widget")}
-    classes = {name: w.get("class") for name, w in widgets.items()}
-    assert set(re.findall(r"self\.ui\.(\w+)", source)) <= set(classes)
+    classes = panel_widgets(MODULE, node)
     kinds = {"inputVolumeSelector": "qMRMLNodeComboBox", "roiSelector": "qMRMLNodeComboBox",
              "priorModeComboBox": "QComboBox", "priorSdSpinBox": "QDoubleSpinBox",
              "priorSegmentSelector": "qMRMLSegmentSelectorWidget", "priorPlotLabel": "QLabel",
              "lesionTable": "QTableWidget", "deviceComboBox": "QComboBox"}
     assert {name: classes[name] for name in kinds} == kinds
+    ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegSmallLesion.ui").getroot()
+    widgets = {w.get("name"): w for w in ui.iter("widget")}
     minimum = widgets["priorSdSpinBox"].find("property[@name='minimum']/double").text
     assert float(minimum) == smalllesion.MIN_SD_HU
     headers = [c.find("property/string").text for c in ui.iter("column")]
@@ -339,14 +285,5 @@ def test_module_structure(module):
     scenes = {c.find("receiver").text for c in ui.iter("connection")}
     assert scenes == {"inputVolumeSelector", "roiSelector", "segmentationSelector", "priorSegmentSelector"}
 
-
 def test_cmake_lists_every_file():
-    text = (MODULE / "CMakeLists.txt").read_text()
-    listed = {name.replace("${MODULE_NAME}", "LesionSegSmallLesion")
-              for name in re.findall(r"^\s+(\S+\.(?:py|ui|png))\s*$", text, re.MULTILINE)}
-    on_disk = {str(p.relative_to(MODULE)) for p in MODULE.rglob("*") if p.suffix in (".py", ".ui", ".png")
-               and "__pycache__" not in p.parts}
-    assert listed == on_disk
-    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text and "WITH_GENERIC_TESTS" in text
-    header = (MODULE / "Resources" / "Icons" / "LesionSegSmallLesion.png").read_bytes()[:24]
-    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", header[16:24]) == (128, 128)
+    check_cmake_lists(MODULE)

@@ -1,10 +1,11 @@
 """One run of the panel (needs Slicer; imported by the logic): check the inputs, write them to a temporary
-folder and start the backend (:func:`start`), then turn the ended run into scene content (:func:`finish`).
+folder and start the backend (:func:`start`); the logic turns the ended run into scene content
+(``loading.load_results`` through :class:`LesionSegLib.jobs.BackgroundJobLogic`).
 
 The temporary folder holds ``pet.nrrd`` (a PET file, in the units the user stated) or ``pet_dicom/`` (the PET's
 own DICOM files: the backend converts them to SUV from the tags), ``ct.nrrd`` and ``out/``. It is removed when
 the run fails or is cancelled; on success only the inputs are removed and ``out/`` stays for the user (the
-logic frees the previous run's folder).
+previous run's folder is freed: :func:`LesionSegLib.jobs.finish_run`).
 """
 from __future__ import annotations
 
@@ -86,33 +87,3 @@ def start(petNode: Any, ctNode: Any, segmentationNode: Any, units: Optional[auto
         raise
     return autopet.Job(runner, folder, petNode, ctNode, segmentationNode, bool(perLesion), units is None,
                        time.perf_counter())
-
-
-def finish(job: autopet.Job, result: Any, previous_output: Optional[Path] = None) -> Optional[dict]:
-    """The result dict of an ended run (``loading.load_results``); ``None`` when it was cancelled. On success the
-    run's inputs and the folder of ``previous_output`` (the previous run's ``out``) are deleted.
-
-    Raises:
-        RuntimeError: the backend failed (its one error line as the message).
-        ValueError, lesionseg.InputError: the outputs could not be loaded (the scene is unchanged).
-    """
-    if result.cancelled:
-        shutil.rmtree(job.folder, ignore_errors=True)
-        return None
-    try:
-        if not result.ok:
-            raise RuntimeError(result.message())
-        from . import loading
-
-        found = loading.load_results(job)
-    except Exception:
-        shutil.rmtree(job.folder, ignore_errors=True)
-        raise
-    for path in job.input_paths():
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    if previous_output is not None and Path(previous_output).parent != job.folder:
-        shutil.rmtree(Path(previous_output).parent, ignore_errors=True)
-    return found

@@ -137,16 +137,8 @@ def suv_check_refuses_ct(test: Any, logic: Any) -> None:
 
 def cancel_leaves_scene_unchanged(test: Any, logic: Any) -> None:
     """Cancel right after the start: ``finish`` returns None, no node is added, the temporary folder is gone."""
-    import slicer
+    from LesionSegLib import selftests
 
     _skip_without_backend_or_weights(test)
     petNode, ctNode, _ = _phantom_study()
-    count = slicer.mrmlScene.GetNumberOfNodes()
-    runner = logic.process(petNode, ctNode, petUnits="suv", waitForCompletion=False, device="cpu")
-    folder = logic.job.folder
-    test.assertTrue(folder.is_dir())
-    runner.cancel()
-    test.assertIsNone(logic.finish(runner.wait(timeout=60)))
-    test.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
-    test.assertIsNone(logic.job)
-    test.assertFalse(folder.exists())
+    selftests.cancel_leaves_scene_unchanged(test, logic, petNode, ctNode, petUnits="suv")

@@ -9,7 +9,9 @@ Submodules, each small and importable on its own:
 * :mod:`LesionSegLib.undo` -- the undo stack of LesionSeg results (pure Python).
 * :mod:`LesionSegLib.device` -- the auto/cpu/cuda choice of the panels (pure Python).
 * :mod:`LesionSegLib.process` -- background runner of the backend command line with progress and Cancel.
-* :mod:`LesionSegLib.background_ui` -- drives a progress bar, status line and Cancel button from that runner.
+* :mod:`LesionSegLib.background_ui` -- drives a progress bar, status line and Cancel button from that runner;
+  the start / finish / jump-to part of a whole-volume panel (a mixin).
+* :mod:`LesionSegLib.jobs` -- one background job at a time in a panel logic: finish, cancel, the run's folder.
 * :mod:`LesionSegLib.labelmaps` -- export volumes, read back label files, replace only a panel's own segments.
 * :mod:`LesionSegLib.dependencies` -- which Python packages are missing; installs them only when asked.
 * :mod:`LesionSegLib.nodes` -- MRML nodes <-> backend images and prompts (needs Slicer).

@@ -9,11 +9,15 @@ cancelled run like any other end. When the run ends the monitor hides the progre
 
 Widgets are used through PythonQt properties only (``value``, ``text``, ``visible``, ``enabled``) and
 ``connect(signal, slot)``, so tests drive the monitor with plain stand-ins and a fake timer.
+
+:class:`BackgroundRunPanelMixin` is the panel side every whole-volume panel shares: start a run of its logic
+(installing missing packages first, with consent), finish it, list the results in a table whose rows are
+double-clicked to centre the views. ``slicer`` and ``qt`` are imported inside the methods.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from .process import BackgroundProcess, ProcessResult
 
@@ -117,3 +121,79 @@ class ProcessMonitor:
         self.progressBar.visible = running
         self.cancelButton.visible = running
         self.cancelButton.enabled = running
+
+
+class BackgroundRunPanelMixin:
+    """Start / finish / jump-to of a panel whose logic runs one background job (``LesionSegLib.jobs``).
+
+    The panel (``class <M>Widget(BackgroundRunPanelMixin, ParameterNodePanelMixin, ...)``) has ``self.monitor``
+    (a :class:`ProcessMonitor`), ``self.ui.statusLabel``, ``_showResult(found)`` (``None`` clears the results)
+    and ``_updateButtons()``; its ``_showResult`` sets :attr:`_jumpRows` (e.g. with :meth:`_fillTable`) and its
+    table's ``cellDoubleClicked(int,int)`` goes to :meth:`onJump`.
+    """
+
+    monitor: Any = None
+    ui: Any = None
+    logic: Any = None
+    _jumpRows: Sequence[Any] = ()
+    """The rows of the results table, in order; ``logic.jumpTo(row)`` centres the views on one."""
+    _jumpFailure = "Could not centre the views on the lesion."
+    """The error title when ``logic.jumpTo`` fails."""
+
+    def _startRun(self, failureTitle: str, start: Callable[[], BackgroundProcess], message: str) -> None:
+        """Install missing packages (asks first), ``start()`` the run without waiting and show it in the monitor;
+        on failure the error is shown (``failureTitle``) and the status line says ``Failed: <error>``."""
+        import slicer
+
+        from . import dependencies
+
+        try:
+            with slicer.util.tryWithErrorDisplay(failureTitle, waitCursor=True):
+                dependencies.ensure_installed()  # asks first; nothing is installed without consent
+                runner = start()
+        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+            return
+        self._showResult(None)
+        self.monitor.watch(runner, message)
+        self._updateButtons()
+
+    def _finishRun(self, result: ProcessResult, failureTitle: str) -> Any:
+        """``logic.finish(result)`` (``None``: cancelled or failed; a failure is shown with ``failureTitle`` and
+        the backend's error line goes to the status line)."""
+        import slicer
+
+        found = None
+        try:
+            with slicer.util.tryWithErrorDisplay(failureTitle, waitCursor=True):
+                found = self.logic.finish(result)
+        except Exception as exc:  # already shown to the user (the backend's error line) by tryWithErrorDisplay
+            self.ui.statusLabel.text = f"Failed: {exc}"
+        return found
+
+    def _fillTable(self, table: Any, rows: Sequence[Any]) -> None:
+        """Show ``rows`` (each with ``cells()``: one text per column) in a ``QTableWidget``; they become the
+        :attr:`_jumpRows`."""
+        import qt
+
+        self._jumpRows = list(rows)
+        table.setRowCount(len(self._jumpRows))
+        for row, item in enumerate(self._jumpRows):
+            for column, text in enumerate(item.cells()):
+                table.setItem(row, column, qt.QTableWidgetItem(text))
+
+    def onJump(self, row: int, column: int = 0) -> None:
+        """A table row was double-clicked: centre the slice views on it (``logic.jumpTo``)."""
+        import slicer
+
+        if 0 <= row < len(self._jumpRows):
+            with slicer.util.tryWithErrorDisplay(self._jumpFailure):
+                self.logic.jumpTo(self._jumpRows[row])
+
+    def _showResult(self, found: Any) -> None:
+        """Hook: show ``found`` (``None``: clear the results)."""
+        raise NotImplementedError
+
+    def _updateButtons(self) -> None:
+        """Hook: enable the panel's buttons for the current inputs and run state."""
+        raise NotImplementedError

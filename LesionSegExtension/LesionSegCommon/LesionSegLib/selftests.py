@@ -157,3 +157,20 @@ def bad_input_leaves_scene_unchanged(test: Any, logic: Any) -> None:
         test.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodeCount)
         test.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), 1)
     test.assertFalse(logic.canUndo())
+
+
+def cancel_leaves_scene_unchanged(test: Any, logic: Any, *inputs: Any, **options: Any) -> None:
+    """Start ``logic.process(*inputs, waitForCompletion=False, device="cpu", **options)`` and cancel it right away:
+    ``finish`` returns None, no node is added and the run's temporary folder is gone. Build the scene before
+    calling: the node count is taken here."""
+    import slicer
+
+    count = slicer.mrmlScene.GetNumberOfNodes()
+    runner = logic.process(*inputs, waitForCompletion=False, device="cpu", **options)
+    folder = logic.job.folder
+    test.assertTrue(folder.is_dir())
+    runner.cancel()
+    test.assertIsNone(logic.finish(runner.wait(timeout=60)))
+    test.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+    test.assertIsNone(logic.job)
+    test.assertFalse(folder.exists())

@@ -137,6 +137,10 @@ class Job:
     def input_file(self, phase: str) -> Path:
         return self.folder / f"{phase}.nrrd"
 
+    def input_paths(self) -> list[Path]:
+        """The inputs written for the run (deleted once it ended)."""
+        return [self.input_file(phase) for phase in self.volumes]
+
 
 def read_report(output_dir: Path, phases: Sequence[str]) -> dict:
     """The backend's ``report.json`` after checking it covers ``phases``, their label files exist and every

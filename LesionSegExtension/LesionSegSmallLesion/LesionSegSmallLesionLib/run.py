@@ -5,7 +5,7 @@ A run's temporary folder holds ``ct.nrrd`` (the CT in its node coordinates), for
 ``prior_ct.nrrd`` + ``prior_mask.nrrd`` (the CT and the segment cropped around the segment,
 :func:`LesionSegSmallLesionLib.smalllesion.prior_crop`) and ``out/`` (the backend's outputs). It is removed
 when the run fails or is cancelled; on success only the inputs go and ``out/`` stays for the user (the logic
-frees the previous run's folder).
+frees the previous run's folder: :func:`LesionSegLib.jobs.finish_run`).
 """
 from __future__ import annotations
 
@@ -115,33 +115,6 @@ def start(volumeNode: Any, segmentationNode: Any, roiNode: Any, prior: smalllesi
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return smalllesion.Job(runner, folder, volumeNode, segmentationNode, prior, box, time.perf_counter())
-
-
-def finish(job: smalllesion.Job, result: Any, previous_output: Optional[Path] = None) -> Optional[dict]:
-    """The result dict of an ended run (:func:`LesionSegSmallLesionLib.loading.load_results`); ``None`` when it was
-    cancelled. On success the run's inputs and the folder of ``previous_output`` are deleted.
-
-    Raises:
-        RuntimeError: the backend failed (its one error line as the message).
-        ValueError, lesionseg.InputError: the outputs could not be loaded (the scene is unchanged).
-    """
-    if result.cancelled:
-        shutil.rmtree(job.folder, ignore_errors=True)
-        return None
-    try:
-        if not result.ok:
-            raise RuntimeError(result.message())
-        from . import loading
-
-        found = loading.load_results(job)
-    except Exception:
-        shutil.rmtree(job.folder, ignore_errors=True)
-        raise
-    for path in job.input_paths():
-        path.unlink(missing_ok=True)
-    if previous_output is not None and Path(previous_output).parent != job.folder:
-        shutil.rmtree(Path(previous_output).parent, ignore_errors=True)
-    return found
 
 
 def preview_files(volumeNode: Any, prior: smalllesion.PriorChoice, priorSegmentationNode: Any = None,

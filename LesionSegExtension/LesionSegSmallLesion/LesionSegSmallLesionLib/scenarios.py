@@ -172,16 +172,8 @@ def bad_input_raises(test: Any, logic: Any) -> None:
 
 def cancel_leaves_scene_unchanged(test: Any, logic: Any) -> None:
     """Cancel right after the start: ``finish`` returns None, no node is added, the temporary folder is gone."""
-    import slicer
+    from LesionSegLib import selftests
 
     _skip_without_backend_or_weights(test)
     volumeNode, _, _ = _scene(tiny_ct())
-    count = slicer.mrmlScene.GetNumberOfNodes()
-    runner = logic.process(volumeNode, waitForCompletion=False, device="cpu")
-    folder = logic.job.folder
-    test.assertTrue(folder.is_dir())
-    runner.cancel()
-    test.assertIsNone(logic.finish(runner.wait(timeout=60)))
-    test.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
-    test.assertIsNone(logic.job)
-    test.assertFalse(folder.exists())
+    selftests.cancel_leaves_scene_unchanged(test, logic, volumeNode)
