@@ -53,7 +53,7 @@ def combine(base: Path, sources: dict[str, Path], output: Path) -> dict:
     card["files"] = files
     card["training"]["combined_from"] = {"base": str(base), **{k: str(v) for k, v in sources.items()},
                                          "command": "python scripts/autopet_combine.py " + " ".join(sys.argv[1:])}
-    (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     tmp.rename(output)
     return card
 

@@ -239,9 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(table)
         if args.json is not None:
             text = json.dumps({"records": records, "summary": summary}, indent=1) + "\n"
-            atomic_write_bytes_via(args.json, lambda tmp: tmp.write_text(text), args.overwrite)
+            atomic_write_bytes_via(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"), args.overwrite)
         if args.markdown is not None:
-            atomic_write_bytes_via(args.markdown, lambda tmp: tmp.write_text(table), args.overwrite)
+            atomic_write_bytes_via(args.markdown, lambda tmp: tmp.write_text(table, encoding="utf-8"), args.overwrite)
     except LesionSegError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -172,7 +172,7 @@ class IntensityPrior:
         if not path.parent.is_dir():
             raise InputError(f"output folder {path.parent} does not exist")
         text = json.dumps(self.to_dict()) + "\n"
-        atomic_write_bytes_via(path, lambda tmp: tmp.write_text(text), overwrite)
+        atomic_write_bytes_via(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite)
 
     @classmethod
     def load(cls, path: Path) -> "IntensityPrior":
@@ -184,7 +184,7 @@ class IntensityPrior:
         suffix = path.suffix.lower()
         if suffix == ".json":
             try:
-                return cls.from_dict(json.loads(path.read_text()))
+                return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise InputError(f"{path} is not valid JSON: {exc}") from None
             except InputError as exc:
@@ -299,7 +299,7 @@ def gather_samples(images: Sequence[Image], masks: Sequence[Image], max_samples:
 def _read_table(path: Path) -> IntensityPrior:
     """A ``hu,likelihood`` CSV (optional header row; ``#`` comments) as a ``"table"`` prior."""
     rows = []
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         for number, row in enumerate(csv.reader(fh), start=1):
             cells = [c.strip() for c in row]
             if not cells or not any(cells) or cells[0].startswith("#"):

@@ -187,7 +187,7 @@ def _cohort(data: Path) -> dict:
     path = Path(data) / "cohort.json"
     if not path.is_file():
         return {"synthetic": False}
-    cohort = json.loads(path.read_text())
+    cohort = json.loads(path.read_text(encoding="utf-8"))
     keep = {k: cohort[k] for k in ("synthetic", "generator", "seed", "note", "description") if k in cohort}
     return {"synthetic": bool(cohort.get("synthetic", False)), **keep}
 
