@@ -134,6 +134,6 @@ def test_command_pools_folds_adds_seg_pp_and_writes_outputs(tmp_path):
     assert rows == [("seg", "c0"), ("seg+pp", "c0"), ("seg", "c1"), ("seg+pp", "c1"), ("seg+il", "c0"),
                     ("seg+il", "c1")]
     assert list(result["summary"]) == ["seg", "seg+pp", "seg+il"] and result["summary"]["seg"]["cases"] == 2
-    assert out_md.read_text() == markdown(result["summary"])
+    assert out_md.read_text(encoding="utf-8") == markdown(result["summary"])
     assert main(["--data", str(data), "--model", f"seg={f0},{f0}"]) == 2        # c0 held out twice
     assert main(["--data", str(data), "--model", f"seg+il={il}", "--pp", "seg+il"]) == 2   # not a seg model
