@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import WeightsError
+from .errors import InputError, WeightsError
 
 CARD_NAME = "model.json"
 ENV_VAR = "LESIONSEG_WEIGHTS"
@@ -129,3 +129,25 @@ def save_model_folder(folder: os.PathLike | str, card: dict, state_dicts: dict[s
     tmp_card.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     os.replace(tmp_card, out / CARD_NAME)
     return ModelFolder(out, card)
+
+
+class CardSettings:
+    """Mixin for frozen dataclasses of settings stored in a model card (e.g. a method's preprocessing).
+
+    :meth:`to_dict` gives JSON values (tuples as lists); :meth:`from_dict` rebuilds the dataclass, turning
+    unknown fields and values its ``__post_init__`` rejects (:class:`InputError`) into :class:`WeightsError`,
+    since a bad card is a broken model, not bad user input.
+    """
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise WeightsError(f"unknown preprocessing fields in the model card: {sorted(unknown)}")
+        try:
+            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        except InputError as exc:
+            raise WeightsError(f"the model card's preprocessing is invalid: {exc}") from None

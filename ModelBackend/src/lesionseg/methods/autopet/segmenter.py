@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -41,7 +41,7 @@ import torch
 from ...errors import InputError, OutputExistsError, WeightsError
 from ...image import Image
 from ...inference import inference_context, prepare_for_inference, slice_wise, sliding_window
-from ...modelfolder import ModelFolder
+from ...modelfolder import CardSettings, ModelFolder
 from ...nets.unet import build_network
 from ...prompts import Prompt
 from ...registry import register
@@ -61,7 +61,7 @@ PAPER_PREPROCESSING = {"spacing_mm": "native autoPET grid (2.04 x 2.04 x 3 mm)",
 
 
 @dataclass(frozen=True)
-class L2SPreprocessing:
+class L2SPreprocessing(CardSettings):
     """Working grid, intensity scaling, window sizes and thresholds (the model card's ``preprocessing``).
 
     ``spacing_mm``: isotropic working voxel (mm); ``pet_window`` (SUV) and ``ct_window`` (HU): clipped and
@@ -92,18 +92,6 @@ class L2SPreprocessing:
         if not 0 <= self.overlap < 1 or not 0 < self.adaptive_threshold <= self.threshold < 1:
             raise InputError("need 0 <= overlap < 1 and 0 < adaptive_threshold <= threshold < 1")
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "L2SPreprocessing":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise WeightsError(f"unknown preprocessing fields in the model card: {sorted(unknown)}")
-        try:
-            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
-        except InputError as exc:
-            raise WeightsError(f"the model card's preprocessing is invalid: {exc}") from None
 
 
 def scale(array: np.ndarray, window: Sequence[float]) -> np.ndarray:

@@ -18,7 +18,7 @@ import argparse
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -33,7 +33,7 @@ from ...inference import inference_context, prepare_for_inference, sliding_windo
 from ...intensity import CT_LOW_HU, looks_like_ct
 from ...io import atomic_write_bytes_via
 from ...metrics import lesion_components
-from ...modelfolder import ModelFolder, sha256_of
+from ...modelfolder import CardSettings, ModelFolder, sha256_of
 from ...nets.unet import build_network
 from ...prompts import Box, Prompt
 from ...registry import register
@@ -49,7 +49,7 @@ TABLE_COLUMNS = ("id", "voxels", "volume_mm3", "mean_hu", "centroid_x_mm", "cent
 
 
 @dataclass(frozen=True)
-class SmallLesionPreprocessing:
+class SmallLesionPreprocessing(CardSettings):
     """The model card's ``preprocessing``: ``spacing_mm`` isotropic working voxel (mm); ``window_hu`` HU range
     mapped to 0..1; ``patch`` inference window ``(D, H, W)`` = ``(k, j, i)`` working voxels; ``overlap`` of the
     sliding windows; ``batch_size`` windows per forward pass; ``threshold`` on ``P_final`` on the CT grid;
@@ -72,18 +72,6 @@ class SmallLesionPreprocessing:
         if not 0 <= self.overlap < 1 or not 0 < self.threshold < 1:
             raise InputError("need 0 <= overlap < 1 and 0 < threshold < 1")
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SmallLesionPreprocessing":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise WeightsError(f"unknown preprocessing fields in the model card: {sorted(unknown)}")
-        try:
-            return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
-        except InputError as exc:
-            raise WeightsError(f"the model card's preprocessing is invalid: {exc}") from None
 
 
 def normalise(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
