@@ -247,6 +247,10 @@ def test_train_command_writes_a_loadable_model(cohort, tmp_path, capsys):
     assert set(card["files"]) == {"loc.pt", "seg.pt", "seg_plain.pt"} and card["training"]["synthetic"] is True
     assert card["training"]["held_out_cases"] == held_out(list_cases(cohort), 0, folds=2, fold=1)
     assert card["preprocessing"]["ct_window"] == [100.0, 250.0] and card["networks"]["seg.pt"]["kwargs"]["norm"] == "layer"
+    start = card["training"]["stages"]["seg"]["initial_lesion_probability"]  # 'auto': the patches' lesion fraction
+    assert 0.0 < start < 0.5
+    assert cli.main([*common, "-o", str(tmp_path / "bad"), "--stage", "all", "--initial-probability", "1.5"]) == 2
+    assert "--initial-probability" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     seg = build("autopet-l2snet", weights=tmp_path / "m", device="cpu")
     pet, ct, _, _ = wholebody_petct(seed=9, **TINY)
     seg.set_image(pet, ct)
@@ -267,6 +271,7 @@ def test_train_command_writes_a_loadable_model(cohort, tmp_path, capsys):
     card2 = load_model_folder(tmp_path / "m2", "autopet-l2snet").card
     assert set(card2["files"]) == {"loc.pt", "seg.pt", "seg_plain.pt"} and card2["training"]["finetune"] is True
     assert card2["networks"]["seg.pt"]["kwargs"]["channels"] == [4, 8, 16]  # the base's architecture is kept
+    assert card2["training"]["stages"]["seg"]["initial_lesion_probability"] is None  # fine-tuned, not re-initialised
 
 
 # --- CLI hooks -------------------------------------------------------------------------------------------------

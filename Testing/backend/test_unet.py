@@ -96,3 +96,16 @@ def test_bad_arguments_raise(kwargs):
 def test_wrong_input_rank_raises():
     with pytest.raises(ValueError, match="spatial"):
         UNet(3, 1, 2, TINY)(torch.randn(1, 1, 8, 8))
+
+
+def test_set_prior_probability_sets_the_starting_output():
+    from lesionseg.nets.unet import set_prior_probability
+
+    net = UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8))
+    set_prior_probability(net.head, 0.01, channel=1)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        out = torch.sigmoid(net(torch.randn(1, 1, 8, 8, 8)))
+    assert torch.allclose(out[:, 1], torch.full_like(out[:, 1], 0.01), atol=1e-6)
+    with pytest.raises(ValueError):
+        set_prior_probability(net.head, 1.0)

@@ -38,7 +38,7 @@ from ...errors import InputError
 from ...image import Image
 from ...io import output_folder, read_image
 from ...modelfolder import ModelFolder, load_model_folder, save_model_folder, sha256_of
-from ...nets.unet import UNet
+from ...nets.unet import UNet, set_prior_probability
 from ...registry import resolve_device
 from ...resample import resample_to_grid
 from ...training import Trainer, TrainConfig
@@ -220,8 +220,7 @@ def train(args: argparse.Namespace) -> ModelFolder:
                norm="group")
     initialised_from = _initial_weights(net, args.init, args.variant, held_out) if args.init else None
     if args.init is None:  # start at P = 0.01, not 0.5: see the module docstring
-        with torch.no_grad():
-            net.head.bias[0] = float(np.log(PRIOR_PROBABILITY / (1.0 - PRIOR_PROBABILITY)))
+        set_prior_probability(net.head, PRIOR_PROBABILITY)
     cts = [read_image(c.ct) for c in train_cases]
     labels = [read_image(c.label) for c in train_cases]
     prior = IntensityPrior.fit(cts, labels, seed=args.seed, names=[c.name for c in train_cases])
