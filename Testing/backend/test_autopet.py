@@ -221,6 +221,11 @@ def test_losses_and_held_out_split(cohort):
     target = torch.zeros(2, 4, 4)
     target[0, 1:3, 1:3] = 1.0
     assert soft_dice_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    assert soft_dice_loss(torch.zeros_like(target), target).item() == pytest.approx(1.0, abs=1e-4)
+    prob = torch.full((2, 4, 4), 0.3, requires_grad=True)
+    empty = soft_dice_loss(prob, torch.zeros_like(target))  # no lesion in the batch: no Dice push towards P = 0
+    empty.backward()
+    assert empty.item() == 0.0 and torch.count_nonzero(prob.grad) == 0
     logits, weight = torch.randn(2, 4, 4), 1.0 + torch.rand(2, 4, 4)
     manual = (weight * nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")).sum() / weight.sum()
     assert weighted_bce(logits, target, weight).item() == pytest.approx(manual.item())

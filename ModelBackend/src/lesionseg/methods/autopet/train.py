@@ -113,10 +113,18 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, weight: Optional[to
     (0 on a batch without lesion), which the 3D net settled into (measured: training loss 0.53 while its
     output was below 0.01 on every lesion voxel). nnU-Net's 1e-5 is the default (``--dice-smooth``).
 
+    A batch without any lesion voxel gets a Dice loss of 0 (the BCE term alone pulls its background down). With a
+    small ``eps`` its Dice loss would be ``1 - eps / (sum(w p) + eps)``, which only reaches 0 when every output is
+    exactly 0: the 3D nets answered that by killing every last-block feature with a positive head weight (seen
+    twice: validation Dice climbing to 0.29 and then 0 for good, the output capped at ``sigmoid(bias)``).
+
     ``prob``, ``target`` and ``weight``: tensors of one shape (probabilities, 0/1 targets, per-voxel weights).
     """
     w = torch.ones_like(prob) if weight is None else weight
-    return 1.0 - (2.0 * (w * prob * target).sum() + eps) / ((w * prob).sum() + (w * target).sum() + eps)
+    truth = (w * target).sum()
+    if truth.item() == 0.0:
+        return 0.0 * prob.sum()
+    return 1.0 - (2.0 * (w * prob * target).sum() + eps) / ((w * prob).sum() + truth + eps)
 
 
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
