@@ -30,6 +30,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from ...errors import InputError
 from ...image import Image
 from ...io import read_image
 from ...metrics import dice, false_negative_volume, false_positive_volume, volume_ml
@@ -67,11 +68,17 @@ def folder_cases(data: Path, names: Sequence[str]) -> Iterator[tuple[str, Image,
             yield case.name, read_image(case.pet), read_image(case.ct), read_image(case.label)
 
 
-def sts_cases(folder: Path) -> Iterator[tuple[str, Image, Image, Image]]:
-    """``(name, pet, ct, mask)`` of the IBSI soft-tissue-sarcoma crops (``STS_*`` sub-folders)."""
-    for case in sorted(p for p in Path(folder).glob("STS_*") if p.is_dir()):
-        yield (case.name, read_image(case / "PET_image.nii.gz"), read_image(case / "CT_image.nii.gz"),
-               read_image(case / "PET_mask.nii.gz"))
+def sts_cases(folder: Path, names: Optional[Sequence[str]] = None) -> Iterator[tuple[str, Image, Image, Image]]:
+    """``(name, pet, ct, mask)`` of the IBSI soft-tissue-sarcoma crops (``STS_*`` sub-folders; only ``names``
+    when given, e.g. the cases a fine-tuned model did not see)."""
+    cases = sorted(p for p in Path(folder).glob("STS_*") if p.is_dir())
+    if names:
+        missing = sorted(set(names) - {c.name for c in cases})
+        if missing:
+            raise InputError(f"{folder}: no case {', '.join(missing)}")
+        cases = [c for c in cases if c.name in names]
+    return ((case.name, read_image(case / "PET_image.nii.gz"), read_image(case / "CT_image.nii.gz"),
+             read_image(case / "PET_mask.nii.gz")) for case in cases)
 
 
 def score(pred: Image, truth: Image) -> dict:
@@ -177,6 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--phantom-seed", type=int, default=1000)
     parser.add_argument("--data", type=Path, help="training data folder: score the cases the card holds out")
     parser.add_argument("--sts", type=Path, help="ibsi-sts-petct folder (real PET/CT crops)")
+    parser.add_argument("--sts-names", nargs="+", metavar="STS_00N",
+                        help="score only these crops (e.g. those a fine-tuned model did not see)")
     parser.add_argument("--wholebody", type=Path, help="sts001-wholebody-fdgpet folder (PET-only localisation)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="write records and summary here")
@@ -184,6 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     seg = L2SNetSegmenter(load_model_folder(args.model, "autopet-l2snet"), resolve_device(args.device))
+    sts = sts_cases(args.sts, args.sts_names) if args.sts else None  # a missing name fails before any work
     records = []
     if args.phantoms:
         records += score_cases(seg, phantom_cases(args.phantoms, args.phantom_seed), "held-out phantoms")
@@ -191,16 +201,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         held = seg.model.card["training"].get("held_out_cases") or []
         records += score_cases(seg, folder_cases(args.data, held), "held-out cases of --data")
     if args.sts:
-        records += score_cases(seg, sts_cases(args.sts), "IBSI STS PET/CT crops (real)")
+        records += score_cases(seg, sts, "IBSI STS PET/CT crops (real)")
     wholebody = wholebody_localisation(seg, args.wholebody) if args.wholebody else None
     summary = summarise(records)
     text = markdown(summary, wholebody, "plain" in seg.nets)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "records": records, "summary": summary,
-                                         "wholebody_localisation": wholebody}, indent=1) + "\n")
+                                         "wholebody_localisation": wholebody}, indent=1) + "\n", encoding="utf-8")
     if args.markdown:
-        args.markdown.write_text(text)
+        args.markdown.write_text(text, encoding="utf-8")
     return 0
 
 
