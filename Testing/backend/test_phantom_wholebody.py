@@ -145,3 +145,11 @@ def test_bad_arguments_raise(kwargs):
 def test_bad_cohort_raises(args):
     with pytest.raises(InputError):
         wholebody_cohort(*args)
+
+
+def test_a_short_field_places_lesions_only_where_it_reaches():
+    """A 33 cm field (110 slices of 3 mm, as in the benchmark) does not reach the liver: lesions go to sites it
+    shows (this raised a KeyError before)."""
+    pet, ct, label, info = wholebody_petct(3, shape=(110, 40, 40), spacing=(10.0, 10.0, 3.0), n_lesions=6)
+    assert label.shape == (110, 40, 40) and info["positive"]
+    assert {lesion["organ"] for lesion in info["lesions"]}.isdisjoint({"liver"})

@@ -237,6 +237,8 @@ class Canvas:
         (down to half). Returns the lesion's record, or None (logged) when it does not fit."""
         if shape not in LESION_SHAPES:
             raise InputError(f"lesion shape must be one of {sorted(LESION_SHAPES)}, got {shape!r}")
+        if organ not in self.organs:  # the field of view does not reach it (e.g. a short whole-body field)
+            return None
         candidates = np.flatnonzero(self.organs[organ])
         if candidates.size == 0:
             return None
