@@ -37,6 +37,29 @@ def test_postprocess_keeps_large_and_near_components_only():
     assert far[15:17, 0:2, 70:72].all()
 
 
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distances_searched_near_c_max_equal_the_full_distance_transform(seed):
+    from scipy import ndimage
+
+    from lesionseg.methods.s4c.rules import CONNECTIVITY, _distances_to
+
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((30, 50, 60), bool)
+    for k, j, i in zip(rng.integers(0, 28, 25), rng.integers(0, 48, 25), rng.integers(0, 58, 25)):
+        arr[k:k + 2, j:j + 2, i:i + 2] = True  # 25 small blobs, some merged
+    arr[5:15, 10:30, 10:35] = True  # the largest component
+    comps, n = ndimage.label(arr, CONNECTIVITY)
+    largest = int(np.argmax(np.bincount(comps.ravel())[1:])) + 1
+    spacing = np.array([2.5, 0.8, 1.3])
+    full = ndimage.minimum(ndimage.distance_transform_edt(comps != largest, sampling=spacing), comps,
+                           index=np.arange(1, n + 1))
+    fast = _distances_to(comps, largest, n, spacing, 27.0)
+    near = np.asarray(full) < 27.0
+    assert n > 5 and near.sum() > 2 and (~near).sum() > 0
+    np.testing.assert_allclose(fast[near], np.asarray(full)[near])
+    assert (fast[~near] >= 27.0).all()
+
 def test_phase_findings_thresholds_are_physical():
     lab = _label(spacing=(0.5, 0.5, 1.0))            # 0.25 mm^3 voxels
     arr = lab.array.copy()

@@ -111,15 +111,32 @@ def postprocess(label: Image, rule: ScreeningRule = ScreeningRule()) -> Image:
         return label.with_array(arr.copy())
     sizes = np.bincount(comps.ravel())[1:]
     largest = int(np.argmax(sizes)) + 1
-    spacing_kji = np.asarray(label.spacing, float)[::-1]
-    distance = ndimage.distance_transform_edt(comps != largest, sampling=spacing_kji)
+    near = _distances_to(comps, largest, n, np.asarray(label.spacing, float)[::-1], rule.keep_distance_mm)
     keep = np.zeros(n + 1, bool)
     keep[largest] = True
-    near = ndimage.minimum(distance, comps, index=np.arange(1, n + 1))
     for idx in range(1, n + 1):
         if sizes[idx - 1] > rule.keep_fraction * sizes[largest - 1] or near[idx - 1] < rule.keep_distance_mm:
             keep[idx] = True
     return label.with_array(np.where(keep[comps], arr, 0).astype(np.uint8))
+
+
+def _distances_to(comps: np.ndarray, target: int, n: int, spacing_kji: np.ndarray, within_mm: float) -> np.ndarray:
+    """Distance (mm, nearest voxels) from component ``target`` to each component ``1..n``, exact below
+    ``within_mm`` and ``inf`` for components farther away.
+
+    Only the box around ``target`` widened by ``within_mm`` (plus a voxel) is searched: a voxel outside it is
+    farther than ``within_mm`` along one axis alone. On a whole CT this is a few percent of the volume (the
+    full-volume distance transform took 6.5 s of a 62 s S4C phase)."""
+    box = ndimage.find_objects((comps == target).astype(np.uint8))[0]
+    margin = np.ceil(within_mm / spacing_kji).astype(int) + 1
+    box = tuple(slice(max(s.start - m, 0), min(s.stop + m, size)) for s, m, size in zip(box, margin, comps.shape))
+    crop = comps[box]
+    distance = ndimage.distance_transform_edt(crop != target, sampling=spacing_kji)
+    near = np.full(n, np.inf)
+    present = np.unique(crop)
+    present = present[present > 0]
+    near[present - 1] = ndimage.minimum(distance, crop, index=present)
+    return near
 
 
 def _findings(label: Image, arr: np.ndarray, value: int, kind: str) -> list[Finding]:
