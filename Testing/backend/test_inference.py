@@ -174,3 +174,22 @@ def test_slice_wise_bad_input():
         slice_wise(lambda s: s, np.zeros((4, 4, 4)), axis=3)
     with pytest.raises(InputError, match="predict_2d"):
         slice_wise(lambda s: s.ravel(), np.zeros((4, 4, 4)))
+
+
+def test_fuse_batchnorm_keeps_the_outputs_of_a_trained_network():
+    from lesionseg.inference import fuse_batchnorm
+    from lesionseg.methods.s4c.network import S4CNet
+
+    torch.manual_seed(0)
+    net = S4CNet(channels=(4, 8, 8), norm="batch")
+    net.train()
+    with torch.no_grad():  # a few training-mode passes give the BatchNorms non-trivial running statistics
+        for _ in range(3):
+            net(torch.randn(2, 1, 16, 16, 16) * 2 + 0.5)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        before = net.eval()(x)
+        fused = fuse_batchnorm(net)
+        after = fused(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fused.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)

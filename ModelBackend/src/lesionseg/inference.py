@@ -39,6 +39,27 @@ def prepare_for_inference(net: nn.Module, device: Union[str, torch.device] = "cp
     return net
 
 
+def fuse_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a convolution in an ``nn.Sequential`` into that
+    convolution (the BatchNorm becomes ``nn.Identity``); the outputs agree up to float rounding.
+
+    For a network loaded only to run inference: its state dict changes. BatchNorm took 9 s of a 62 s S4C phase
+    on two CPU cores. Returns ``net`` (modified in place, put in eval mode)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net.eval()
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = seq._modules[first], seq._modules[second]
+            if isinstance(conv, convs) and isinstance(norm, norms) and norm.track_running_stats:
+                seq._modules[first] = fuse_conv_bn_eval(conv, norm)
+                seq._modules[second] = nn.Identity()
+    return net
+
+
 @contextmanager
 def inference_context() -> Iterator[None]:
     """``torch.inference_mode()``: no autograd bookkeeping (faster than ``no_grad``)."""

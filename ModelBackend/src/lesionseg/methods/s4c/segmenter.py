@@ -25,7 +25,7 @@ import torch
 from ...errors import InputError, WeightsError
 from ...image import Image
 from ...intensity import CT_LOW_HU, looks_like_ct
-from ...inference import inference_context, prepare_for_inference
+from ...inference import fuse_batchnorm, inference_context, prepare_for_inference
 from ...modelfolder import ModelFolder
 from ...nets.unet import build_network
 from ...prompts import Prompt
@@ -102,6 +102,7 @@ class S4CSegmenter(Segmenter):
                 raise WeightsError("s4c needs a model folder (or a network passed as net=)")
             net = build_network(model.card["network"]["class"], model.card["network"].get("kwargs"))
             net.load_state_dict(model.load_state_dict("weights.pt"))
+            net = fuse_batchnorm(net)  # loaded for inference only
             preprocessing = S4CPreprocessing.from_dict(model.card.get("preprocessing", {}))
             rule = ScreeningRule.from_dict(model.card.get("rule", {}))
         self.net = prepare_for_inference(net, device)
