@@ -37,7 +37,6 @@ def test_postprocess_keeps_large_and_near_components_only():
     assert far[15:17, 0:2, 70:72].all()
 
 
-
 @pytest.mark.parametrize("seed", range(4))
 def test_distances_searched_near_c_max_equal_the_full_distance_transform(seed):
     from scipy import ndimage
@@ -59,6 +58,7 @@ def test_distances_searched_near_c_max_equal_the_full_distance_transform(seed):
     assert n > 5 and near.sum() > 2 and (~near).sum() > 0
     np.testing.assert_allclose(fast[near], np.asarray(full)[near])
     assert (fast[~near] >= 27.0).all()
+
 
 def test_phase_findings_thresholds_are_physical():
     lab = _label(spacing=(0.5, 0.5, 1.0))            # 0.25 mm^3 voxels

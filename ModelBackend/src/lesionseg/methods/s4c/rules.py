@@ -127,7 +127,7 @@ def _distances_to(comps: np.ndarray, target: int, n: int, spacing_kji: np.ndarra
     Only the box around ``target`` widened by ``within_mm`` (plus a voxel) is searched: a voxel outside it is
     farther than ``within_mm`` along one axis alone. On a whole CT this is a few percent of the volume (the
     full-volume distance transform took 6.5 s of a 62 s S4C phase)."""
-    box = ndimage.find_objects((comps == target).astype(np.uint8))[0]
+    box = ndimage.find_objects(comps, max_label=target)[target - 1]
     margin = np.ceil(within_mm / spacing_kji).astype(int) + 1
     box = tuple(slice(max(s.start - m, 0), min(s.stop + m, size)) for s, m, size in zip(box, margin, comps.shape))
     crop = comps[box]
