@@ -165,3 +165,17 @@ def test_demo_refuses_non_empty_folder(tmp_path, capsys):
     code, _, err = run(capsys, "demo", "-o", tmp_path / "d")
     assert code == 2 and "--overwrite" in err
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["mine.txt"]
+
+
+def test_train_logs_its_epochs_by_default_and_other_commands_stay_quiet():
+    import logging
+
+    from lesionseg.cli import build_parser, log_level
+
+    def level(argv):
+        return log_level(build_parser(argv).parse_args(argv))
+
+    assert level(["train", "tsfcn", "--data", "d", "-o", "m"]) == logging.INFO
+    assert level(["--progress", "none", "train", "tsfcn", "--data", "d", "-o", "m"]) == logging.WARNING
+    assert level(["methods"]) == logging.WARNING
+    assert level(["-v", "methods"]) == logging.INFO

@@ -137,3 +137,17 @@ def test_command_pools_folds_adds_seg_pp_and_writes_outputs(tmp_path):
     assert out_md.read_text(encoding="utf-8") == markdown(result["summary"])
     assert main(["--data", str(data), "--model", f"seg={f0},{f0}"]) == 2        # c0 held out twice
     assert main(["--data", str(data), "--model", f"seg+il={il}", "--pp", "seg+il"]) == 2   # not a seg model
+
+
+def test_all_cases_scores_every_case_with_one_model_per_row(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        _write_case(data, f"c{i}", 4 * i)
+    il = _model(tmp_path / "il", "seg+il", ["c0"])
+    out_json = tmp_path / "eval.json"
+    assert main(["--data", str(data), "--model", f"seg+il={il}", "--all-cases", "--json", str(out_json)]) == 0
+    records = json.loads(out_json.read_text())["records"]
+    assert [r["case"] for r in records] == ["c0", "c1", "c2"]                   # not only the held-out c0
+    f1 = _model(tmp_path / "f1", "seg", ["c1"])
+    assert main(["--data", str(data), "--model", f"seg={il},{f1}", "--all-cases"]) == 2

@@ -262,6 +262,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     sys.stderr.write(f"warning: {message}\n")
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """INFO with ``--verbose``, and for ``train`` unless ``--progress none``: training runs for minutes to hours
+    and its per-epoch log line (losses, validation score, elapsed time) is its progress report."""
+    if args.verbose or (args.command == "train" and args.progress != "none"):
+        return logging.INFO
+    return logging.WARNING
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -269,8 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser(argv).parse_args(argv)
         progress.set_mode(args.progress)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=log_level(args), format="%(levelname)s %(name)s: %(message)s")
         warnings.showwarning = _show_warning
         return COMMANDS[args.command](args)
     except LesionSegError as exc:

@@ -15,6 +15,9 @@ post-processing (``P x L(HU)``), from the same network pass. Metrics, on the CT 
   tumour inside the tumour's bounding box padded by :data:`PAD_VOXELS` voxels per side, where voxels of other
   tumours in the box are left out of both masks; the mean over tumours, and over tumours >= 125 mm^3;
 * paired t-tests (``scipy.stats.ttest_rel``) of the per-case and per-tumour Dice of each row against ``seg``.
+
+``--all-cases`` scores every case of ``--data`` with one model per row instead, for a test set no model
+trained on (the lesions inserted into the real CT, ``data.py --inserted``).
 """
 from __future__ import annotations
 
@@ -94,9 +97,11 @@ def parse_models(specs: Sequence[str]) -> dict[str, list[Path]]:
 
 
 def score_models(data: Path, models: dict[str, list[Path]], pp: Optional[str] = None,
-                 device: str = "cpu") -> list[dict]:
+                 device: str = "cpu", all_cases: bool = False) -> list[dict]:
     """One record per (row, case): ``variant`` (the row name), ``case``, ``model``, :func:`score_case`'s fields
-    and ``seconds``. ``pp`` names the row whose ``seg`` models also give the ``seg+pp`` row."""
+    and ``seconds``. ``pp`` names the row whose ``seg`` models also give the ``seg+pp`` row. ``all_cases``:
+    each row's single model scores every case of ``data`` (a test set none of them trained on), not the cases
+    its card held out."""
     from ...registry import resolve_device
     from ...resample import resample_to_grid
     from .data import list_cases
@@ -105,13 +110,20 @@ def score_models(data: Path, models: dict[str, list[Path]], pp: Optional[str] = 
     cases = {c.name: c for c in list_cases(data)}
     if pp is not None and pp not in models:
         raise InputError(f"--pp {pp}: no --model {pp}=... was given")
+    if all_cases:
+        several = [name for name, dirs in models.items() if len(dirs) != 1]
+        if several:
+            raise InputError(f"--all-cases scores every case with one model per row; rows {several} name "
+                             "several (or none)")
+        if not cases:
+            raise InputError(f"{data} holds no case")
     records: list[dict] = []
     seen: dict[str, set] = {}
     for name, dirs in models.items():
         for model_dir in dirs:
             folder = load_model_folder(model_dir, METHOD)
             card = folder.card
-            held = card["training"].get("held_out_cases") or []
+            held = sorted(cases) if all_cases else card["training"].get("held_out_cases") or []
             if pp == name and card.get("variant") != "seg":
                 raise InputError(f"--pp {pp}: {model_dir} is a {card.get('variant')} model, not seg")
             missing = [c for c in held if c not in cases]
@@ -225,6 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=DIR[,DIR...]",
                         help="a row of the table and its fold models (repeat per variant)")
     parser.add_argument("--pp", metavar="NAME", help="add the seg+pp row from the seg models of row NAME")
+    parser.add_argument("--all-cases", action="store_true",
+                        help="score every case of --data with one model per row (a test set no model trained on)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--json", type=Path, help="write records and summary here")
     parser.add_argument("--markdown", type=Path, help="write the table here")
@@ -233,7 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         _check_outputs([args.json, args.markdown], args.overwrite)
-        records = score_models(args.data, parse_models(args.model), args.pp, args.device)
+        records = score_models(args.data, parse_models(args.model), args.pp, args.device,
+                               args.all_cases)
         summary = summarise(records)
         table = markdown(summary)
         print(table)
