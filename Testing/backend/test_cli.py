@@ -179,3 +179,20 @@ def test_train_logs_its_epochs_by_default_and_other_commands_stay_quiet():
     assert level(["--progress", "none", "train", "tsfcn", "--data", "d", "-o", "m"]) == logging.WARNING
     assert level(["methods"]) == logging.WARNING
     assert level(["-v", "methods"]) == logging.INFO
+
+
+def test_train_refuses_an_unwritable_output_before_training(tmp_path, monkeypatch, capsys):
+    from lesionseg.registry import get_method
+
+    def must_not_train(args):
+        raise AssertionError("training started although the output cannot be written")
+
+    monkeypatch.setattr(get_method("tsfcn"), "train", must_not_train)
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["train", "tsfcn", "--data", str(data), "-o", str(tmp_path / "missing" / "model")]) == 2
+    assert "parent folder" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("keep")
+    assert main(["train", "tsfcn", "--data", str(data), "-o", str(tmp_path / "busy")]) == 2
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "keep"

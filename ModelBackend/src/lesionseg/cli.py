@@ -190,6 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .io import check_output_folder
     from .registry import get_method
 
     cls = get_method(args.method)
@@ -199,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"training data folder {args.data} does not exist")
     if (args.output / "model.json").exists() and not args.overwrite:
         raise OutputExistsError(f"{args.output} already holds a model; pass --overwrite to replace it")
+    check_output_folder(args.output, args.overwrite)  # before training, not after its minutes or hours
     args.command_line = "lesionseg " + " ".join(sys.argv[1:])
     folder = cls.train(args)
     print(f"model written to {folder.path}")

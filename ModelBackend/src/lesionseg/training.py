@@ -213,8 +213,8 @@ class Trainer:
                         best_score, best_epoch = float(result["score"]), epoch + 1
                         best_state = copy.deepcopy(self.model.state_dict())
             history.append(record)
-            log.info("epoch %s", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                           for k, v in record.items()))
+            log.info("%s", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in record.items()))
             if out_of_time:
                 log.info("stopping after epoch %d: the %.1f-minute budget is spent", epoch + 1, cfg.max_minutes)
                 break
