@@ -35,3 +35,18 @@ def test_prompts_derived_from_truth_cover_each_lesion():
                            sorted(case.info["lesions"], key=lambda les: tuple(les["box_lps"][0]))):
         centre = np.asarray(lesion["centre_lps"])
         assert np.all(box.lo <= centre) and np.all(centre <= box.hi)
+
+
+def test_detection_counts_of_an_automatic_method():
+    from lesionseg import Image
+    from lesionseg.demo import detection_counts
+
+    truth = np.zeros((10, 20, 20), np.uint8)
+    truth[2:4, 2:4, 2:4] = 1                      # hit
+    truth[6:8, 12:14, 12:14] = 1                  # missed
+    pred = np.zeros_like(truth)
+    pred[3, 3, 3] = 1
+    pred[8, 2, 15] = 1                            # a false positive
+    counts = detection_counts(Image(pred, (1, 1, 1)), Image(truth, (1, 1, 1)))
+    assert (counts["lesions"], counts["found"], counts["hit"]) == (2, 2, 1)
+    assert counts["notes"] == "2 lesions found; 1 of 2 true lesions hit"

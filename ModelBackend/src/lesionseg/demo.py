@@ -118,6 +118,18 @@ def _available_methods():
         yield cls
 
 
+def detection_counts(pred: Image, truth: Image) -> dict:
+    """For an automatic method (no prompt): ``lesions`` (true lesions, 26-connected), ``found`` (predicted
+    lesions), ``hit`` (true lesions sharing a voxel with the prediction) and a ``notes`` line saying so."""
+    from .metrics import lesion_components
+
+    labels, n_truth = lesion_components(truth, connectivity=26)
+    n_found = lesion_components(pred, connectivity=26)[1]
+    hit = int(np.unique(labels.array[(pred.array > 0) & (labels.array > 0)]).size)
+    return {"lesions": n_truth, "found": n_found, "hit": hit,
+            "notes": f"{n_found} lesions found; {hit} of {n_truth} true lesions hit"}
+
+
 def _run_method(name: str, case: DemoCase, device: str) -> dict:
     from .metrics import dice
     from .registry import build
@@ -143,6 +155,8 @@ def _run_method(name: str, case: DemoCase, device: str) -> dict:
         truth = truth.with_array(np.where(keep[:, None, None], truth.array, 0))
         pred = pred.with_array(np.where(keep[:, None, None], pred.array, 0))
     extras = seg.demo_extras(pred, case.truth) if hasattr(seg, "demo_extras") else {}
+    if not extras and seg.prompt_kind == "none":
+        extras = detection_counts(pred, case.truth)
     return {"method": name, "case": case.name, "prompt": seg.prompt_kind, "lesions": len(prompts), **extras,
             "dice": round(float(dice(pred, truth)), 4), "dice_scope": "RECIST slices" if truth is not case.truth
             else "3D", "set_image_s": round(t_set, 3),
