@@ -198,8 +198,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"method {args.method!r} has no training command")
     if not args.data.is_dir():
         raise InputError(f"training data folder {args.data} does not exist")
-    if (args.output / "model.json").exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.output} already holds a model; pass --overwrite to replace it")
     check_output_folder(args.output, args.overwrite)  # before training, not after its minutes or hours
     args.command_line = "lesionseg " + " ".join(sys.argv[1:])
     folder = cls.train(args)
