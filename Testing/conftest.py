@@ -34,3 +34,21 @@ def oblique_image() -> Image:
     arr = rng.integers(-1000, 1000, size=(6, 12, 16)).astype(np.int16)
     tilt = rotation_z(25.0) @ np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]])
     return Image(arr, (0.7, 0.9, 2.5), (-120.5, 33.25, 410.0), tilt)
+
+
+@pytest.fixture(scope="module")
+def shipped(request):
+    """The shipped model of the test module's ``SHIPPED_METHOD``, built on the CPU with 2 torch threads (the CI
+    machine's cores); the module's tests skip where that method's weights are not installed."""
+    import torch
+
+    import lesionseg
+    from lesionseg.modelfolder import find_model_folder
+
+    method = request.module.SHIPPED_METHOD
+    if find_model_folder(method) is None:
+        pytest.skip(f"no {method} weights installed")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield lesionseg.build(method, device="cpu")
+    torch.set_num_threads(threads)

@@ -8,12 +8,12 @@ broken pre-processing, a wrong network file or a lost threshold rule fails, whil
 from __future__ import annotations
 
 import pytest
-import torch
 
-import lesionseg
 from lesionseg.metrics import dice, false_positive_volume
-from lesionseg.modelfolder import find_model_folder
 from lesionseg.phantoms.wholebody import wholebody_petct
+
+SHIPPED_METHOD = "autopet-l2snet"
+"""The method whose shipped model the ``shipped`` fixture (Testing/conftest.py) builds."""
 
 PHANTOM_SEEDS = (0, 5001)
 """Fresh phantoms (seed 0 is also the demo's and the Slicer self-test's case): training and evaluation cohorts
@@ -21,16 +21,6 @@ draw 32-bit case seeds hashed from (cohort seed, index). Measured when shipped: 
 DICE_PHANTOM = 0.5
 FPV_FREE_ML = 5.0
 """Measured when shipped: 0.0 mL on the lesion-free body of seed 5001."""
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    if find_model_folder("autopet-l2snet") is None:
-        pytest.skip("no autopet-l2snet weights installed")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield lesionseg.build("autopet-l2snet", device="cpu")
-    torch.set_num_threads(threads)
 
 
 def test_card_names_its_data_and_all_three_networks(shipped):

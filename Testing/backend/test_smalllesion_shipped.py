@@ -10,28 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-import lesionseg
 from lesionseg.methods.smalllesion.evaluate import score_case
-from lesionseg.modelfolder import find_model_folder
 from lesionseg.phantoms.smallbowel import smallbowel_ct
+
+SHIPPED_METHOD = "small-lesion-il"
+"""The method whose shipped model the ``shipped`` fixture (Testing/conftest.py) builds."""
 
 DICE_BY_SEED = {3: 0.5, 2: 0.15}
 """Case Dice floors; measured when shipped: 0.790 (seed 3, its 777 mm^3 tumour at 0.83) and 0.305 (seed 2)."""
 LIKELIHOOD_CORRELATION = 0.4
 """Floor of the Pearson correlation, inside the body, between the predicted likelihood (channel 2) and the
 model prior's L(smoothed HU); measured when shipped: 0.646 (seed 3) and 0.622 (seed 2)."""
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    if find_model_folder("small-lesion-il") is None:
-        pytest.skip("no small-lesion-il weights installed")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield lesionseg.build("small-lesion-il", device="cpu")
-    torch.set_num_threads(threads)
 
 
 def test_card_is_the_proposed_variant_with_its_prior_and_says_synthetic(shipped):
