@@ -2,6 +2,10 @@
 
 ``python -m lesionseg.methods.s4c.evaluate --data DIR --model FOLD0 --model FOLD1 ... --json out.json``
 
+``python -m lesionseg.methods.s4c.evaluate --pool f0.json --pool f1.json ... --json pooled.json`` summarises
+the records of earlier ``--json`` outputs (one per fold, evaluated as each fold finished) without running
+any model again.
+
 Each model folder's card names the cases it held out (``training.held_out_cases``, written by
 ``lesionseg train s4c --folds K --fold I``); each model is scored on its own held-out cases only, so every
 case is scored once by a model that never saw it. Per phase and fused (a case is positive when any phase
@@ -27,6 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ...errors import InputError
 from ...io import read_image
 from ...metrics import dice
 from ...modelfolder import load_model_folder
@@ -127,6 +132,27 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
+def pool_records(paths: Sequence[Path]) -> list[dict]:
+    """The records of earlier ``--json`` outputs, concatenated; a (case, phase) scored twice is an error (two
+    folds that held out the same case do not make a cross-validation)."""
+    records: list[dict] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))["records"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path} is not an s4c evaluation JSON (written by --json): {exc}") from None
+        for record in loaded:
+            key = (record["case"], record["phase"])
+            if key in seen:
+                raise InputError(f"{key[0]} ({key[1]}) is scored in both {seen[key]} and {path}")
+            seen[key] = Path(path)
+        records.extend(loaded)
+    if not records:
+        raise InputError("the pooled evaluation JSONs hold no records")
+    return records
+
+
 def markdown(summary: dict) -> str:
     """Tables 1 (segmentation) and 2 (classification) and the baseline, as Markdown."""
     lines = ["| phase | DSC normal pancreas | DSC abnormal pancreas | DSC tumour | DSC duct |", "|---|---|---|---|---|"]
@@ -148,18 +174,30 @@ def markdown(summary: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="S4C data folder (see lesionseg.methods.s4c.data)")
-    parser.add_argument("--model", type=Path, action="append", required=True, help="fold model folder (repeat)")
+    parser.add_argument("--data", type=Path, help="S4C data folder (see lesionseg.methods.s4c.data)")
+    parser.add_argument("--model", type=Path, action="append", help="fold model folder (repeat)")
+    parser.add_argument("--pool", type=Path, action="append",
+                        help="summarise the records of an earlier --json output instead of running models (repeat)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--stride", type=int, default=None, help="override the models' stride")
     parser.add_argument("--json", type=Path, help="write records and summary here")
     args = parser.parse_args(argv)
+    if bool(args.pool) == bool(args.data or args.model):
+        parser.error("give either --data and --model, or --pool")
+    if not args.pool and not (args.data and args.model):
+        parser.error("--data and --model go together")
+    if args.json and not args.json.parent.is_dir():
+        parser.error(f"--json: folder {args.json.parent} does not exist")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    records = score_cases(args.data, args.model, args.device, args.stride)
+    try:
+        records = pool_records(args.pool) if args.pool else score_cases(args.data, args.model, args.device,
+                                                                            args.stride)
+    except InputError as exc:
+        parser.exit(2, f"error: {exc}\n")
     summary = summarise(records)
     print(markdown(summary))
     if args.json:
-        args.json.write_text(json.dumps({"records": records, "summary": summary}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"records": records, "summary": summary}, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
