@@ -252,6 +252,7 @@ def test_train_command_writes_a_usable_model(tmp_path):
     card = load_model_folder(tmp_path / "m", "s4c").card
     assert card["training"]["held_out_cases"] == parts[1] and card["training"]["synthetic"] is True
     assert card["preprocessing"]["patch"] == 16 and card["network"]["kwargs"]["channels"] == [4, 8, 16]
+    assert card["preprocessing"]["stride"] == 16          # the paper's 20 does not fit a 16-voxel window
     seg = build("s4c", weights=tmp_path / "m", device="cpu")
     assert seg.prep.patch == 16 and seg.rule.tumour_min_mm3 == 40.0
     more = ["--progress", "none", "train", "s4c", "--data", str(data), "--minutes", "0.01", "--train-patch", "16",
@@ -280,3 +281,11 @@ def test_hide_invisible_tumours_uses_the_phase_contrast():
     logits = torch.nn.functional.one_hot(torch.from_numpy(np.where(out == IGNORE, 1, out)[None].astype(np.int64)),
                                          4).permute(0, 4, 1, 2, 3).float() * 50.0
     assert soft_dice_loss(logits, target).item() < 0.01
+
+
+def test_preprocessing_refuses_a_stride_larger_than_the_window():
+    with pytest.raises(InputError, match="stride must be between 1 and the window edge 16"):
+        S4CPreprocessing(patch=16)
+    assert S4CPreprocessing(patch=16, stride=16).stride == 16
+    with pytest.raises(InputError):
+        S4CPreprocessing.from_dict({"patch": 64, "stride": 0})

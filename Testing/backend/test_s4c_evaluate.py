@@ -78,3 +78,32 @@ def test_command_line_needs_models_or_pooled_jsons(tmp_path, capsys):
         main(["--pool", str(a), "--json", str(tmp_path / "missing" / "out.json")])
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()
+
+
+def test_held_out_and_all_cases_scoring_with_a_tiny_model(tmp_path, capsys):
+    from lesionseg import cli
+    from lesionseg.methods.s4c.data import write_cohort
+
+    data = tmp_path / "cohort"
+    write_cohort(data, 2, seed=3)
+    model = tmp_path / "m"
+    assert cli.main(["--progress", "none", "train", "s4c", "--data", str(data), "-o", str(model), "--minutes", "0.01",
+                     "--train-patch", "16", "--patch", "16", "--channels", "4", "8", "16", "--steps-per-epoch", "1",
+                     "--folds", "2", "--fold", "0", "--device", "cpu"]) == 0
+    assert main(["--data", str(data), "--model", str(model), "--json", str(tmp_path / "held.json")]) == 0
+    held = json.loads((tmp_path / "held.json").read_text(encoding="utf-8"))["records"]
+    assert len({r["case"] for r in held}) == 1 and {r["phase"] for r in held} == {"arterial", "venous"}
+    assert main(["--data", str(data), "--model", str(model), "--all-cases", "--json", str(tmp_path / "all.json")]) == 0
+    every = json.loads((tmp_path / "all.json").read_text(encoding="utf-8"))
+    assert len(every["records"]) == 4 and every["summary"]["fused"]["cases"] == 2
+    with pytest.raises(SystemExit):
+        main(["--data", str(data), "--model", str(model), "--model", str(model), "--all-cases"])
+    assert "one model; 2 were given" in capsys.readouterr().err
+    other = tmp_path / "other"                                  # the cohort without the held-out case
+    other.mkdir()
+    for path in data.glob("*.nii.gz"):
+        if not path.name.startswith(held[0]["case"]):
+            (other / path.name).symlink_to(path)
+    with pytest.raises(SystemExit):
+        main(["--data", str(other), "--model", str(model)])
+    assert "is it the cohort the model was trained on" in capsys.readouterr().err

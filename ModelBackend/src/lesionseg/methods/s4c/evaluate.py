@@ -2,6 +2,9 @@
 
 ``python -m lesionseg.methods.s4c.evaluate --data DIR --model FOLD0 --model FOLD1 ... --json out.json``
 
+``--all-cases`` scores every case of ``--data`` with a single model instead: a fresh test cohort (one written
+with another seed) that the model never saw, e.g. for the shipped model.
+
 ``python -m lesionseg.methods.s4c.evaluate --pool f0.json --pool f1.json ... --json pooled.json`` summarises
 the records of earlier ``--json`` outputs (one per fold, evaluated as each fold finished) without running
 any model again.
@@ -49,17 +52,28 @@ def _dice(grid, pred: np.ndarray, truth: np.ndarray) -> Optional[float]:
     return float(dice(grid.with_array(pred.astype(np.uint8)), grid.with_array(truth.astype(np.uint8))))
 
 
-def score_cases(data: Path, model_dirs: Sequence[Path], device: str = "cpu", stride: Optional[int] = None) -> list[dict]:
-    """One record per (case, phase): truth, S4C counts and verdict, raw tumour volume, DSCs, seconds."""
+def score_cases(data: Path, model_dirs: Sequence[Path], device: str = "cpu", stride: Optional[int] = None,
+                all_cases: bool = False) -> list[dict]:
+    """One record per (case, phase): truth, S4C counts and verdict, raw tumour volume, DSCs, seconds.
+
+    Each model scores the cases its card held out, or, with ``all_cases`` (one model only), every case."""
     cases = {c.name: c for c in list_cases(data)}
+    if all_cases and len(model_dirs) != 1:
+        raise InputError(f"--all-cases scores every case with one model; {len(model_dirs)} were given")
     records = []
     for model_dir in model_dirs:
         held = load_model_folder(model_dir, "s4c").card["training"].get("held_out_cases") or []
+        if all_cases:
+            held = sorted(cases)
         if not held:
             log.warning("%s holds out no cases; it is not scored", model_dir)
         seg = build("s4c", weights=model_dir, device=device)
         if stride is not None:
             seg.set_stride(stride)
+        missing = sorted(set(held) - set(cases))
+        if missing:
+            raise InputError(f"{model_dir} held out {', '.join(missing[:3])}, which {data} does not hold: is it "
+                             "the cohort the model was trained on?")
         for name in held:
             case = cases[name]
             truth = read_image(case.label)
@@ -176,6 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, help="S4C data folder (see lesionseg.methods.s4c.data)")
     parser.add_argument("--model", type=Path, action="append", help="fold model folder (repeat)")
+    parser.add_argument("--all-cases", action="store_true",
+                        help="score every case of --data with the one --model (a cohort it never saw)")
     parser.add_argument("--pool", type=Path, action="append",
                         help="summarise the records of an earlier --json output instead of running models (repeat)")
     parser.add_argument("--device", default="cpu")
@@ -191,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         records = pool_records(args.pool) if args.pool else score_cases(args.data, args.model, args.device,
-                                                                            args.stride)
+                                                                            args.stride, args.all_cases)
     except InputError as exc:
         parser.exit(2, f"error: {exc}\n")
     summary = summarise(records)

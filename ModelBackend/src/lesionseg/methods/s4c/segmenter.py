@@ -54,6 +54,11 @@ class S4CPreprocessing:
     stride: int = 20
     batch_size: int = 4
 
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.stride) <= int(self.patch):
+            raise InputError(f"s4c: stride must be between 1 and the window edge {self.patch} voxels, got "
+                             f"{self.stride}")
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["window"] = list(self.window)

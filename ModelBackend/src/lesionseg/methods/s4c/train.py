@@ -149,7 +149,9 @@ def train(args: argparse.Namespace) -> ModelFolder:
             raise InputError(f"--fold must be 0..{args.folds - 1}")
         held_out = parts[args.fold]
     train_cases = [c for c in cases if c.name not in held_out]
-    prep = S4CPreprocessing(spacing_mm=float(args.spacing), patch=int(args.patch))
+    # the paper's 20-voxel stride, or the window edge when a (test-sized) window is smaller than that
+    prep = S4CPreprocessing(spacing_mm=float(args.spacing), patch=int(args.patch),
+                            stride=min(S4CPreprocessing.stride, int(args.patch)))
     volumes = load_volumes(train_cases, prep, hide_invisible=not args.keep_invisible)
     log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases), len(held_out))
     net = S4CNet(in_channels=1, out_channels=len(LABELS), channels=args.channels)
