@@ -15,7 +15,7 @@ py=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 [ -d "$cohort" ] || { echo "error: no cohort $cohort; write it with: $py -m lesionseg.methods.s4c.data -o $cohort --cases 40 --seed 0" >&2; exit 2; }
 mkdir -p "$models"
-minutes() { "$py" -c "print($1 * $scale)"; }
+minutes() { "$py" -c "print(round($1 * $scale, 2))"; }
 train() { "$py" -m lesionseg train s4c --data "$cohort" --folds 4 --fold "$fold" --device cpu "$@"; }
 first=(--train-patch 32 --batch 4 --class-weights 1 1 10 5 --class-probs 0.2 0.2 0.45 0.15)
 [ -f "$models/f${fold}_a/model.json" ] || train -o "$models/f${fold}_a" --minutes "$(minutes 11)" "${first[@]}"

@@ -50,3 +50,30 @@ def test_detection_counts_of_an_automatic_method():
     counts = detection_counts(Image(pred, (1, 1, 1)), Image(truth, (1, 1, 1)))
     assert (counts["lesions"], counts["found"], counts["hit"]) == (2, 2, 1)
     assert counts["notes"] == "2 lesions found; 1 of 2 true lesions hit"
+
+
+def test_an_automatic_multi_class_label_reaches_the_method_and_the_output_unbinarised(monkeypatch):
+    """s4c's demo verdict reads tumour (2) and duct (3) labels: the demo must not flatten them to 1."""
+    import lesionseg.registry
+    from lesionseg.demo import _run_method
+
+    case = CASES["pancreas_ct"](0)
+    seen = {}
+
+    class Truthful:
+        prompt_kind = "none"
+
+        def set_image(self, *images):
+            pass
+
+        def predict(self, prompt=None):
+            return case.truth
+
+        def demo_extras(self, pred, truth):
+            seen["labels"] = sorted(np.unique(pred.array).tolist())
+            return {"notes": "fake"}
+
+    monkeypatch.setattr(lesionseg.registry, "build", lambda name, device="cpu": Truthful())
+    result = _run_method("fake", case, "cpu")
+    assert seen["labels"] == sorted(np.unique(case.truth.array).tolist()) and 2 in seen["labels"]
+    assert result["dice"] == 1.0 and int(result["_pred"].array.max()) == int(case.truth.array.max())

@@ -143,7 +143,7 @@ def _run_method(name: str, case: DemoCase, device: str) -> dict:
     times = []
     for prompt in prompts:
         t1 = time.perf_counter()
-        out = np.maximum(out, (seg.predict(prompt).array > 0).astype(np.uint8))
+        out = np.maximum(out, np.asarray(seg.predict(prompt).array, np.uint8))   # keeps multi-class labels
         times.append(time.perf_counter() - t1)
     pred = case.truth.with_array(out)
     truth = case.truth
