@@ -67,13 +67,13 @@ def score_cases(data: Path, model_dirs: Sequence[Path], device: str = "cpu", str
             held = sorted(cases)
         if not held:
             log.warning("%s holds out no cases; it is not scored", model_dir)
-        seg = build("s4c", weights=model_dir, device=device)
-        if stride is not None:
-            seg.set_stride(stride)
         missing = sorted(set(held) - set(cases))
         if missing:
             raise InputError(f"{model_dir} held out {', '.join(missing[:3])}, which {data} does not hold: is it "
                              "the cohort the model was trained on?")
+        seg = build("s4c", weights=model_dir, device=device)
+        if stride is not None:
+            seg.set_stride(stride)
         for name in held:
             case = cases[name]
             truth = read_image(case.label)
