@@ -69,11 +69,14 @@ def test_pooling_refuses_a_case_scored_twice_and_a_foreign_json(tmp_path):
 def test_command_line_needs_models_or_pooled_jsons(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
-    assert exc.value.code == 2 and "either --data and --model, or --pool" in capsys.readouterr().err
+    assert exc.value.code == 2 and "either --data and --model (and --all-cases), or --pool" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path)])
     assert "--data and --model go together" in capsys.readouterr().err
     a = _write(tmp_path / "f0.json", _cohort())
+    with pytest.raises(SystemExit):
+        main(["--pool", str(a), "--all-cases"])
+    assert "or --pool" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--pool", str(a), "--json", str(tmp_path / "missing" / "out.json")])
     assert "does not exist" in capsys.readouterr().err

@@ -198,8 +198,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--stride", type=int, default=None, help="override the models' stride")
     parser.add_argument("--json", type=Path, help="write records and summary here")
     args = parser.parse_args(argv)
-    if bool(args.pool) == bool(args.data or args.model):
-        parser.error("give either --data and --model, or --pool")
+    if bool(args.pool) == bool(args.data or args.model or args.all_cases):
+        parser.error("give either --data and --model (and --all-cases), or --pool")
     if not args.pool and not (args.data and args.model):
         parser.error("--data and --model go together")
     if args.json and not args.json.parent.is_dir():
