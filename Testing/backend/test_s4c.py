@@ -284,7 +284,7 @@ def test_hide_invisible_tumours_uses_the_phase_contrast():
 
 
 def test_preprocessing_refuses_a_stride_larger_than_the_window():
-    with pytest.raises(InputError, match="stride must be between 1 and the window edge 16"):
+    with pytest.raises(InputError, match="stride must be between 1 and 16 voxels .the window edge."):
         S4CPreprocessing(patch=16)
     assert S4CPreprocessing(patch=16, stride=16).stride == 16
     with pytest.raises(InputError):

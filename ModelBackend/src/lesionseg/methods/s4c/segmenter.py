@@ -56,7 +56,7 @@ class S4CPreprocessing:
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.stride) <= int(self.patch):
-            raise InputError(f"s4c: stride must be between 1 and the window edge {self.patch} voxels, got "
+            raise InputError(f"stride must be between 1 and {self.patch} voxels (the window edge), got "
                              f"{self.stride}")
 
     def to_dict(self) -> dict:
@@ -128,9 +128,8 @@ class S4CSegmenter(Segmenter):
             self.set_stride(args.stride)
 
     def set_stride(self, stride: int) -> None:
-        """Change the sliding-window stride (1..patch voxels); smaller is slower and smoother."""
-        if not 1 <= int(stride) <= self.prep.patch:
-            raise InputError(f"stride must be between 1 and {self.prep.patch} voxels, got {stride}")
+        """Change the sliding-window stride (1..patch voxels, checked by :class:`S4CPreprocessing`); smaller is
+        slower and smoother."""
         self.prep = S4CPreprocessing(**{**self.prep.to_dict(), "stride": int(stride),
                                         "window": tuple(self.prep.window)})
 
