@@ -377,3 +377,27 @@ def test_sts_crops_can_be_limited_to_named_cases(shared_data):
     assert [c[0] for c in sts_cases(shared_data / "ibsi-sts-petct", ["STS_005", "STS_004"])] == ["STS_004", "STS_005"]
     with pytest.raises(InputError, match="STS_999"):
         sts_cases(shared_data / "ibsi-sts-petct", ["STS_004", "STS_999"])  # at once, before any case is read
+
+
+@pytest.mark.parametrize("source, flags, message", [
+    ("dicom", ["--weight-kg", "70", "--dose-bq", "3e8"],
+     "--weight-kg (weight_kg), --dose-bq (dose_bq) cannot be given for a DICOM folder: its tags are used"),
+    ("file", ["--dose-bq", "3e8", "--decay-s", "0"],
+     "the patient weight (kg) is needed to convert Bq/mL to SUVbw: give --weight-kg (weight_kg)"),
+    ("file", ["--weight-kg", "70"], "the injected dose (Bq) is needed to convert Bq/mL to SUVbw: give --dose-bq "
+                                   "(dose_bq) with --decay-s and --half-life-s, or --decayed-dose-bq (decayed_dose_bq)"),
+    ("file", ["--weight-kg", "70", "--dose-bq", "3e8", "--decay-s", "60"],
+     "the radionuclide half-life (s; 18F: 6586.2 s) is needed to convert Bq/mL to SUVbw: give --half-life-s "
+     "(half_life_s)"),
+])
+def test_suv_cli_names_the_pet_flags_as_typed(tmp_path, capsys, source, flags, message):
+    """The PET unit options of ``lesionseg suv`` (and ``predict autopet-l2snet``) are named as typed."""
+    from lesionseg import cli
+
+    (tmp_path / "dicom").mkdir()                       # the folder is refused before any file is read
+    write_image(Image(np.full((4, 8, 8), 5000.0, np.float32) + np.arange(8, dtype=np.float32), (2.0, 2.0, 3.0)),
+                tmp_path / "file.nii.gz")
+    pet, units = (tmp_path / "file.nii.gz", ["--pet-units", "bqml"]) if source == "file" else (tmp_path / "dicom", [])
+    code = cli.main(["--progress", "none", "suv", str(pet), *units, *flags, "-o", str(tmp_path / "suv.nii.gz")])
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stderr == f"error: {message}\n" and not (tmp_path / "suv.nii.gz").exists()

@@ -162,3 +162,20 @@ def test_one_slice_boxes_on_real_ct(segmenter, shared_data):
         dense = image.array[k, y0:y1, x0:x1] > -400
         assert out.sum() == out[k].sum()
         assert out[k, y0:y1, x0:x1].sum() > 0.3 * dense.sum(), k
+
+
+def test_cli_accepts_a_one_voxel_box_ijk(tmp_path, capsys):
+    """Indices are inclusive: ``--box-ijk 5 5 5 5 5 5`` is the one voxel (5, 5, 5), not a zero-size box."""
+    from lesionseg import cli
+
+    image, _ = nodule_image()
+    lesionseg.write_image(image, tmp_path / "ct.nii.gz")
+    code = cli.main(["--progress", "none", "predict", "classical-box", str(tmp_path / "ct.nii.gz"), "--box-ijk",
+                     *map(str, CENTRE), *map(str, CENTRE), "-o", str(tmp_path / "m.nii.gz")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    label = lesionseg.read_image(tmp_path / "m.nii.gz")
+    assert label.same_grid(image) and out.startswith(str(tmp_path / "m.nii.gz"))
+    outside = label.array.copy()
+    outside[CENTRE[2], CENTRE[1], CENTRE[0]] = 0
+    assert not outside.any()                        # nothing outside the one voxel of the box

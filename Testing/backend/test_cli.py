@@ -191,7 +191,7 @@ def test_train_refuses_an_unwritable_output_before_training(tmp_path, monkeypatc
     data = tmp_path / "data"
     data.mkdir()
     assert main(["train", "tsfcn", "--data", str(data), "-o", str(tmp_path / "missing" / "model")]) == 2
-    assert "parent folder" in capsys.readouterr().err
+    assert "output folder" in capsys.readouterr().err
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("keep")
     assert main(["train", "tsfcn", "--data", str(data), "-o", str(tmp_path / "busy")]) == 2

@@ -35,6 +35,39 @@ def test_index_box_round_trip(oblique_image):
     assert ib.slices == (slice(1, 5), slice(3, 8), slice(2, 10))
 
 
+def test_one_voxel_index_box_is_a_valid_box():
+    """``--box-ijk 5 5 5 5 5 5``: indices are inclusive, so one voxel is a box of one voxel's size."""
+    img = Image(np.zeros((8, 10, 12)), (0.7, 0.9, 2.5), (-120.5, 33.25, 410.0))
+    box = index_box_to_world(img, [5, 5, 5], [5, 5, 5])
+    np.testing.assert_allclose(box.hi - box.lo, img.spacing)
+    np.testing.assert_allclose((box.lo + box.hi) / 2, index_to_world(img, [[5, 5, 5]])[0])
+    ib = box_to_index(img, box)
+    assert ib.lo.tolist() == ib.hi.tolist() == [5, 5, 5]
+
+
+def test_index_box_round_trip_is_exact_on_axis_aligned_grids():
+    rng = np.random.default_rng(2)
+    flips = np.diag([-1.0, 1.0, -1.0])  # axis-aligned but flipped axes (e.g. RAS-stored volumes)
+    for direction in (np.eye(3), flips):
+        img = Image(np.zeros((7, 13, 11)), (0.7, 0.9, 2.5), (-120.5, 33.25, 410.0), direction)
+        for _ in range(50):
+            a, b = rng.integers(0, img.size_ijk), rng.integers(0, img.size_ijk)
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # never "partly outside", even for the edge voxels
+                ib = box_to_index(img, index_box_to_world(img, lo, hi))
+            assert ib.lo.tolist() == lo.tolist() and ib.hi.tolist() == hi.tolist()
+
+
+def test_index_box_refuses_reversed_corners_and_zero_size_message_is_plain():
+    img = Image(np.zeros((5, 10, 10)))
+    with pytest.raises(InputError, match=r"voxel box \(4, 2, 2\)\.\.\(3, 5, 5\) \(i, j, k\) ends before it starts"):
+        index_box_to_world(img, [4, 2, 2], [3, 5, 5])
+    with pytest.raises(InputError) as caught:
+        box_to_index(img, Box(np.array([2.0, 2.0, 2.0]), np.array([2.0, 2.0, 4.0])))
+    assert str(caught.value) == "the box has zero size (extent (0, 0, 2) mm along x, y, z)"
+
+
 def test_box_partly_outside_clips_and_warns():
     img = Image(np.zeros((5, 10, 10)))
     with pytest.warns(LesionSegWarning, match="partly outside"):

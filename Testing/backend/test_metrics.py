@@ -76,12 +76,20 @@ def test_different_grids_raise():
     moved = Image(cube.array, SPACING, (0.0, 0.0, 0.0))
     other_spacing = Image(cube.array, (0.5, 0.8, 2.5), ORIGIN)
     for other in (moved, other_spacing, Image(np.zeros((10, 12, 15), np.uint8), SPACING, ORIGIN)):
-        with pytest.raises(InputError, match="same grid"):
+        with pytest.raises(InputError, match="the prediction is on another grid than the ground truth"):
             dice(cube, other)
-        with pytest.raises(InputError, match="same grid"):
+        with pytest.raises(InputError, match="on another grid"):
             evaluate(cube, other)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError) as caught:
+        evaluate(cube, moved)
+    assert str(caught.value) == ("the prediction is on another grid than the ground truth (origin (-40, 12.5, 300) "
+                                 "vs (0, 0, 0) mm); resample it onto that grid first")
+    with pytest.raises(InputError, match=r"spacing \(0\.5, 0\.8, 2\) vs \(0\.5, 0\.8, 2\.5\) mm"):
+        dice(cube, other_spacing)
+    with pytest.raises(InputError, match=r"metrics \(prediction\) expects a lesionseg\.Image .* got numpy\.ndarray"):
         hd95(cube.array, cube)
+    with pytest.raises(InputError, match="margin_mm must be a number >= 0 \\(mm\\), got -1.5"):
+        per_lesion_dice(cube, cube, margin_mm=np.float64(-1.5))
 
 
 def diagonal_case() -> tuple[Image, Image]:

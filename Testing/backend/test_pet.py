@@ -287,3 +287,91 @@ def test_real_ibsi_pet_ct_pair(shared_data):
     assert paired.same_grid(pet) and paired.array.min() >= -1000
     with pytest.raises(InputError, match="swapped"):
         check_pet_ct(ct, pet)
+
+
+def edit_file(path: Path, radio: dict | None = None, **tags) -> None:
+    """Set header keywords of one file (``radio``: in its RadiopharmaceuticalInformationSequence item)."""
+    ds = pydicom.dcmread(path)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    for key, value in (radio or {}).items():
+        setattr(ds.RadiopharmaceuticalInformationSequence[0], key, value)
+    ds.save_as(path)
+
+
+DIFFERING = [
+    ("PatientWeight", 95.0, r"PatientWeight \(0010,1030\) differs within series [\d.]+: 70 kg on 3 slices, "
+                            r"95 kg on 1; SUV would be wrong on part of the volume; fix the tags"),
+    ("Units", "CNTS", r"Units \(0054,1001\) differs within series .*: BQML on 3 slices, CNTS on 1"),
+    ("DecayCorrection", "ADMIN", r"DecayCorrection \(0054,1102\) differs .*: START on 3 slices, ADMIN on 1"),
+    ("CorrectedImage", ["DECY", "SCAT"], r"CorrectedImage \(0028,0051\) differs .*: ATTN/DECY on 3 slices, DECY on 1"),
+    ("SeriesDate", "20200101", r"SeriesDate \(0008,0021\) differs .*: 20200102 on 3 slices, 20200101 on 1"),
+    ("RadionuclideTotalDose", 400e6, r"RadionuclideTotalDose \(0018,1074\) differs .*: 3\.7e\+08 Bq on 3 slices, "
+                                     r"4e\+08 Bq on 1"),
+    ("RadionuclideHalfLife", 6588.0, r"RadionuclideHalfLife \(0018,1075\) differs .*: 6586\.2 s on 3 slices, "
+                                     r"6588 s on 1"),
+    ("RadiopharmaceuticalStartTime", "101500", r"RadiopharmaceuticalStartTime \(0018,1072\) differs .*: "
+                                               r"10:00:00 on 3 slices, 10:15:00 on 1"),
+    ("RadiopharmaceuticalStartDateTime", "20200102101500", r"RadiopharmaceuticalStartDateTime \(0018,1078\) differs"
+                                                           r" .*: 20200102100000 on 3 slices, 20200102101500 on 1"),
+]
+
+
+@pytest.mark.parametrize("keyword, value, match", DIFFERING, ids=[case[0] for case in DIFFERING])
+def test_suv_tags_must_agree_across_the_series(tmp_path, keyword, value, match):
+    folder = write_pet_series(tmp_path / "pet", n=4, radio={"RadiopharmaceuticalStartDateTime": "20200102100000"}
+                              if keyword == "RadiopharmaceuticalStartDateTime" else None)
+    if keyword in RADIO_TAGS or keyword == "RadiopharmaceuticalStartDateTime":
+        edit_file(folder / "f0_3.dcm", radio={keyword: value})
+    else:
+        edit_file(folder / "f0_3.dcm", **{keyword: value})
+    with pytest.raises(InputError, match=match):
+        suv_factor_from_dicom(folder)
+
+
+def test_equal_values_spelt_differently_agree(tmp_path):
+    """103500.00 and 103500 are one time, "70.0" and 70 one weight; SeriesTime may differ per slice."""
+    folder = write_pet_series(tmp_path / "pet", n=4)
+    edit_file(folder / "f0_3.dcm", PatientWeight="70.0", SeriesTime="110500",
+              radio={"RadiopharmaceuticalStartTime": "100000.00"})
+    info = suv_factor_from_dicom(folder)
+    assert info.factor == pytest.approx(factor(3600.0), rel=1e-12)
+
+
+def test_single_valued_corrected_image(tmp_path):
+    info = suv_factor_from_dicom(write_pet_series(tmp_path / "pet", CorrectedImage="ATTN"))
+    assert not info.corrected_image and info.factor == pytest.approx(factor(3600.0), rel=1e-12)
+
+
+def test_injection_after_scan_start_is_refused_not_wrapped(tmp_path):
+    folder = write_pet_series(tmp_path / "pet", SeriesTime="131000", AcquisitionTime="131000",
+                              radio={"RadiopharmaceuticalStartTime": "140500"})
+    message = (r"the injection time 14:05:00 \(RadiopharmaceuticalStartTime\) is after the scan start 13:10:00 "
+               r"\(SeriesTime\) in series [\d.]+; check the times")
+    with pytest.raises(InputError, match=message):
+        suv_factor_from_dicom(folder)
+    with pytest.raises(InputError, match=message):  # not "does not look like SUV"
+        read_pet(folder)
+
+
+@pytest.mark.parametrize("scan, uptake_s", [("033000", 4 * 3600.0), ("060000", 6.5 * 3600.0)])
+def test_midnight_wrap_only_for_a_plausible_uptake(tmp_path, scan, uptake_s):
+    folder = write_pet_series(tmp_path / "pet", SeriesTime=scan, AcquisitionTime=scan,
+                              radio={"RadiopharmaceuticalStartTime": "233000"})
+    if uptake_s <= 6 * 3600:
+        assert suv_factor_from_dicom(folder).decay_seconds == uptake_s
+    else:
+        with pytest.raises(InputError, match=r"injection time 23:30:00 .* after the scan start 06:00:00"):
+            suv_factor_from_dicom(folder)
+
+
+def test_implausibly_long_uptake_is_refused(tmp_path):
+    folder = write_pet_series(tmp_path / "pet", radio={"RadiopharmaceuticalStartDateTime": "20200101100000"})
+    with pytest.raises(InputError, match=r"an uptake time of 25\.0 h between the injection 2020-01-01 10:00:00 "
+                                         r"\(RadiopharmaceuticalStartDateTime\) and the scan start 2020-01-02 "
+                                         r"11:00:00 \(SeriesDate/SeriesTime\) in series [\d.]+ is not plausible "
+                                         r"\(over 12 h\); check the dates and times"):
+        suv_factor_from_dicom(folder)
+    zr89 = write_pet_series(tmp_path / "zr", radio={"RadiopharmaceuticalStartDateTime": "20191230110000",
+                                                    "RadionuclideHalfLife": 282240.0})
+    assert suv_factor_from_dicom(zr89).decay_seconds == 3 * 86400.0  # 89Zr: 72 h is under 5 half-lives

@@ -213,6 +213,44 @@ def test_refine_cli(tmp_path):
         cli_refine.run(_refine_args(tmp_path, "--overwrite", "--bg-scribble", "1", "2"))
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--iterations", "0"], "--iterations must be a whole number >= 1, got 0"),
+    (["--crf-iterations", "0"], "--crf-iterations must be a whole number >= 1, got 0"),
+    (["--radius-mm", "nan"], "--radius-mm must be a number >= 0, got nan"),
+    (["--band-mm", "-1"], "--band-mm must be a number >= 0, got -1"),
+    (["--gaussian-sxy-mm", "0"], "--gaussian-sxy-mm must be a number > 0, got 0"),
+    (["--bilateral-compat", "-2"], "--bilateral-compat must be a number >= 0, got -2"),
+    (["--label", "-1"], "--label must be a whole number >= 0, got -1"),
+    (["--label", "7"], "the mask M holds no voxel of --label 7 (its labels: 1) and no --fg-scribble was given: "
+                       "nothing to refine"),
+    (["--mask-moved"], "the mask M is on another grid than the image I (origin (-20, 4, 0) vs (-30, 4, 0) mm); "
+                       "resample it onto that grid first"),
+    (["--mask-empty"], "the mask M is empty and no --fg-scribble was given: nothing to refine"),
+])
+def test_refine_cli_names_the_flags_and_checks_the_grid_first(tmp_path, capsys, extra, message):
+    """``lesionseg refine``: one ``error:`` line naming the flag as typed; a mask on another grid is reported as
+    such (also when, moved off the image, it would hold nothing there)."""
+    from lesionseg import cli
+
+    image = Image(np.zeros((3, 16, 16), np.int16), (1.0, 1.0, 2.0), (-30.0, 4.0, 0.0))
+    label = np.zeros(image.shape, np.uint8)
+    label[1, 5:9, 5:9] = 1
+    mask = image.with_array(label)
+    if "--mask-moved" in extra:
+        mask = Image(label, image.spacing, (-20.0, 4.0, 0.0))
+    if "--mask-empty" in extra:
+        mask = image.with_array(np.zeros(image.shape, np.uint8))
+    extra = [e for e in extra if not e.startswith("--mask-")]
+    write_image(image, tmp_path / "ct.nii.gz")
+    write_image(mask, tmp_path / "m.nii.gz")
+    code = cli.main(["--progress", "none", "refine", str(tmp_path / "ct.nii.gz"), str(tmp_path / "m.nii.gz"),
+                     "-o", str(tmp_path / "out.nii.gz"), *extra])
+    stdout, stderr = capsys.readouterr()
+    expected = message.replace("M", str(tmp_path / "m.nii.gz"), 1).replace(" I ", f" {tmp_path / 'ct.nii.gz'} ")
+    assert code == 2 and stdout == "" and stderr == f"error: {expected}\n"
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_train_writes_a_model_folder(tmp_path):
     from lesionseg.methods.recist import train
     from lesionseg.modelfolder import load_model_folder

@@ -209,3 +209,45 @@ def test_scribbles_bad_input_and_empty(blob, oblique_image):
     assert not empty.array.any()
     box = index_box_to_world(image, [0, 0, 0], [3, 3, 3])
     assert not GrabCutRefiner().refine(image, mask, box).array.any()  # no candidates inside the box
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: GrabCutRefiner(iterations=0), "GrabCut iterations must be a whole number >= 1, got 0"),
+    (lambda: GrabCutRefiner(iterations=2.5), "GrabCut iterations must be a whole number >= 1, got 2.5"),
+    (lambda: GrabCutRefiner(upsample_to=0), "upsample_to (pixels) must be a whole number >= 1, got 0"),
+    (lambda: GrabCutRefiner(max_upsample=np.float64(0.5)), "max_upsample must be a number >= 1, got 0.5"),
+    (lambda: GrabCutRefiner(margin_mm=np.nan), "margin_mm must be a number >= 0, got nan"),
+    (lambda: DenseCRFRefiner(seed_radius_mm=-1), "seed_radius_mm must be a number >= 0, got -1"),
+    (lambda: DenseCRFRefiner(iterations=0), "DenseCRF iterations must be a whole number >= 1, got 0"),
+    (lambda: DenseCRFRefiner(gaussian_sxy_mm=0), "gaussian_sxy_mm must be a number > 0, got 0"),
+    (lambda: DenseCRFRefiner(bilateral_compat=-3), "bilateral_compat must be a number >= 0, got -3"),
+    (lambda: GrabCutRefiner(window=np.array([100.0, -100.0])).refine(*_flat()),
+     "window must be (lo, hi) with hi > lo, got (100, -100)"),
+])
+def test_each_bad_setting_is_named_with_its_value(make, message):
+    with pytest.raises(InputError) as caught:
+        make()
+    assert str(caught.value) == message
+
+
+def _flat() -> tuple[Image, Image]:
+    image = Image(np.zeros((3, 8, 8), np.int16))
+    prob = np.zeros(image.shape, np.float32)
+    prob[1, 2:6, 2:6] = 0.7
+    return image, image.with_array(prob)
+
+
+def test_grid_messages_say_what_differs_and_a_huge_seed_radius_is_bounded(oblique_image):
+    image, prob = _flat()
+    moved = Image(prob.array, prob.spacing, prob.origin + [0.0, 0.0, 2.0])
+    with pytest.raises(InputError) as caught:
+        GrabCutRefiner().refine(image, moved)
+    assert str(caught.value) == ("the probability image is on another grid than the image (origin (0, 0, 2) vs "
+                                 "(0, 0, 0) mm); resample it onto that grid first")
+    with pytest.raises(InputError, match=r"the mask is on another grid than the image \(shape"):
+        refine_with_scribbles(image, oblique_image)
+    with pytest.raises(InputError, match="band_mm must be a number >= 0, got -1"):
+        refine_with_scribbles(image, image.with_array((prob.array > 0).astype(np.uint8)), band_mm=-1)
+    seeds = Points([[4.0, 4.0, 1.0]], [1])
+    out = GrabCutRefiner(seed_radius_mm=1e12).refine(image, prob, seeds)   # a disk over the whole slice, no MemoryError
+    assert out.array[1].all() and not out.array[0].any()

@@ -46,3 +46,27 @@ def test_unknown_method_and_double_registration():
         lesionseg.build("no-such-method")
     with pytest.raises(ValueError, match="registered twice"):
         register(method_names()[0], prompt="box", summary="x")(type("Other", (lesionseg.Segmenter,), {}))
+
+
+EXPECTED_PROMPT = {"box": "needs a Box prompt", "recist": "needs a RecistLine prompt", "none": "takes no prompt"}
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_python_api_misuse_raises_input_error_saying_what_is_expected(name):
+    """``seg.set_image(array)``, ``seg.set_image("ct.nii.gz")``, ``seg.predict("box")``: InputError, not
+    AttributeError, for every method (all go through the base class's ``set_image``)."""
+    if not _runnable(name):
+        pytest.skip(f"{name}: no weights in this installation")
+    seg = lesionseg.build(name, device="cpu")
+    others = [np.zeros((4, 4, 4))] * (len(seg.inputs) - 1)
+    what = "set_image" if len(seg.inputs) == 1 else f"set_image ({seg.inputs[0]})"
+    for value, got in ((np.zeros((4, 4, 4)), "numpy.ndarray of shape (4, 4, 4)"), ("ct.nii.gz", "str 'ct.nii.gz'")):
+        with pytest.raises(InputError) as caught:
+            seg.set_image(value, *others)
+        assert str(caught.value) == (f"{what} expects a lesionseg.Image (read one with lesionseg.read_image(path), or "
+                                     f"wrap an array: lesionseg.Image(array, spacing, origin, direction)); got {got}")
+    with pytest.raises(InputError, match=f"takes {len(seg.inputs)} image"):
+        seg.set_image(*([lesionseg.Image(np.zeros((4, 4, 4)))] * (len(seg.inputs) + 1)))
+    for prompt in ("box", (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)):
+        with pytest.raises(InputError, match=EXPECTED_PROMPT[get_method(name).prompt_kind]):
+            seg.predict(prompt)

@@ -96,6 +96,48 @@ def test_duct_rule_and_fusion():
         fuse([])
 
 
+def test_a_phase_without_pancreas_is_inconclusive_not_negative():
+    lab = _label()                                   # 1 mm^3 voxels, 20 x 40 x 40
+    empty = phase_findings(lab, ScreeningRule(), "venous")
+    assert not empty.positive and empty.inconclusive and empty.verdict == "INCONCLUSIVE"
+    assert empty.to_dict()["verdict"] == "INCONCLUSIVE" and empty.to_dict()["inconclusive"] is True
+    assert empty.reasons == ["venous: no pancreas found (0.0 mL segmented, < 5 mL): inconclusive, not negative"]
+    arr = lab.array.copy()
+    arr[0:5, 0:25, 0:40] = 1                         # 5000 mm^3: exactly the bound -> read, negative
+    found = phase_findings(lab.with_array(arr), ScreeningRule(), "venous")
+    assert found.verdict == "NEGATIVE" and not found.inconclusive and found.pancreas_mm3 == 5000.0
+    assert found.reasons[0].endswith("in 5.0 mL of pancreas")
+    arr[0, 0, 0] = 0                                 # one voxel less -> inconclusive
+    assert phase_findings(lab.with_array(arr), ScreeningRule(), "venous").verdict == "INCONCLUSIVE"
+    arr[5:7, 10:20, 10:18] = 2                       # a 160 mm^3 tumour in too little pancreas: still positive
+    assert phase_findings(lab.with_array(arr), ScreeningRule(), "venous").verdict == "POSITIVE"
+
+
+def test_case_verdict_is_inconclusive_unless_a_phase_is_positive():
+    from lesionseg.methods.s4c.rules import case_verdict
+
+    lab = _label()
+    organ = lab.array.copy()
+    organ[0:10, 0:25, 0:40] = 1                      # 10 mL of pancreas
+    negative = phase_findings(lab.with_array(organ), ScreeningRule(), "venous")
+    unread = phase_findings(lab, ScreeningRule(), "arterial")
+    organ[0:10, 10:20, 0:5] = 3                      # 500 mm^3 duct
+    positive = phase_findings(lab.with_array(organ), ScreeningRule(), "venous")
+    assert case_verdict([negative]) == ("NEGATIVE", negative.reasons)
+    assert case_verdict([negative, unread]) == ("INCONCLUSIVE", unread.reasons + negative.reasons)
+    assert case_verdict([unread]) == ("INCONCLUSIVE", unread.reasons)
+    assert case_verdict([unread, positive]) == ("POSITIVE", positive.reasons)
+    assert fuse([negative, unread]) == (False, unread.reasons + negative.reasons)   # positive stays a bool
+    assert fuse([unread, positive]) == (True, positive.reasons)
+
+
+def test_rule_of_an_older_card_gets_the_pancreas_bound():
+    old = {"tumour_min_mm3": 40.0, "duct_min_mm3": 500.0, "keep_fraction": 0.2, "keep_distance_mm": 27.0}
+    assert ScreeningRule.from_dict(old).pancreas_min_mm3 == 5000.0
+    with pytest.raises(InputError, match="pancreas_min_mm3"):
+        ScreeningRule(pancreas_min_mm3=float("nan"))
+
+
 def test_rule_validation_and_round_trip():
     rule = ScreeningRule(tumour_min_mm3=12.5)
     assert ScreeningRule.from_dict(rule.to_dict()) == rule

@@ -20,8 +20,8 @@ from lesionseg.methods.s4c.segmenter import S4CPreprocessing, S4CSegmenter
 from lesionseg.modelfolder import save_model_folder
 
 REPORT_KEYS = {"method", "positive", "verdict", "reasons", "rule", "model", "phases", "timings_s"}
-PHASE_KEYS = {"input", "positive", "tumour_voxels", "duct_voxels", "tumour_mm3", "duct_mm3", "pancreas_mm3",
-              "findings", "reasons", "segmentation", "picture", "seconds"}
+PHASE_KEYS = {"input", "positive", "verdict", "inconclusive", "tumour_voxels", "duct_voxels", "tumour_mm3",
+              "duct_mm3", "pancreas_mm3", "findings", "reasons", "segmentation", "picture", "seconds"}
 FINDING_KEYS = {"kind", "voxels", "volume_mm3", "centroid_lps", "box_ijk"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VOXEL_MM3 = 1.5 * 1.5 * 2.0
@@ -47,11 +47,16 @@ def _pancreas(tumour: int = 0, duct: bool = False) -> np.ndarray:
     return lab
 
 
+STUB_RULE = ScreeningRule(pancreas_min_mm3=1000.0)
+"""The paper's rule with a pancreas bound below :func:`_pancreas`'s 1.7 mL block (384 voxels of 4.5 mm3), which
+stands for a real gland of 50-100 mL; the default 5 mL bound is tested with :data:`ScreeningRule` itself."""
+
+
 class StubSegmenter:
     """Returns the given label arrays in turn (venous first, then arterial) and records its calls."""
 
-    def __init__(self, *labels: np.ndarray) -> None:
-        self.labels, self.calls, self.rule, self._label = list(labels), [], ScreeningRule(), None
+    def __init__(self, *labels: np.ndarray, rule: ScreeningRule = STUB_RULE) -> None:
+        self.labels, self.calls, self.rule, self._label = list(labels), [], rule, None
 
     def set_image(self, ct: Image) -> None:
         self.calls.append(ct)
@@ -80,13 +85,15 @@ def test_report_contract_and_files_with_the_real_segmenter(tmp_path):
     report = screen_case({"arterial": arterial, "venous": venous}, _tiny_segmenter(), out,
                          inputs={"venous": "/data/v.nii.gz"})
     assert set(report) == REPORT_KEYS and report["method"] == "s4c"
-    assert report["verdict"] == ("POSITIVE" if report["positive"] else "NEGATIVE")
+    assert report["verdict"] in ("POSITIVE", "NEGATIVE", "INCONCLUSIVE")
+    assert report["positive"] is (report["verdict"] == "POSITIVE")
     assert report["rule"] == ScreeningRule().to_dict() and report["model"] == {"folder": None,
                                                                               "synthetic_training_data": None}
     assert list(report["phases"]) == ["venous", "arterial"] and report["reasons"]
     assert {"venous segmentation", "arterial segmentation", "total"} <= set(report["timings_s"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["venous_seg.nii.gz", "venous.png", "arterial_seg.nii.gz", "arterial.png", "report.json", "report.md"])
+        ["venous_seg.nii.gz", "venous.png", "arterial_seg.nii.gz", "arterial.png", "report.json", "report.md",
+         ".lesionseg-output.json"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]          # no temporary sibling left
     assert json.loads((out / "report.json").read_text()) == report
     for name, ct in (("venous", venous), ("arterial", arterial)):
@@ -157,10 +164,17 @@ def test_existing_output_is_refused_before_any_work_or_replaced(tmp_path):
     with pytest.raises(OutputExistsError, match="not empty"):
         screen_case({"venous": _ct()}, seg, out)
     assert seg.calls == [] and (out / "old.txt").read_text() == "keep"
-    screen_case({"venous": _ct()}, seg, out, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "report.json").is_file()
+    with pytest.raises(InputError, match="not a LesionSeg output folder"):   # --overwrite deletes only our own output
+        screen_case({"venous": _ct()}, seg, out, overwrite=True)
+    assert seg.calls == [] and sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    (out / "old.txt").unlink()
+    screen_case({"venous": _ct()}, seg, out)                       # an empty folder is used
+    first = (out / "report.json").read_text()
+    screen_case({"venous": _ct()}, StubSegmenter(_pancreas()), out, overwrite=True)   # our own output is replaced
+    assert (out / "report.json").is_file() and json.loads((out / "report.json").read_text()) == json.loads(first) | {
+        "timings_s": json.loads((out / "report.json").read_text())["timings_s"]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    with pytest.raises(InputError, match="parent folder"):
+    with pytest.raises(InputError, match="output folder .* does not exist"):
         screen_case({"venous": _ct()}, StubSegmenter(_pancreas()), tmp_path / "missing" / "out")
 
 
@@ -290,3 +304,63 @@ def test_add_parser_defaults():
     sub = argparse.ArgumentParser().add_subparsers(dest="command")
     args = cli_screen.add_parser(sub).parse_args(["-o", "x"])
     assert args.venous is None and args.arterial is None and args.stride is None and args.device == "auto"
+
+
+# --- inconclusive: no pancreas found ----------------------------------------------------------------------
+
+def _air() -> Image:
+    """An all-air CT (-1000 HU) on :func:`_ct`'s grid: nothing to screen."""
+    return _ct().with_array(np.full((12, 24, 28), -1000, np.int16))
+
+
+NO_PANCREAS = r"no pancreas found in the venous phase \(0\.0 mL segmented\); the verdict is INCONCLUSIVE, not " \
+              r"negative: is this an abdominal CT in HU\?"
+
+
+def test_an_all_air_ct_is_inconclusive_not_negative(tmp_path):
+    from lesionseg.errors import LesionSegWarning
+    from lesionseg.methods.s4c.screen import verdict_paragraph
+
+    seg = StubSegmenter(np.zeros((12, 24, 28), np.uint8), rule=ScreeningRule())   # finds nothing at all
+    with pytest.warns(LesionSegWarning, match=NO_PANCREAS):
+        report = screen_case({"venous": _air()}, seg, tmp_path / "out")
+    assert report["verdict"] == "INCONCLUSIVE" and report["positive"] is False
+    venous = report["phases"]["venous"]
+    assert venous["verdict"] == "INCONCLUSIVE" and venous["inconclusive"] is True and venous["positive"] is False
+    assert report["reasons"] == ["venous: no pancreas found (0.0 mL segmented, < 5 mL): inconclusive, not negative"]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["verdict"] == "INCONCLUSIVE"
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "# S4C screening: INCONCLUSIVE" in md and "| venous | INCONCLUSIVE |" in md and "not screened" in md
+    text = verdict_paragraph(report)
+    assert text.startswith("S4C screening verdict: INCONCLUSIVE (venous inconclusive). venous: no pancreas found")
+    assert "abdominal CT in HU" in text
+
+
+@pytest.mark.parametrize("venous, verdict, warning", [
+    (_pancreas(), "INCONCLUSIVE", "the verdict is INCONCLUSIVE, not negative"),     # negative + unread phase
+    (_pancreas(tumour=64), "POSITIVE", r"that phase is inconclusive \(the case is POSITIVE from the other phase\)"),
+])
+def test_an_inconclusive_phase_beside_a_read_one(tmp_path, venous, verdict, warning):
+    from lesionseg.errors import LesionSegWarning
+
+    seg = StubSegmenter(venous, np.zeros((12, 24, 28), np.uint8))
+    with pytest.warns(LesionSegWarning, match=f"no pancreas found in the arterial phase .*; {warning}"):
+        report = screen_case({"venous": _ct(), "arterial": _air()}, seg, tmp_path / "out")
+    assert report["verdict"] == verdict and report["positive"] is (verdict == "POSITIVE")
+    assert report["phases"]["arterial"]["verdict"] == "INCONCLUSIVE"
+    assert report["phases"]["venous"]["verdict"] == ("POSITIVE" if verdict == "POSITIVE" else "NEGATIVE")
+    first = report["reasons"][0]
+    assert first.startswith("venous: tumour 288 mm3") if verdict == "POSITIVE" else first.startswith(
+        "arterial: no pancreas found")
+
+
+def test_cli_screens_an_all_air_ct_as_inconclusive(tmp_path, model_dir, capsys):
+    write_image(_air(), tmp_path / "air.nii.gz")
+    code = _main(["--progress", "none", "screen", "--venous", str(tmp_path / "air.nii.gz"), "-o",
+                  str(tmp_path / "out"), "--weights", str(model_dir), "--device", "cpu"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert stdout.startswith("S4C screening verdict: INCONCLUSIVE (venous inconclusive).")
+    assert "warning: no pancreas found in the venous phase (0.0 mL segmented); the verdict is INCONCLUSIVE" in stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["verdict"] == "INCONCLUSIVE" and report["positive"] is False

@@ -237,6 +237,28 @@ def test_model_folder_and_cli(tmp_path):
         SmallLesionSegmenter(load_model_folder(model.path))
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--prior-mean", "50", "--prior-sd", "1e9"],
+     "--prior-sd (the prior SD) must be > 0 and <= 1000 HU, got 1000000000"),
+    (["--prior-mean", "50", "--prior-sd", "0"], "--prior-sd (the prior SD) must be > 0 and <= 1000 HU, got 0"),
+    (["--prior-mean", "-3000", "--prior-sd", "10"],
+     "--prior-mean (the prior mean) must lie in the CT range -1024..3071 HU, got -3000"),
+    (["--prior-mean", "inf", "--prior-sd", "10"], "--prior-mean (the prior mean, HU) must be a finite number, got inf"),
+])
+def test_cli_prior_flags_are_bounded_and_named(tmp_path, capsys, flags, message):
+    """``--prior-sd 1e9`` once built an 89 GiB HU grid; it is refused, naming the flag and the allowed range."""
+    from lesionseg import cli
+    from lesionseg.io import write_image
+
+    model = _model_folder(tmp_path / "model")
+    ct_path = write_image(_ct(), tmp_path / "ct.nii.gz")
+    code = cli.main(["--progress", "none", "predict", "small-lesion-il", str(ct_path), "--weights", str(model.path),
+                     "--device", "cpu", "-o", str(tmp_path / "mask.nii.gz"), *flags])
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stdout == "" and stderr == f"error: {message}\n"
+    assert not (tmp_path / "mask.nii.gz").exists()
+
+
 @pytest.mark.parametrize("variant", ["seg", "seg+il-in", "seg+il", "seg+il-shifted"])
 def test_real_unet_runs_every_variant(variant):
     from lesionseg.methods.smalllesion.segmenter import CHANNELS

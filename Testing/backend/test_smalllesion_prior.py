@@ -133,7 +133,8 @@ def test_fit_subsamples_with_a_seed_and_resamples_a_mask_on_another_grid():
     assert a.info["n_samples"] == 200 and a.info["n_voxels"] == int(mask.array.sum())
     assert np.array_equal(a.values, b.values)
     shifted_grid = Image(mask.array, mask.spacing, mask.origin + [0.8, 0.0, 0.0])  # one voxel along i
-    _, n_voxels = gather_samples([image], [shifted_grid])
+    with pytest.warns(LesionSegWarning, match="resampled onto the image's grid"):
+        _, n_voxels = gather_samples([image], [shifted_grid])
     assert n_voxels == int(mask.array.sum())
 
 
@@ -263,3 +264,76 @@ def test_cli_bad_input_fails_before_writing(tmp_path, monkeypatch, argv, error):
         run_cli(*argv)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.json"]
     assert (tmp_path / "exists.json").read_text() == "keep"
+
+
+@pytest.mark.parametrize("mean, sd, message", [
+    (50.0, 1e9, "sd_hu (the prior SD) must be > 0 and <= 1000 HU, got 1000000000"),
+    (50.0, 0.0, "sd_hu (the prior SD) must be > 0 and <= 1000 HU, got 0"),
+    (5000.0, 10.0, "mean_hu (the prior mean) must lie in the CT range -1024..3071 HU, got 5000"),
+    (np.float64(np.nan), 10.0, "mean_hu (the prior mean, HU) must be a finite number, got nan"),
+])
+def test_gaussian_parameters_are_bounded(mean, sd, message):
+    with pytest.raises(InputError) as caught:
+        IntensityPrior.gaussian(mean, sd)
+    assert str(caught.value) == message
+
+
+def test_the_widest_gaussian_grid_stays_within_the_ct_range():
+    wide = IntensityPrior.gaussian(50.0, 1000.0)            # +- 6000 HU, clipped without building it
+    assert wide.hu[0] == -1024.0 and wide.hu[-1] == 3071.0 and wide.hu.size == 4096
+    assert wide.likelihood(np.array([50.0]))[0] == 1.0
+    edge = IntensityPrior.gaussian(3071.0, 0.01)
+    assert edge.hu.tolist() == [3070.0, 3071.0]
+
+
+def test_kde_bandwidth_is_bounded():
+    samples = np.random.default_rng(0).normal(100.0, 10.0, 500)
+    for bad in (0.0, 0.1, 2000.0):
+        with pytest.raises(InputError, match=r"bandwidth_hu \(the KDE bandwidth\) must lie in 0\.5\.\.1000 HU"):
+            IntensityPrior.from_samples(samples, bandwidth_hu=bad)
+    assert IntensityPrior.from_samples(samples, bandwidth_hu=0.5).values.max() == 1.0
+
+
+def test_a_mask_off_its_image_is_reported_as_on_another_grid_not_empty():
+    image, mask = lesion_case()
+    far = Image(mask.array, mask.spacing, mask.origin + [100.0, 0.0, 0.0])      # off the image altogether
+    with pytest.raises(InputError) as caught:
+        gather_samples([image], [far], mask_names=["the mask m.nii.gz"], image_names=["the image ct.nii.gz"])
+    assert str(caught.value) == ("the mask m.nii.gz is on another grid than the image ct.nii.gz (origin "
+                                 "(110, -20, 300) vs (10, -20, 300) mm) and none of its voxels lies inside that "
+                                 "image: is it the mask of this image?")
+    near = Image(mask.array, mask.spacing, mask.origin + [0.8, 0.0, 0.0])     # one voxel along i: resampled
+    with pytest.warns(LesionSegWarning, match=r"mask 1 is on another grid than image 1 \(origin .*\); resampled"):
+        _, n_voxels = gather_samples([image], [near])
+    assert n_voxels == int(mask.array.sum())
+    with pytest.raises(InputError, match="^mask 1 is empty: nothing to fit"):
+        gather_samples([image], [mask.with_array(np.zeros(mask.shape, np.uint8))])
+
+
+def _cli_main(*argv) -> int:
+    from lesionseg import cli
+
+    return cli.main(["--progress", "none", "prior", *map(str, argv)])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--mean", "50", "--sd", "1e9"), "--sd (the prior SD) must be > 0 and <= 1000 HU, got 1000000000"),
+    (("--mean", "-2000", "--sd", "10"), "--mean (the prior mean) must lie in the CT range -1024..3071 HU, got -2000"),
+    (("--image", "ct.nii.gz", "--mask", "m.nii.gz", "--bandwidth", "0"),
+     "--bandwidth (the KDE bandwidth) must lie in 0.5..1000 HU, got 0"),
+    (("--image", "ct.nii.gz", "--mask", "m.nii.gz", "--seed", "-1"), "--seed must be >= 0, got -1"),
+    (("--image", "ct.nii.gz", "--mask", "far.nii.gz"),
+     "the mask far.nii.gz is on another grid than the image ct.nii.gz (origin (110, -20, 300) vs (10, -20, 300) mm) "
+     "and none of its voxels lies inside that image: is it the mask of this image?"),
+    (("--image", "ct.nii.gz", "--mask", "m.nii.gz", "--label", "2"),
+     "the mask m.nii.gz holds no voxel of --label 2 (its labels: 1)"),
+])
+def test_cli_errors_name_the_flags(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    image, mask = lesion_case()
+    write_image(image, tmp_path / "ct.nii.gz")
+    write_image(mask, tmp_path / "m.nii.gz")
+    write_image(Image(mask.array, mask.spacing, mask.origin + [100.0, 0.0, 0.0]), tmp_path / "far.nii.gz")
+    code = _cli_main(*argv, "-o", "p.json")
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stderr == f"error: {message}\n" and not (tmp_path / "p.json").exists()

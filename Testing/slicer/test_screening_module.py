@@ -75,14 +75,53 @@ def test_verdict_banner_and_reasons():
     assert verdict.reasons == tuple(REPORT["reasons"])
     assert ">POSITIVE</div>" in verdict.banner_html() and "not for diagnosis" in verdict.banner_html()
     assert "mm &lt;b&gt;</li>" in verdict.reasons_html()  # backend text is escaped
-    negative = screening.verdict_from_report({**REPORT, "positive": False, "reasons": [],
+    negative = screening.verdict_from_report({**REPORT, "positive": False, "verdict": "NEGATIVE", "reasons": [],
                                               "model": {"synthetic_training_data": False}})
     assert negative.title == "NEGATIVE" and "#2e7d32" in negative.style and negative.reasons == ()
     assert negative.disclaimer == "research model \u2014 not for diagnosis"
+    older = screening.verdict_from_report({key: v for key, v in REPORT.items() if key != "verdict"})
+    assert older.title == "POSITIVE"                          # a report without "verdict" is read from "positive"
     with pytest.raises(ValueError, match="lacks"):
         screening.verdict_from_report({"phases": {}})
     with pytest.raises(ValueError, match="lacks"):
         screening.verdict_from_report({"positive": "yes", "phases": {}})
+
+
+INCONCLUSIVE_REPORT = {
+    "method": "s4c", "positive": False, "verdict": "INCONCLUSIVE",
+    "reasons": ["arterial: no pancreas found (0.0 mL segmented, < 5 mL): inconclusive, not negative",
+                "venous: tumour 12 mm3 (< 40) and duct 0 mm3 (< 500) in 61.3 mL of pancreas"],
+    "model": {"folder": "x", "synthetic_training_data": True},
+    "phases": {
+        "arterial": {"positive": False, "verdict": "INCONCLUSIVE", "inconclusive": True, "tumour_mm3": 0.0,
+                     "duct_mm3": 0.0, "pancreas_mm3": 0.0, "findings": [], "segmentation": "arterial_seg.nii.gz"},
+        "venous": {"positive": False, "verdict": "NEGATIVE", "inconclusive": False, "tumour_mm3": 12.4,
+                   "duct_mm3": 0.0, "pancreas_mm3": 61300.0, "findings": [], "segmentation": "venous_seg.nii.gz"}},
+}
+
+
+def test_an_inconclusive_report_is_neither_green_nor_negative():
+    verdict = screening.verdict_from_report(INCONCLUSIVE_REPORT)
+    assert not verdict.positive and verdict.title == "INCONCLUSIVE"
+    assert verdict.style == screening.INCONCLUSIVE_STYLE and "#2e7d32" not in verdict.style
+    assert verdict.disclaimer.startswith("No pancreas was found in at least one phase")
+    assert verdict.disclaimer.endswith("Synthetic-trained model \u2014 not for diagnosis")
+    assert verdict.phases == ("venous: NEGATIVE (tumour 12 mm3, duct 0 mm3, pancreas 61 mL)",
+                              "arterial: INCONCLUSIVE (tumour 0 mm3, duct 0 mm3, pancreas 0 mL)")
+    assert ">INCONCLUSIVE</div>" in verdict.banner_html() and "abdominal CT in HU" in verdict.banner_html()
+    assert screening.verdict_from_report({**INCONCLUSIVE_REPORT, "verdict": "unheard-of"}).title == "INCONCLUSIVE"
+    for contradiction in ({"positive": True}, {"verdict": "POSITIVE"}):
+        with pytest.raises(ValueError, match="contradicts itself"):
+            screening.verdict_from_report({**INCONCLUSIVE_REPORT, **contradiction})
+
+
+def test_read_report_refuses_a_contradictory_verdict(tmp_path):
+    (tmp_path / "venous_seg.nii.gz").write_bytes(b"x")
+    (tmp_path / "report.json").write_text(json.dumps({**REPORT, "verdict": "NEGATIVE"}))
+    with pytest.raises(ValueError, match="verdict NEGATIVE but positive True"):
+        screening.read_report(tmp_path, ["venous"])
+    (tmp_path / "report.json").write_text(json.dumps(INCONCLUSIVE_REPORT))
+    assert screening.read_report(tmp_path, ["venous"])["verdict"] == "INCONCLUSIVE"
 
 
 def test_jump_targets_are_ras():

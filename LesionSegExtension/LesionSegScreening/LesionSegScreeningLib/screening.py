@@ -3,9 +3,11 @@ findings -> jump-to targets, label values -> segment names and colours.
 
 No ``slicer`` import and no backend import at module level (the panel imports this before the backend may be
 installed); tested offline. The report format is the one ``lesionseg screen`` writes (issue #7): top-level
-``positive``/``verdict``/``reasons``/``model``, and per phase ``positive``, ``tumour_mm3``, ``duct_mm3``,
-``findings`` (``kind``, ``volume_mm3``, ``centroid_lps`` in LPS mm) and ``segmentation`` (file name of the
-``uint8`` label image 0 background, 1 pancreas, 2 tumour, 3 duct on that phase's input grid).
+``positive``/``verdict``/``reasons``/``model``, and per phase ``positive``, ``verdict``, ``tumour_mm3``,
+``duct_mm3``, ``pancreas_mm3``, ``findings`` (``kind``, ``volume_mm3``, ``centroid_lps`` in LPS mm) and
+``segmentation`` (file name of the ``uint8`` label image 0 background, 1 pancreas, 2 tumour, 3 duct on that
+phase's input grid). ``verdict`` is POSITIVE, NEGATIVE or INCONCLUSIVE (no pancreas found in a phase, issue #22;
+``positive`` is then false); a report without ``verdict`` (older backends) is read from ``positive``.
 """
 from __future__ import annotations
 
@@ -52,6 +54,11 @@ MAX_STRIDE = 64
 
 POSITIVE_STYLE = "background-color: #c62828; color: white; border-radius: 6px; padding: 8px;"
 NEGATIVE_STYLE = "background-color: #2e7d32; color: white; border-radius: 6px; padding: 8px;"
+INCONCLUSIVE_STYLE = "background-color: #ef6c00; color: white; border-radius: 6px; padding: 8px;"
+STYLES = {"POSITIVE": POSITIVE_STYLE, "NEGATIVE": NEGATIVE_STYLE, "INCONCLUSIVE": INCONCLUSIVE_STYLE}
+"""Banner colours: red, green, orange (not green: an inconclusive screen is no all-clear)."""
+INCONCLUSIVE_HINT = ("No pancreas was found in at least one phase, so the scan was not screened there. Check that "
+                     "each volume is an abdominal CT in HU that covers the pancreas.")
 
 
 def input_problem(venous: bool, arterial: bool) -> Optional[str]:
@@ -143,8 +150,9 @@ class Job:
 
 
 def read_report(output_dir: Path, phases: Sequence[str]) -> dict:
-    """The backend's ``report.json`` after checking it covers ``phases``, their label files exist and every
-    finding has a location (so that the banner and the jump-to table cannot fail later).
+    """The backend's ``report.json`` after checking it covers ``phases``, their label files exist, its verdict
+    agrees with ``positive`` and every finding has a location (so that the banner and the jump-to table cannot
+    fail later).
 
     Raises:
         ValueError: no report, a malformed one, a phase or its segmentation file missing, a bad finding.
@@ -165,6 +173,7 @@ def read_report(output_dir: Path, phases: Sequence[str]) -> dict:
             raise ValueError(f"the screening report has no {phase} segmentation")
         if not (Path(output_dir) / entry["segmentation"]).is_file():
             raise ValueError(f"the {phase} segmentation {entry['segmentation']} is missing")
+    verdict_from_report(report)
     jump_targets(report)
     return report
 
@@ -197,9 +206,10 @@ class Verdict:
     """What the banner shows.
 
     Attributes:
-        positive: the case verdict.
-        title: ``"POSITIVE"`` or ``"NEGATIVE"``.
-        disclaimer: the model's status line (always ends with "not for diagnosis").
+        positive: the case verdict is POSITIVE (false for NEGATIVE and INCONCLUSIVE).
+        title: ``"POSITIVE"``, ``"NEGATIVE"`` or ``"INCONCLUSIVE"``.
+        disclaimer: the model's status line (always ends with "not for diagnosis"); for INCONCLUSIVE it starts
+            with what to check (:data:`INCONCLUSIVE_HINT`).
         reasons: the backend's reasons, one line each.
         phases: one summary line per phase, e.g. ``"venous: POSITIVE (tumour 812 mm3, duct 0 mm3)"``.
     """
@@ -212,8 +222,8 @@ class Verdict:
 
     @property
     def style(self) -> str:
-        """Qt style sheet of the banner: red when positive, green when negative."""
-        return POSITIVE_STYLE if self.positive else NEGATIVE_STYLE
+        """Qt style sheet of the banner: red when positive, green when negative, orange when inconclusive."""
+        return STYLES.get(self.title, INCONCLUSIVE_STYLE)
 
     def banner_html(self) -> str:
         """Rich text of the banner: the verdict in large letters, the disclaimer below."""
@@ -236,18 +246,42 @@ def verdict_from_report(report: Mapping) -> Verdict:
     positive = report.get("positive")
     if not isinstance(positive, bool) or not isinstance(report.get("phases"), Mapping):
         raise ValueError("the screening report lacks 'positive' or 'phases'")
+    title = _verdict(report)
+    if (title == "POSITIVE") != positive:
+        raise ValueError(f"the screening report contradicts itself: verdict {title} but positive {positive}")
     synthetic = (report.get("model") or {}).get("synthetic_training_data", True)
     disclaimer = ("synthetic-trained model \u2014 not for diagnosis" if synthetic is not False
                   else "research model \u2014 not for diagnosis")
+    if title == "INCONCLUSIVE":
+        disclaimer = f"{INCONCLUSIVE_HINT} {disclaimer[0].upper()}{disclaimer[1:]}"
     phases = []
     for phase in PHASES:
         entry = report["phases"].get(phase)
         if isinstance(entry, Mapping):
-            verdict = "POSITIVE" if entry.get("positive") else "NEGATIVE"
-            phases.append(f"{phase}: {verdict} (tumour {_number(entry.get('tumour_mm3'))} mm3, "
-                          f"duct {_number(entry.get('duct_mm3'))} mm3)")
-    return Verdict(positive, "POSITIVE" if positive else "NEGATIVE", disclaimer,
-                   tuple(str(r) for r in report.get("reasons") or ()), tuple(phases))
+            line = (f"{phase}: {_verdict(entry)} (tumour {_number(entry.get('tumour_mm3'))} mm3, "
+                    f"duct {_number(entry.get('duct_mm3'))} mm3")
+            if "pancreas_mm3" in entry:
+                line += f", pancreas {_number(_millilitres(entry.get('pancreas_mm3')))} mL"
+            phases.append(line + ")")
+    return Verdict(positive, title, disclaimer, tuple(str(r) for r in report.get("reasons") or ()), tuple(phases))
+
+
+def _verdict(entry: Mapping) -> str:
+    """``entry["verdict"]`` when it is one of POSITIVE / NEGATIVE / INCONCLUSIVE, else read from ``positive``
+    (reports of backends before INCONCLUSIVE existed); an unknown verdict is shown as INCONCLUSIVE, never as
+    NEGATIVE."""
+    verdict = entry.get("verdict")
+    if verdict is None:
+        return "POSITIVE" if entry.get("positive") is True else "NEGATIVE"
+    verdict = str(verdict).upper()
+    return verdict if verdict in STYLES else "INCONCLUSIVE"
+
+
+def _millilitres(mm3: Any) -> Any:
+    try:
+        return float(mm3) / 1000.0
+    except (TypeError, ValueError):
+        return None
 
 
 def _number(value: Any) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import progress
-from .errors import InputError, LesionSegError, OutputExistsError
+from .errors import InputError, LesionSegError
 
 log = logging.getLogger("lesionseg")
 METHOD_COMMANDS = ("predict", "train")
@@ -50,6 +50,9 @@ def _method_parsers(sub: argparse._SubParsersAction, command: str, help_text: st
                            help=f"input image(s) in this order: {', '.join(cls.inputs)} (file or DICOM folder)")
             p.add_argument("-o", "--output", required=True, type=Path, help="output label image (.nii.gz/.nrrd/.mha)")
             p.add_argument("--weights", type=Path, help="model folder (default: $LESIONSEG_WEIGHTS, then built-in)")
+            p.add_argument("--series", action="append", metavar="UID", default=[],
+                           help="SeriesInstanceUID to read from a DICOM folder holding several series "
+                                "(repeat for several input folders; each folder takes the one it holds)")
             if cls.prompt_kind == "box":
                 grp = p.add_mutually_exclusive_group(required=True)
                 grp.add_argument("--box", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
@@ -138,9 +141,23 @@ def _prompt_from_args(args: argparse.Namespace, image):
     return None
 
 
-def _check_output_free(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> None:
+    """Check every output path of ``predict`` before any work: the label (``-o``) and the method's extra
+    outputs (``--table``, ``--mip``): writable, not an input, not each other, not existing without
+    ``--overwrite``."""
+    from .io import WRITE_SUFFIXES
+    from .outputs import check_output_file
+
+    check_output_file(args.output, args.overwrite, inputs, WRITE_SUFFIXES, "output label")
+    extras = [(flag, getattr(args, flag.strip("-"), None)) for flag in ("--table", "--mip")]
+    seen = {args.output.absolute(): "-o"}
+    for flag, path in extras:
+        if path is None:
+            continue
+        if Path(path).absolute() in seen:
+            raise InputError(f"{flag} {path} is also given as {seen[Path(path).absolute()]}; give each output its own file")
+        seen[Path(path).absolute()] = flag
+        check_output_file(path, args.overwrite, inputs, None, f"{flag} output")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -164,24 +181,26 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .io import read_image, write_image
+    from .outputs import publish_together
     from .registry import build, get_method
 
-    _check_output_free(args.output, args.overwrite)
-    if not args.output.parent.exists():
-        raise InputError(f"output folder {args.output.parent} does not exist")
+    inputs = [Path(p) for p in args.images]
+    _check_outputs(args, inputs)
     t0 = time.perf_counter()
-    reader = getattr(get_method(args.method), "read_inputs", None)  # e.g. PET in SUV with --pet-units
-    images = list(reader(args.images, args)) if reader is not None else [read_image(p) for p in args.images]
-    prompt = _prompt_from_args(args, images[0])
-    seg = build(args.method, weights=args.weights, device=args.device)
+    seg = build(args.method, weights=args.weights, device=args.device)  # a broken model folder fails first
     if hasattr(seg, "apply_predict_args"):
         seg.apply_predict_args(args)
+    reader = getattr(get_method(args.method), "read_inputs", None)  # e.g. PET in SUV with --pet-units
+    images = (list(reader(args.images, args)) if reader is not None
+              else [read_image(p, args.series or None) for p in args.images])
+    prompt = _prompt_from_args(args, images[0])
     progress.emit_line(0.1, "loading image")
     seg.set_image(*images)
     progress.emit_line(0.5, "segmenting")
     label = seg.predict(prompt)
-    write_image(label, args.output, overwrite=args.overwrite)
-    extras = seg.write_extras(args, label) if hasattr(seg, "write_extras") else []  # e.g. lesion table, MIP
+    with publish_together():  # the label and its extras (lesion table, MIP) appear together or not at all
+        write_image(label, args.output, overwrite=args.overwrite, inputs=inputs)
+        extras = seg.write_extras(args, label) if hasattr(seg, "write_extras") else []
     progress.emit_line(1.0, "done")
     voxels = int((label.array > 0).sum())
     print(f"{args.output}: {voxels} lesion voxels ({voxels * label.voxel_volume_ml:.2f} mL) "
@@ -206,10 +225,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .image import check_same_grid
     from .io import read_image
     from .metrics import evaluate
 
-    result = evaluate(read_image(args.prediction), read_image(args.truth))
+    prediction, truth = read_image(args.prediction), read_image(args.truth)
+    check_same_grid(prediction, truth, f"the prediction {args.prediction}", f"the ground truth {args.truth}")
+    result = evaluate(prediction, truth)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -248,7 +270,8 @@ def cmd_prior(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.output, seed=args.seed, device=args.device, overwrite=args.overwrite)
+    report = run_demo(args.output, seed=args.seed, device=args.device, overwrite=args.overwrite,
+                      command="lesionseg " + " ".join(sys.argv[1:]))
     print(f"demo written to {args.output}: {report['montage']}, {report['report_md']}")
     return 0
 
@@ -270,10 +293,62 @@ def log_level(args: argparse.Namespace) -> int:
     return logging.WARNING
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM or SIGHUP, so that every ``finally`` and temporary cleanup runs
+    as on Ctrl-C (Slicer's Cancel and batch schedulers send SIGTERM first)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM/SIGHUP -> :class:`Terminated` (main thread only); returns the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            sig = getattr(signal, name)
+            previous[sig] = signal.signal(sig, _raise_terminated)
+    return previous
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe (``lesionseg evaluate ... | head -1``): send further output to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 unexpected failure, 2 bad input, 130 interrupted)."""
+    """Run the CLI; returns the exit status: 0 ok, 1 unexpected failure, 2 bad input (or weights, or an
+    output that cannot be written), 130 interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 when
+    the reader of the output went away (a closed pipe)."""
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("LESIONSEG_DEBUG") == "1"
+    previous = _install_signal_handlers()
+    try:
+        return _run(argv, debug)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(argv: list[str], debug: bool) -> int:
+    import errno
+
     try:
         args = build_parser(argv).parse_args(argv)
         progress.set_mode(args.progress)
@@ -286,6 +361,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+    except Terminated as exc:
+        sys.stderr.write(f"error: terminated (signal {exc.signum})\n")
+        return 128 + exc.signum
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            sys.stderr.write(f"error: no space left on device{f' ({exc.filename})' if exc.filename else ''}; "
+                             "nothing was written\n")
+            return 2
+        if debug:
+            raise
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)\n")
+        return 1
     except Exception as exc:  # an unexpected failure still gets one line unless --debug
         if debug:
             raise

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Optional
 
 from . import progress
-from .errors import InputError, OutputExistsError
 
 
 def add_pet_arguments(parser: argparse.ArgumentParser, series_flag: str = "--series") -> None:
@@ -87,21 +86,17 @@ def summary_lines(info) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``lesionseg suv``; returns the exit status."""
     from .io import WRITE_SUFFIXES, write_image
+    from .outputs import check_output_file
 
     out: Path = args.output
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.exists():
-        raise InputError(f"output folder {out.parent} does not exist")
-    if not any(out.name.lower().endswith(s) for s in WRITE_SUFFIXES):
-        raise InputError(f"unsupported output format for {out.name}; use one of {', '.join(WRITE_SUFFIXES)}")
+    check_output_file(out, args.overwrite, [args.pet], WRITE_SUFFIXES, "SUV output")
     t0 = time.perf_counter()
     progress.emit_line(0.1, "reading PET")
     suv = read_pet_from_args(args.pet, args)
     for line in summary_lines(suv.meta.get("suv")):
         print(line)
     progress.emit_line(0.7, "writing SUV")
-    write_image(suv, out, overwrite=args.overwrite)
+    write_image(suv, out, overwrite=args.overwrite, inputs=[args.pet])
     progress.emit_line(1.0, "done")
     k, j, i = suv.shape
     print(f"{out}: SUVbw {i}x{j}x{k} voxels, max {float(suv.array.max()):.3f}, "

@@ -166,12 +166,15 @@ def _run_method(name: str, case: DemoCase, device: str) -> dict:
 
 
 def run_demo(output: Path, seed: int = 0, device: str = "auto", overwrite: bool = False,
-             methods: Optional[list[str]] = None) -> dict:
-    """Run the demo into ``output``; returns the report dict (also written as JSON and Markdown)."""
+             methods: Optional[list[str]] = None, command: str = "") -> dict:
+    """Run the demo into ``output``; returns the report dict (also written as JSON and Markdown).
+
+    ``overwrite`` replaces an earlier output folder of LesionSeg only (:func:`lesionseg.outputs.output_folder`);
+    ``command`` is recorded in the folder's marker."""
     from .montage import render_montage
 
     output = Path(output)
-    with output_folder(output, overwrite) as work:
+    with output_folder(output, overwrite, command=command or "lesionseg demo") as work:
         report = _run_into(work, seed, device, methods, render_montage)
     report["montage"] = str(output / "montage.png")
     report["report_md"] = str(output / "report.md")

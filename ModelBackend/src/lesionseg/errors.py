@@ -23,5 +23,9 @@ class OutputExistsError(LesionSegError, FileExistsError):
     """An output path exists and overwriting was not asked for."""
 
 
+class OutputError(LesionSegError, OSError):
+    """An output that cannot be written where asked (a folder in the way, no permission, no space left)."""
+
+
 class LesionSegWarning(UserWarning):
     """Something was adjusted or looks unusual; the result is still produced."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, LesionSegWarning
-from .image import Image
+from .image import Image, as_vector3, fmt_vec
 from .prompts import Box, RecistLine
 
 
@@ -56,7 +56,7 @@ def box_to_index(image: Image, box: Box) -> IndexBox:
     """
     extent = box.hi - box.lo
     if np.count_nonzero(extent <= 1e-6) >= 2:
-        raise InputError(f"the box has zero size (extent {tuple(np.round(extent, 3))} mm)")
+        raise InputError(f"the box has zero size (extent {fmt_vec(extent, 3)} mm along x, y, z)")
     idx = world_to_index(image, box.corners)
     lo_f, hi_f = idx.min(axis=0), idx.max(axis=0)
     lo = np.ceil(lo_f - 1e-6).astype(int)
@@ -81,9 +81,22 @@ def box_to_index(image: Image, box: Box) -> IndexBox:
 
 
 def index_box_to_world(image: Image, lo_ijk: np.ndarray, hi_ijk: np.ndarray) -> Box:
-    """The LPS box whose corners are the centres of voxels ``lo`` and ``hi`` (inclusive indices)."""
-    lo = np.asarray(lo_ijk, dtype=np.float64)
-    hi = np.asarray(hi_ijk, dtype=np.float64)
+    """The LPS box covering voxels ``lo..hi`` (inclusive ``(i, j, k)`` indices, ``lo <= hi``): the
+    axis-aligned bounding box of the voxels themselves, i.e. of the index range ``lo - 0.5 .. hi + 0.5``.
+
+    So one voxel (``lo == hi``) is a box of one voxel's size, not a point, and on an axis-aligned grid
+    :func:`box_to_index` of the result gives back exactly ``lo..hi`` (voxel centres lie half a voxel
+    inside the box's faces). On an oblique grid the LPS box is larger than the voxels and selects at
+    least them.
+
+    Raises:
+        InputError: ``lo`` or ``hi`` not three finite numbers, or ``hi < lo`` on some axis.
+    """
+    lo = as_vector3(lo_ijk, "the box's first voxel index (i, j, k)")
+    hi = as_vector3(hi_ijk, "the box's last voxel index (i, j, k)")
+    if np.any(hi < lo):
+        raise InputError(f"the voxel box {fmt_vec(lo)}..{fmt_vec(hi)} (i, j, k) ends before it starts")
+    lo, hi = lo - 0.5, hi + 0.5
     corners = index_to_world(image, np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
                                               for c in (lo[2], hi[2])]))
     return Box(corners.min(axis=0), corners.max(axis=0))

@@ -9,6 +9,7 @@ A 2D image is a 3D image with one slice. This module imports neither torch nor S
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,44 @@ import numpy as np
 from .errors import InputError
 
 
+def fmt_num(value: Any, digits: int = 4) -> str:
+    """One number as plain text for a message: ``12.5``, ``3``, ``-0.25``, ``nan`` (numpy scalars too,
+    never ``np.float64(12.5)``), rounded to ``digits`` decimals; anything else as its ``repr``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if not np.isfinite(number):
+            return str(number)
+        text = np.format_float_positional(round(number, digits), trim="-")
+        return "0" if text == "-0" else text
+    return repr(value)
+
+
+def fmt_vec(values: Any, digits: int = 4) -> str:
+    """Numbers as a plain tuple for a message, e.g. ``(0, 12.5, 3)`` (see :func:`fmt_num`); a value that
+    is not a sequence of numbers is shown as its ``repr`` (a numpy array as its list)."""
+    try:
+        items = np.asarray(values).tolist()
+    except Exception:  # noqa: BLE001 - any object: show it as it is
+        return repr(values)
+    if not isinstance(items, list):
+        return fmt_num(items, digits)
+    if any(isinstance(v, list) for v in items):
+        return "(" + "; ".join(fmt_vec(v, digits)[1:-1] for v in items) + ")"
+    return "(" + ", ".join(fmt_num(v, digits) for v in items) + ")"
+
+
 def as_vector3(value: Any, name: str) -> np.ndarray:
     """``value`` as a float64 3-vector; :class:`InputError` naming ``name`` unless three finite numbers."""
-    vec = np.asarray(value, dtype=np.float64).reshape(-1)
+    try:
+        vec = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be three finite numbers, got {value!r}") from None
     if vec.shape != (3,) or not np.all(np.isfinite(vec)):
-        raise InputError(f"{name} must be three finite numbers, got {value!r}")
+        raise InputError(f"{name} must be three finite numbers, got {fmt_vec(value)}")
     return vec
 
 
@@ -55,7 +89,7 @@ class Image:
             raise InputError(f"the image is empty (shape {arr.shape})")
         spacing = as_vector3(self.spacing, "spacing")
         if np.any(spacing <= 0):
-            raise InputError(f"spacing must be positive, got {tuple(spacing)}")
+            raise InputError(f"spacing must be positive, got {fmt_vec(spacing)} mm")
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
         if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
             raise InputError("direction must be an invertible 3x3 matrix")
@@ -111,7 +145,8 @@ class Image:
         lo = np.asarray(lo_ijk, dtype=int)
         hi = np.asarray(hi_ijk, dtype=int)
         if np.any(lo < 0) or np.any(hi >= self.size_ijk) or np.any(hi < lo):
-            raise InputError(f"crop {tuple(lo)}..{tuple(hi)} is not inside the image {tuple(self.size_ijk)}")
+            raise InputError(f"crop {fmt_vec(lo)}..{fmt_vec(hi)} (i, j, k) is not inside the image of "
+                             f"{fmt_vec(self.size_ijk)} voxels")
         sub = self.array[lo[2] : hi[2] + 1, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1]
         origin = self.origin + self.direction @ (self.spacing * lo)
         return Image(sub.copy(), self.spacing, origin, self.direction, self.meta)
@@ -127,3 +162,55 @@ class Image:
             f"Image(shape={self.shape}, dtype={self.array.dtype}, spacing={np.round(self.spacing, 4).tolist()}, "
             f"origin={np.round(self.origin, 3).tolist()})"
         )
+
+
+def type_name(value: Any) -> str:
+    """The type of ``value`` as a user reads it: ``numpy.ndarray``, ``str``, ``SimpleITK.Image``."""
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    return kind.__name__ if module == "builtins" else f"{module}.{kind.__name__}"
+
+
+def require_image(value: Any, what: str) -> Image:
+    """``value`` when it is an :class:`Image`; else :class:`InputError` saying what ``what`` (e.g.
+    ``"set_image"``, ``"write_image"``) expects and how to get one from a path or an array."""
+    if isinstance(value, Image):
+        return value
+    got = type_name(value)
+    if isinstance(value, (str, PurePath)):
+        got += f" {str(value)!r}"
+    elif isinstance(value, np.ndarray):
+        got += f" of shape {fmt_vec(value.shape)}"
+    raise InputError(f"{what} expects a lesionseg.Image (read one with lesionseg.read_image(path), or wrap an array: "
+                     f"lesionseg.Image(array, spacing, origin, direction)); got {got}")
+
+
+def describe_grid(image: Image) -> str:
+    """``shape (K, J, I) (12, 24, 28), spacing (1.5, 1.5, 2) mm, origin (-20, 10, -300) mm`` (and the
+    direction when it is not the identity), for messages."""
+    text = (f"shape (K, J, I) {fmt_vec(image.shape)}, spacing {fmt_vec(image.spacing)} mm, "
+            f"origin {fmt_vec(image.origin)} mm")
+    if not np.allclose(image.direction, np.eye(3)):
+        text += f", direction {fmt_vec(image.direction)}"
+    return text
+
+
+def grid_mismatch(image: Image, reference: Image, tol: float = 1e-4) -> str:
+    """What differs between the grids of ``image`` and ``reference``, e.g. ``shape (K, J, I) (12, 24, 28)
+    vs (12, 24, 30); origin (0, 0, 0) vs (1.5, 0, 0) mm`` (empty when :meth:`Image.same_grid`)."""
+    parts = []
+    if image.shape != reference.shape:
+        parts.append(f"shape (K, J, I) {fmt_vec(image.shape)} vs {fmt_vec(reference.shape)}")
+    for name, unit in (("spacing", " mm"), ("origin", " mm"), ("direction", "")):
+        mine, theirs = getattr(image, name), getattr(reference, name)
+        if not np.allclose(mine, theirs, atol=tol):
+            parts.append(f"{name} {fmt_vec(mine)} vs {fmt_vec(theirs)}{unit}")
+    return "; ".join(parts)
+
+
+def check_same_grid(image: Image, reference: Image, name: str, reference_name: str) -> None:
+    """:class:`InputError` ``"<name> is on another grid than <reference_name> (...)"`` listing the
+    differences (:func:`grid_mismatch`) unless the two images share one grid."""
+    if not image.same_grid(reference):
+        raise InputError(f"{name} is on another grid than {reference_name} ({grid_mismatch(image, reference)}); "
+                         "resample it onto that grid first")

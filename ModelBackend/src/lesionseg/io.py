@@ -1,28 +1,29 @@
 """Reading and writing images: NIfTI, NRRD, MHA and DICOM series, through SimpleITK.
 
-Geometry is kept exactly. Writes are atomic (a temporary file in the target folder, then a rename) and
-refuse to replace an existing file unless ``overwrite=True``. This module does not import torch.
+Geometry is kept exactly. Reads check what ITK does not (truncated NIfTI, NaN/inf in NIfTI, images larger
+than memory, DICOM series with gaps: :mod:`lesionseg.filecheck`, :mod:`lesionseg.dicom`). Writes are atomic
+and verified and refuse to replace an existing file unless ``overwrite=True`` (:mod:`lesionseg.outputs`).
+This module does not import torch.
 """
 from __future__ import annotations
 
 import logging
 import os
-import secrets
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutputExistsError
-from .image import Image
+from .errors import InputError
+from .filecheck import check_memory, check_nifti, check_while, is_nifti, quick_check_nifti, quiet_native_stderr
+from .image import Image, require_image
+from .outputs import atomic_write, check_output_file, check_output_folder, output_folder  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
-WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+"""Single-file formats only: a detached header (.mhd, .nhdr) would point at a temporary data file name."""
 
 
 def from_sitk(img: sitk.Image) -> Image:
@@ -58,39 +59,76 @@ def to_sitk(image: Image) -> sitk.Image:
 
 def list_dicom_series(folder: PathLike) -> dict[str, list[str]]:
     """DICOM series in ``folder``: ``{series_uid: [file, ...]}`` (files sorted for reading)."""
-    reader = sitk.ImageSeriesReader()
-    uids = reader.GetGDCMSeriesIDs(str(folder)) or ()
-    return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+    from .dicom import list_dicom_series as listing
+
+    return listing(folder)
 
 
-def read_image(path: PathLike, series_uid: str | None = None) -> Image:
+def _read_file(p: Path) -> sitk.Image:
+    """One image file through SimpleITK after the checks ITK does not make (:mod:`lesionseg.filecheck`):
+    for NIfTI, the sizes the header promises (at once) and an intact gzip stream with finite floats (beside
+    ITK's read, on the other core); before reading, memory for the size the header promises. ITK's own
+    messages go to the debug log."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    with quiet_native_stderr():
+        if is_nifti(p):
+            quick_check_nifti(p)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            log.debug("SimpleITK could not read the header of %s: %s", p, exc)
+            if is_nifti(p):
+                check_nifti(p)  # a damaged gzip stream says so
+            raise InputError(f"cannot read {p}: not a readable NIfTI, NRRD, MHA or DICOM image") from None
+        pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+        check_memory(p, reader.GetSize(), _bytes_per_voxel(pixel, reader.GetNumberOfComponents()), pixel)
+        if is_nifti(p):
+            return check_while(lambda: check_nifti(p), reader.Execute)
+        return reader.Execute()
+
+
+def _bytes_per_voxel(pixel: str, components: int) -> int:
+    """Bytes of one voxel of SimpleITK pixel type ``pixel`` (e.g. "16-bit signed integer") and ``components``."""
+    bits = next((b for b in (64, 32, 16, 8) if f"{b}-bit" in pixel), 32)
+    return bits // 8 * max(components, 1) * (2 if "complex" in pixel else 1)
+
+
+def _series_in(folder: Path, series_uid: Union[str, Sequence[str], None]) -> Optional[str]:
+    """The one of ``series_uid`` (a UID, or candidates as given with repeated ``--series``) that ``folder``
+    holds; None when it holds none of them (its only series is read, or the error lists them)."""
+    if series_uid is None or isinstance(series_uid, str):
+        return series_uid
+    held = [uid for uid in series_uid if uid in list_dicom_series(folder)]
+    if len(held) > 1:
+        raise InputError(f"{folder} holds several of the series given with --series ({', '.join(held)}); give one")
+    return held[0] if held else None
+
+
+def read_image(path: PathLike, series_uid: Union[str, Sequence[str], None] = None) -> Image:
     """Read a NIfTI/NRRD/MHA file or a DICOM series folder.
 
-    A folder holding several DICOM series needs ``series_uid``; the error lists them. Raises
-    :class:`InputError` for a missing, unreadable, 4D, empty or non-finite image.
+    A folder holding several DICOM series needs ``series_uid`` (or a list of candidate UIDs of which it holds
+    one, as the CLI's repeated ``--series`` gives); the error lists them. A series with a gap,
+    a duplicated position or a truncated slice is refused (:func:`lesionseg.dicom.read_series`). Raises
+    :class:`InputError` for a missing, unreadable, truncated, 4D, empty or non-finite image, and for one
+    whose header promises more voxels than the memory available.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"no such file or folder: {p}")
     try:
         if p.is_dir():
-            series = list_dicom_series(p)
-            if not series:
-                raise InputError(f"no DICOM series found in {p}")
-            if series_uid is None and len(series) > 1:
-                listing = "; ".join(f"{uid} ({len(files)} files)" for uid, files in series.items())
-                raise InputError(f"{p} holds {len(series)} DICOM series; choose one with --series: {listing}")
-            uid = series_uid or next(iter(series))
-            if uid not in series:
-                raise InputError(f"series {uid} is not in {p}; found: {', '.join(series)}")
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(series[uid])
-            img = reader.Execute()
+            from .dicom import read_series
+
+            img = read_series(p, _series_in(p, series_uid))
         else:
-            img = sitk.ReadImage(str(p))
+            img = _read_file(p)
     except RuntimeError as exc:
         log.debug("SimpleITK could not read %s: %s", p, exc)
         raise InputError(f"cannot read {p}: not a readable NIfTI, NRRD, MHA or DICOM image") from None
+    except PermissionError:
+        raise InputError(f"cannot read {p}: permission denied") from None
     try:
         image = from_sitk(img)
     except InputError as exc:
@@ -99,83 +137,32 @@ def read_image(path: PathLike, series_uid: str | None = None) -> Image:
     return image
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
-    if not path.parent.exists():
-        raise InputError(f"output folder {path.parent} does not exist")
-    if not any(str(path).lower().endswith(s) for s in WRITE_SUFFIXES):
-        raise InputError(f"unsupported output format for {path.name}; use one of {', '.join(WRITE_SUFFIXES)}")
+def write_image(image: Image, path: PathLike, overwrite: bool = False, compress: bool = True,
+                inputs: Iterable[PathLike] = ()) -> Path:
+    """Write ``image`` to ``path`` (format from the suffix) atomically, keeping its geometry exactly.
 
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes_via(path: Path, writer, overwrite: bool = False) -> None:
-    """Write ``path`` atomically: ``writer(tmp_path)`` fills a temporary sibling that is then renamed.
-
-    The temporary file keeps the target's suffix so format-sniffing writers behave. On any error the
-    temporary file is removed and the target is untouched.
+    The file is verified before it replaces anything (a NIfTI written by ITK on a full disk is silently
+    truncated): see :func:`lesionseg.outputs.atomic_write`. ``inputs``: paths the output must not be.
+    Raises :class:`InputError` (also for a value that is not an :class:`Image`), :class:`OutputExistsError`,
+    :class:`~lesionseg.errors.OutputError` (a folder in the way, no permission, no space left).
     """
+    image = require_image(image, "write_image")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the user's usual permissions
-    try:
-        writer(Path(tmp))
-        if path.exists() and not overwrite:  # appeared meanwhile
-            raise OutputExistsError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_image(image: Image, path: PathLike, overwrite: bool = False, compress: bool = True) -> Path:
-    """Write ``image`` to ``path`` (format from the suffix) atomically, keeping its geometry exactly."""
-    path = Path(path)
-    _check_output(path, overwrite)
+    check_output_file(path, overwrite, inputs, WRITE_SUFFIXES)
     itk = to_sitk(image)
-    atomic_write_bytes_via(path, lambda tmp: sitk.WriteImage(itk, str(tmp), compress), overwrite)
+
+    def write(tmp: Path) -> None:
+        with quiet_native_stderr():
+            sitk.WriteImage(itk, str(tmp), compress)
+
+    def verify(tmp: Path) -> None:
+        if is_nifti(tmp):
+            quick_check_nifti(tmp, "the written file")
+
+    atomic_write(path, write, overwrite, verify, inputs)
     return path
 
 
-def check_output_folder(output: PathLike, overwrite: bool) -> Path:
-    """Raise unless ``output`` can become an output folder: :class:`OutputExistsError` for a non-empty folder
-    without ``overwrite``, :class:`InputError` for a file or a missing parent folder. Returns it as a Path."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output} is a file, not a folder")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{output} exists and is not empty; pass --overwrite to replace it")
-    if not output.resolve().parent.is_dir():
-        raise InputError(f"the parent folder of {output} does not exist")
-    return output
-
-
-@contextmanager
-def output_folder(output: PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Assemble an output folder atomically: yields a hidden temporary sibling to write into, renamed to
-    ``output`` when the block ends without error and deleted otherwise (nothing partial is ever left).
-
-    Checks :func:`check_output_folder` first. The sibling is made with ``mkdir`` (the user's umask), not
-    ``tempfile.mkdtemp``, whose 0700 mode would survive the rename.
-    """
-    output = check_output_folder(output, overwrite)
-    work = output.resolve().parent / f".{output.name}.{secrets.token_hex(4)}.tmp"
-    work.mkdir()
-    try:
-        yield work
-        if output.exists():
-            shutil.rmtree(output)
-        work.rename(output)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+def atomic_write_bytes_via(path: Path, writer, overwrite: bool = False) -> None:
+    """Write ``path`` atomically through ``writer(tmp_path)`` (see :func:`lesionseg.outputs.atomic_write`)."""
+    atomic_write(path, writer, overwrite)

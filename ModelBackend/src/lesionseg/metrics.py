@@ -30,7 +30,7 @@ from skimage import measure
 
 from .errors import InputError
 from .geometry import index_to_world
-from .image import Image
+from .image import Image, check_same_grid, fmt_num, require_image
 
 RECIST_PERPENDICULAR_TOLERANCE_DEG = 5.0
 """A short-axis candidate may deviate this much from perpendicular to the long axis."""
@@ -40,11 +40,9 @@ _CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
 
 def _masks(pred: Image, gt: Image) -> tuple[np.ndarray, np.ndarray]:
     """Foreground ``(K, J, I)`` bool arrays of two images on the same grid."""
-    if not isinstance(pred, Image) or not isinstance(gt, Image):
-        raise InputError("metrics take lesionseg Image objects (prediction, ground truth)")
-    if not pred.same_grid(gt):
-        raise InputError(f"prediction {pred!r} and ground truth {gt!r} are not on the same grid; "
-                         "resample the prediction onto the ground-truth grid first")
+    require_image(pred, "metrics (prediction)")
+    require_image(gt, "metrics (ground truth)")
+    check_same_grid(pred, gt, "the prediction", "the ground truth")
     return pred.array > 0, gt.array > 0
 
 
@@ -183,7 +181,7 @@ def per_lesion_dice(pred: Image, gt: Image, margin_mm: float = 5.0, connectivity
 
 def _per_lesion(p: np.ndarray, labels: np.ndarray, gt: Image, margin_mm: float) -> list[LesionDice]:
     if not margin_mm >= 0:
-        raise InputError(f"margin_mm must be >= 0, got {margin_mm!r}")
+        raise InputError(f"margin_mm must be a number >= 0 (mm), got {fmt_num(margin_mm)}")
     pad = np.ceil(margin_mm / gt.spacing[::-1] - 1e-9).astype(int)
     out = []
     for number, found in enumerate(ndimage.find_objects(labels), start=1):

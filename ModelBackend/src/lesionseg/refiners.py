@@ -27,10 +27,26 @@ from scipy import ndimage
 
 from .errors import InputError
 from .geometry import box_to_index, world_to_index
-from .image import Image
+from .image import Image, check_same_grid, fmt_num, fmt_vec, require_image
 from .prompts import Box, Points, Prompt
 
 log = logging.getLogger(__name__)
+
+
+def check_number(value: object, name: str, minimum: float, *, above: bool = False, integer: bool = False) -> float:
+    """``value`` as a float when it is a finite number ``>= minimum`` (``> minimum`` with ``above``; a whole
+    number with ``integer``); else :class:`InputError` naming ``name`` as the caller knows it (a keyword
+    argument here, a flag such as ``--iterations`` in a command)."""
+    number = None
+    if not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating)):
+        number = float(value)
+    ok = number is not None and np.isfinite(number) and (number > minimum if above else number >= minimum)
+    if ok and integer and number != int(number):
+        ok = False
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        raise InputError(f"{name} must be {kind} {'>' if above else '>='} {fmt_num(minimum)}, got {fmt_num(value)}")
+    return float(number)
 
 SURE_FG, PROBABLE_FG, PROBABLE_BG = 0.9, 0.5, 0.1
 """Probability thresholds: >= 0.9 sure fg, >= 0.5 probable fg, > 0.1 probable bg, else sure bg."""
@@ -61,7 +77,7 @@ def window_to_uint8(array: np.ndarray, window: Optional[Sequence[float]] = None)
     else:
         lo, hi = float(window[0]), float(window[1])
         if not hi > lo:
-            raise InputError(f"window must be (lo, hi) with hi > lo, got {tuple(window)}")
+            raise InputError(f"window must be (lo, hi) with hi > lo, got {fmt_vec(window)}")
     scale = 255.0 / max(hi - lo, 1e-6)
     return np.clip((arr - lo) * scale, 0, 255).astype(np.uint8)
 
@@ -145,7 +161,8 @@ def _seed_masks(image: Image, prompt: Prompt, radius_mm: float) -> tuple[np.ndar
     if outside.any():
         raise InputError(f"{int(outside.sum())} seed point(s) lie outside the image")
     radius = np.maximum(radius_mm / image.spacing[:2], 0.0)
-    ri, rj = (int(np.floor(r)) for r in radius)
+    # a disk wider than the slice covers it whole: bound it so a huge radius cannot exhaust memory
+    ri, rj = (int(min(np.floor(r), n)) for r, n in zip(radius, size[:2]))
     di, dj = np.meshgrid(np.arange(-ri, ri + 1), np.arange(-rj, rj + 1), indexing="xy")
     disk = (di / max(radius[0], 0.5)) ** 2 + (dj / max(radius[1], 0.5)) ** 2 <= 1.0 + 1e-9
     masks = (np.zeros(image.shape, bool), np.zeros(image.shape, bool))
@@ -162,16 +179,14 @@ class _SliceRefiner(abc.ABC):
 
     def __init__(self, window: Optional[Sequence[float]] = None, margin_mm: float = 10.0,
                  seed_radius_mm: float = 2.0) -> None:
-        if margin_mm < 0 or seed_radius_mm < 0:
-            raise InputError("margin_mm and seed_radius_mm must be >= 0")
+        self.margin_mm = check_number(margin_mm, "margin_mm", 0.0)
+        self.seed_radius_mm = check_number(seed_radius_mm, "seed_radius_mm", 0.0)
         self.window = None if window is None else (float(window[0]), float(window[1]))
-        self.margin_mm = float(margin_mm)
-        self.seed_radius_mm = float(seed_radius_mm)
 
     def refine(self, image: Image, probability: Image, prompt: Prompt = None) -> Image:
         """uint8 0/1 label on ``image``'s grid; see the module docstring for prompts and regions."""
-        if not image.same_grid(probability):
-            raise InputError("the probability image must be on the image's grid (shape, spacing, origin, direction)")
+        check_same_grid(require_image(probability, "refine (probability)"), require_image(image, "refine (image)"),
+                        "the probability image", "the image")
         prob = np.asarray(probability.array, dtype=np.float32)
         if not np.all(np.isfinite(prob)) or prob.min() < -1e-6 or prob.max() > 1 + 1e-6:
             raise InputError("probabilities must be finite and within [0, 1]")
@@ -245,11 +260,9 @@ class GrabCutRefiner(_SliceRefiner):
     def __init__(self, iterations: int = 5, window: Optional[Sequence[float]] = None, margin_mm: float = 10.0,
                  seed_radius_mm: float = 2.0, upsample_to: int = 100, max_upsample: float = 4.0) -> None:
         super().__init__(window, margin_mm, seed_radius_mm)
-        if iterations < 1 or upsample_to < 1 or max_upsample < 1:
-            raise InputError("iterations and upsample_to must be >= 1, max_upsample >= 1")
-        self.iterations = int(iterations)
-        self.upsample_to = int(upsample_to)
-        self.max_upsample = float(max_upsample)
+        self.iterations = int(check_number(iterations, "GrabCut iterations", 1, integer=True))
+        self.upsample_to = int(check_number(upsample_to, "upsample_to (pixels)", 1, integer=True))
+        self.max_upsample = check_number(max_upsample, "max_upsample", 1)
 
     def _refine_crop(self, gray: np.ndarray, prob: np.ndarray, spacing: np.ndarray) -> np.ndarray:
         label = np.zeros(prob.shape, bool)
@@ -290,12 +303,12 @@ class DenseCRFRefiner(_SliceRefiner):
                  bilateral_compat: float = 3.0, window: Optional[Sequence[float]] = None,
                  margin_mm: float = 10.0, seed_radius_mm: float = 2.0) -> None:
         super().__init__(window, margin_mm, seed_radius_mm)
-        if iterations < 1 or min(gaussian_sxy_mm, bilateral_sxy_mm, bilateral_sintensity) <= 0:
-            raise InputError("iterations must be >= 1 and kernel widths > 0")
-        self.iterations = int(iterations)
-        self.gaussian_sxy_mm, self.gaussian_compat = float(gaussian_sxy_mm), float(gaussian_compat)
-        self.bilateral_sxy_mm, self.bilateral_sintensity = float(bilateral_sxy_mm), float(bilateral_sintensity)
-        self.bilateral_compat = float(bilateral_compat)
+        self.iterations = int(check_number(iterations, "DenseCRF iterations", 1, integer=True))
+        self.gaussian_sxy_mm = check_number(gaussian_sxy_mm, "gaussian_sxy_mm", 0, above=True)
+        self.gaussian_compat = check_number(gaussian_compat, "gaussian_compat", 0)
+        self.bilateral_sxy_mm = check_number(bilateral_sxy_mm, "bilateral_sxy_mm", 0, above=True)
+        self.bilateral_sintensity = check_number(bilateral_sintensity, "bilateral_sintensity", 0, above=True)
+        self.bilateral_compat = check_number(bilateral_compat, "bilateral_compat", 0)
 
     def _refine_crop(self, gray: np.ndarray, prob: np.ndarray, spacing: np.ndarray) -> np.ndarray:
         import pydensecrf.densecrf as dcrf
@@ -360,8 +373,10 @@ def refine_with_scribbles(image: Image, mask: Image, fg: Optional[Points] = None
     Returns:
         uint8 0/1 label on ``image``'s grid.
     """
-    if not image.same_grid(mask):
-        raise InputError("the mask must be on the image's grid (shape, spacing, origin, direction)")
+    check_same_grid(require_image(mask, "refine_with_scribbles (mask)"),
+                    require_image(image, "refine_with_scribbles (image)"), "the mask", "the image")
+    check_number(radius_mm, "radius_mm", 0)
+    check_number(band_mm, "band_mm", 0)
     parts = [(p.points, np.full(len(p.points), lab)) for p, lab in ((fg, 1), (bg, 0)) if p is not None]
     points = np.concatenate([p for p, _ in parts]) if parts else np.zeros((0, 3))
     labels = np.concatenate([lab for _, lab in parts]) if parts else np.zeros(0, int)

@@ -10,7 +10,7 @@ import abc
 from typing import ClassVar, Optional
 
 from .errors import InputError
-from .image import Image
+from .image import Image, require_image
 from .modelfolder import ModelFolder
 from .prompts import Prompt
 
@@ -45,9 +45,18 @@ class Segmenter(abc.ABC):
         return self._image
 
     def set_image(self, image: Image, *others: Image) -> None:
-        """Cache ``image`` (and any further inputs, e.g. CT after PET) and do the expensive work."""
+        """Cache ``image`` (and any further inputs, e.g. CT after PET) and do the expensive work.
+
+        Raises:
+            InputError: another number of images than :attr:`inputs`, a value that is not a
+                :class:`~lesionseg.Image` (e.g. a path or a bare array), or NaN / infinite voxels.
+        """
         if len(others) != len(self.inputs) - 1:
-            raise InputError(f"{self.name} takes {len(self.inputs)} image(s): {', '.join(self.inputs)}")
+            raise InputError(f"{self.name} takes {len(self.inputs)} image(s): {', '.join(self.inputs)}; "
+                             f"got {len(others) + 1}")
+        for name, value in zip(self.inputs, (image, *others)):
+            what = "set_image" if len(self.inputs) == 1 else f"set_image ({name})"
+            require_image(value, what)
         image.check_finite()
         for other in others:
             other.check_finite()

@@ -198,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.phantoms:
         records += score_cases(seg, phantom_cases(args.phantoms, args.phantom_seed), "held-out phantoms")
     if args.data:
-        held = seg.model.card["training"].get("held_out_cases") or []
+        held = seg.model.require("training", "the training record").get("held_out_cases") or []
         records += score_cases(seg, folder_cases(args.data, held), "held-out cases of --data")
     if args.sts:
         records += score_cases(seg, sts, "IBSI STS PET/CT crops (real)")

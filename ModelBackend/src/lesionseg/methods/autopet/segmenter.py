@@ -42,7 +42,6 @@ from ...errors import InputError, OutputExistsError, WeightsError
 from ...image import Image
 from ...inference import inference_context, prepare_for_inference, slice_wise, sliding_window
 from ...modelfolder import CardSettings, ModelFolder
-from ...nets.unet import build_network
 from ...prompts import Prompt
 from ...registry import register
 from ...resample import resample_to_grid, world_bounds
@@ -55,6 +54,9 @@ CORONAL_AXIS = 1
 """Array axis of the LPS-aligned working grid (``j``, posterior) along which coronal slices are taken."""
 NETWORK_FILES = {"loc": "loc.pt", "seg": "seg.pt", "plain": "seg_plain.pt"}
 """Weight files of a model folder: localisation, cue-weighted 3D net, 3D net trained without the cue (optional)."""
+REQUIRED_PREPROCESSING = ("spacing_mm", "pet_window", "ct_window", "loc_size", "seg_patch", "overlap",
+                          "cue_threshold", "threshold", "adaptive_threshold")
+"""Card ``preprocessing`` entries a model needs; only ``batch_size`` (speed and memory) may be missing."""
 PAPER_PREPROCESSING = {"spacing_mm": "native autoPET grid (2.04 x 2.04 x 3 mm)", "loc_size": [320, 384],
                        "seg_patch": [128, 192, 160], "pet_window": [0.0, 15.0], "ct_window": [100.0, 250.0]}
 """The paper's settings as the issue gives them (recorded in model cards beside the ones used)."""
@@ -192,7 +194,9 @@ class L2SNetSegmenter(Segmenter):
 
     Args:
         model: model folder whose card lists ``networks`` (``loc.pt``, ``seg.pt``, optional ``seg_plain.pt``,
-            each ``{"class", "kwargs"}``) and ``preprocessing``.
+            each ``{"class", "kwargs"}``; a ``--stage loc`` model has only ``loc.pt``) and ``preprocessing``
+            (with :data:`REQUIRED_PREPROCESSING`), all required: a missing one is a :class:`WeightsError`, not
+            a default. The networks are loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
         loc_net, seg_net, plain_net: networks to use instead of the model folder's (tests).
         preprocessing: used with the networks passed in.
@@ -209,12 +213,14 @@ class L2SNetSegmenter(Segmenter):
         super().__init__(model, device)
         nets = {"loc": loc_net, "seg": seg_net, "plain": plain_net}
         if model is not None and not any(nets.values()):
-            specs = model.card.get("networks") or {}
+            specs = model.require("networks", "the networks and their keyword arguments")
+            if not set(specs) & set(NETWORK_FILES.values()):
+                raise model.lacks([f"networks.{name}" for name in NETWORK_FILES.values()], "any of its networks")
+            preprocessing = model.settings(L2SPreprocessing, "preprocessing", "the pre-processing the model was "
+                                           "trained with", REQUIRED_PREPROCESSING)
             for key, name in NETWORK_FILES.items():
                 if name in specs:
-                    nets[key] = build_network(specs[name]["class"], specs[name].get("kwargs"))
-                    nets[key].load_state_dict(model.load_state_dict(name))
-            preprocessing = L2SPreprocessing.from_dict(model.card.get("preprocessing", {}))
+                    nets[key] = model.load_network(name)
         if not any(nets.values()):
             raise WeightsError("autopet-l2snet needs a model folder (or networks passed as loc_net=/seg_net=)")
         self.nets = {key: prepare_for_inference(net, device) for key, net in nets.items() if net is not None}
@@ -356,7 +362,13 @@ class L2SNetSegmenter(Segmenter):
 
         if len(paths) != 2:
             raise InputError(f"autopet-l2snet takes two images, PET then CT; got {len(paths)}")
-        return read_pet_from_args(Path(paths[0]), args), read_image(paths[1])
+        series = list(getattr(args, "series", None) or [])
+        if series and not getattr(args, "pet_series", None) and Path(paths[0]).is_dir():
+            from ...io import list_dicom_series
+
+            held = [uid for uid in series if uid in list_dicom_series(paths[0])]
+            args.pet_series = held[0] if len(held) == 1 else None
+        return read_pet_from_args(Path(paths[0]), args), read_image(paths[1], series or None)
 
     def write_extras(self, args: argparse.Namespace, label: Image) -> list[Path]:
         """Write ``--table`` (one row per 18-connected lesion, SUV of the set PET) and ``--mip``; returns the

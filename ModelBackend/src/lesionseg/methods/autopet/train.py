@@ -51,7 +51,8 @@ from ...registry import resolve_device
 from ...training import Trainer, TrainConfig
 from .data import held_out, list_cases, load_volumes, sample_patch, sample_slice
 from .network import CPU_LOC, PAPER_LOC, SEG_CHANNELS, loc_network, seg_network
-from .segmenter import NETWORK_FILES, PAPER_PREPROCESSING, L2SPreprocessing, location_cue_array
+from .segmenter import (NETWORK_FILES, PAPER_PREPROCESSING, REQUIRED_PREPROCESSING, L2SPreprocessing,
+                        location_cue_array)
 
 log = logging.getLogger(__name__)
 STAGES = {"loc": ("loc",), "seg": ("seg",), "plain": ("plain",), "both": ("loc", "seg"), "all": ("loc", "seg", "plain")}
@@ -240,7 +241,8 @@ def train(args: argparse.Namespace) -> ModelFolder:
     if str(args.initial_probability).lower() != "auto":
         _initial_probability(args.initial_probability, [], (), 0.0, np.random.default_rng())  # checks the number
     if base is not None:
-        prep = L2SPreprocessing.from_dict(base.card["preprocessing"])
+        prep = base.settings(L2SPreprocessing, "preprocessing", "the pre-processing the model was trained with",
+                             REQUIRED_PREPROCESSING)
     else:
         prep = L2SPreprocessing(spacing_mm=float(args.spacing), pet_window=tuple(args.pet_window),
                                 ct_window=tuple(args.ct_window), loc_size=tuple(args.loc_size),
@@ -255,8 +257,8 @@ def train(args: argparse.Namespace) -> ModelFolder:
     log.info("autopet-l2snet: %d training cases, %d held out", len(volumes), len(val_volumes))
     specs, states, summaries = {}, {}, {}
     if base is not None:
-        for name, spec in base.card.get("networks", {}).items():
-            specs[name], states[name] = spec, base.load_state_dict(name)
+        for name, spec in base.require("networks", "the networks and their keyword arguments").items():
+            specs[name], states[name] = spec, base.load_network(name).state_dict()
         summaries.update(base.card.get("training", {}).get("stages", {}))
     rng = np.random.default_rng(args.seed + 1)
     loc_net = None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import InputError, OutputExistsError
+from ...errors import InputError
 
 
 CRF_FLAGS = ("gaussian-sxy-mm", "gaussian-compat", "bilateral-sxy-mm", "bilateral-sintensity", "bilateral-compat")
@@ -58,24 +58,45 @@ def _points(strokes: list[list[float]], name: str) -> np.ndarray | None:
     return np.concatenate([np.reshape(s, (-1, 3)) for s in strokes])
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """InputError naming the flag as typed for a number out of range (before any file is read)."""
+    from ...refiners import check_number
+
+    check_number(args.iterations, "--iterations", 1, integer=True)
+    check_number(args.crf_iterations, "--crf-iterations", 1, integer=True)
+    check_number(args.radius_mm, "--radius-mm", 0)
+    check_number(args.band_mm, "--band-mm", 0)
+    check_number(args.label, "--label", 0, integer=True)
+    for flag in CRF_FLAGS:
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            check_number(value, f"--{flag}", 0, above=not flag.endswith("compat"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``lesionseg refine``; returns the exit status."""
+    from ...image import check_same_grid
     from ...io import read_image, write_image
     from ...prompts import Points
     from ...refiners import DenseCRFRefiner, refine_with_scribbles
 
-    if args.output.exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    if not args.output.parent.exists():
-        raise InputError(f"output folder {args.output.parent} does not exist")
+    from ...io import WRITE_SUFFIXES
+    from ...outputs import check_output_file
+
+    _check_numbers(args)
+    check_output_file(args.output, args.overwrite, [args.image, args.mask], WRITE_SUFFIXES, "refined mask")
     t0 = time.perf_counter()
     image = read_image(args.image)
     image.check_finite()
     mask = read_image(args.mask)
-    if not image.same_grid(mask):
-        raise InputError(f"{args.mask} is not on the grid of {args.image} (shape, spacing, origin, direction)")
+    check_same_grid(mask, image, f"the mask {args.mask}", f"the image {args.image}")
     selected = (mask.array == args.label) if args.label else (mask.array > 0)
     fg, bg = _points(args.fg_scribble, "fg-scribble"), _points(args.bg_scribble, "bg-scribble")
+    if not selected.any() and fg is None:
+        values = np.unique(mask.array[mask.array > 0])
+        held = f"holds no voxel of --label {args.label} (its labels: {', '.join(str(v) for v in values[:10])})" \
+            if args.label and values.size else "is empty"
+        raise InputError(f"the mask {args.mask} {held} and no --fg-scribble was given: nothing to refine")
     given = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in CRF_FLAGS}
     crf = DenseCRFRefiner(args.crf_iterations, seed_radius_mm=args.radius_mm,
                           **{k: v for k, v in given.items() if v is not None})
@@ -87,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         use_crf=not args.no_crf)
     value = args.label or 1
     write_image(refined.with_array((refined.array > 0).astype(np.uint8) * np.uint8(value)), args.output,
-                overwrite=args.overwrite)
+                overwrite=args.overwrite, inputs=[args.image, args.mask])
     voxels = int((refined.array > 0).sum())
     print(f"{args.output}: {voxels} voxels ({voxels * refined.voxel_volume_ml:.2f} mL) "
           f"in {time.perf_counter() - t0:.2f} s")

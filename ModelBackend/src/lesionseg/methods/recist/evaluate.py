@@ -96,7 +96,7 @@ def partner_inputs(seg: RecistCoSegSegmenter, samples: list[Sample], mode: str, 
 def evaluate_models(data: Path, models: list[Path], seed: int = 0) -> dict:
     """All rows for the held-out patients recorded in the first model's card."""
     cards = [load_model_folder(m, "recist-coseg") for m in models]
-    heldout = set(cards[0].card["training"].get("heldout_patients", []))
+    heldout = set(cards[0].require("training", "the training record").get("heldout_patients", []))
     if not heldout:
         raise InputError(f"{models[0]} records no held-out patients")
     samples = [s for s in load_samples(data, all_slices=False) if s.patient in heldout and s.key]
@@ -106,7 +106,7 @@ def evaluate_models(data: Path, models: list[Path], seed: int = 0) -> dict:
     for folder, model in zip(models, cards):
         seg = RecistCoSegSegmenter(model=model)
         name = Path(folder).name
-        training = model.card["training"]
+        training = model.require("training", "the training record")
         modes = ("self", "nearest", "random") if training.get("attention") != "none" else ("self",)
         for mode in modes:
             partners = partner_inputs(seg, samples, mode, seed)

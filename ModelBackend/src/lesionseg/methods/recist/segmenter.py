@@ -87,13 +87,38 @@ def slice_label(image: Image, k: int, frame: CropFrame, crop_mask: np.ndarray) -
     return label_image(image, out)
 
 
+def check_preprocessing(model: ModelFolder) -> None:
+    """Check the card's ``preprocessing`` against the crop this code samples.
+
+    The crop (``crop_size`` pixels, ``context`` times the long axis, at least ``min_side_mm``) is fixed in
+    :mod:`.initial_mask`, not read from the card, so a card trained with another crop cannot be honoured: it is
+    a :class:`WeightsError`, as is a card without ``preprocessing`` or one of those three entries. The card's
+    ``channels`` and ``plane`` entries are descriptions and are not checked.
+    """
+    from . import initial_mask
+
+    prep = model.require("preprocessing", "the crop the model was trained on")
+    used = {"crop_size": initial_mask.CROP_SIZE, "context": initial_mask.CONTEXT,
+            "min_side_mm": initial_mask.MIN_SIDE_MM}
+    missing = [f"preprocessing.{k}" for k in used if k not in prep]
+    if missing:
+        raise model.lacks(missing, "part of the crop the model was trained on")
+    for key, value in used.items():
+        if not isinstance(prep[key], (int, float)) or float(prep[key]) != float(value):
+            raise WeightsError(f"{model.card_path}: the model was trained with preprocessing.{key} = {prep[key]!r}, "
+                               f"but this version of recist-coseg uses {value}")
+
+
 @register("recist-coseg", prompt="recist", inputs=("CT",),
           summary="RECIST line -> attention co-segmentation (trained on GrabCut masks) -> DenseCRF, 2D")
 class RecistCoSegSegmenter(Segmenter):
     """Weakly supervised RECIST-slice segmentation (Agarwal et al., arXiv 2001.08590).
 
     Args:
-        model: model folder with the :class:`~.network.RecistCoSeg` card and weights.
+        model: model folder with the :class:`~.network.RecistCoSeg` card and weights. The card's ``network``
+            and ``preprocessing`` are required, and the latter's ``crop_size``, ``context`` and ``min_side_mm``
+            must be the crop this code samples (:mod:`.initial_mask`); see :func:`check_preprocessing`. The
+            network is loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
         use_crf: refine the network probability with DenseCRF (default True).
         crf: a fixed DenseCRF step (default: :func:`crf_for` the prompt's long axis).
@@ -114,12 +139,10 @@ class RecistCoSegSegmenter(Segmenter):
         import torch
 
         from ...inference import prepare_for_inference
-        from ...nets.unet import build_network
         from . import network  # noqa: F401  (registers the RecistCoSeg network class)
 
-        net = build_network(model.card["network"]["class"], model.card["network"].get("kwargs"))
-        net.load_state_dict(model.load_state_dict("weights.pt"))
-        self.net = prepare_for_inference(net, device)
+        check_preprocessing(model)
+        self.net = prepare_for_inference(model.load_network("weights.pt"), device)
         self._torch = torch
         self.use_crf = bool(use_crf)
         self.crf = crf

@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> ModelFolder:
                   "train_lesions": len(set(lesions)), "train_patients": len({s.patient for s in train})}
     if args.init is not None:
         init = load_model_folder(args.init, METHOD)
-        base = RecistCoSeg(**init.card["network"]["kwargs"])
-        base.load_state_dict(init.load_state_dict())
+        kwargs = init.network_spec("weights.pt")[1]
+        base = init.load_network("weights.pt", lambda: RecistCoSeg(**kwargs))
         info["init"] = str(args.init)
     else:
         base = RecistCoSeg(encoder=args.encoder, channels=args.channels, blocks=args.blocks, attention="none")

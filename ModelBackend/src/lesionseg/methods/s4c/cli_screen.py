@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     given = {phase: getattr(args, phase) for phase in PHASES if getattr(args, phase) is not None}
     if not given:
         raise InputError("give --venous and/or --arterial (one CT per phase)")
-    check_output_folder(args.output, args.overwrite)
+    check_output_folder(args.output, args.overwrite, list(given.values()))
     seg = build("s4c", weights=args.weights, device=args.device)
     if args.stride is not None:
         seg.set_stride(args.stride)

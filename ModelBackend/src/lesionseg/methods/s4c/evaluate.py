@@ -62,7 +62,8 @@ def score_cases(data: Path, model_dirs: Sequence[Path], device: str = "cpu", str
         raise InputError(f"--all-cases scores every case with one model; {len(model_dirs)} were given")
     records = []
     for model_dir in model_dirs:
-        held = load_model_folder(model_dir, "s4c").card["training"].get("held_out_cases") or []
+        training = load_model_folder(model_dir, "s4c").require("training", "the training record")
+        held = training.get("held_out_cases") or []
         if all_cases:
             held = sorted(cases)
         if not held:

@@ -9,6 +9,13 @@ The paper counts voxels of its own CTs and does not state their size (about 1 mm
 physical -- 40 mm^3, 500 mm^3 and 27 mm -- so that the rule means the same on any grid; the counts are then
 taken on the grid of the label given (reports give both voxels and mm^3).
 
+A screen can only be negative where it has looked at a pancreas. A phase that is not positive and whose
+segmentation holds less than ``pancreas_min_mm3`` (5 mL) of pancreas (labels 1-3) is *inconclusive*: an
+all-air image, a lung crop, a scan not in HU or a failed segmentation would otherwise read "negative"
+(:class:`ScreeningRule`). The case verdict (:func:`case_verdict`) is POSITIVE when any phase is positive,
+INCONCLUSIVE when no phase is positive and any phase is inconclusive, NEGATIVE only when every phase given
+showed a pancreas and no finding.
+
 Label values: 0 background, 1 normal pancreas, 2 tumour, 3 dilated pancreatic duct.
 """
 from __future__ import annotations
@@ -25,18 +32,30 @@ from ...image import Image
 
 LABELS = {0: "background", 1: "pancreas", 2: "tumour", 3: "duct"}
 TUMOUR, DUCT = 2, 3
+POSITIVE, NEGATIVE, INCONCLUSIVE = "POSITIVE", "NEGATIVE", "INCONCLUSIVE"
+VERDICTS = (POSITIVE, NEGATIVE, INCONCLUSIVE)
+"""The values of a phase's and a case's ``verdict``."""
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 """26-connectivity for all components (the paper does not say; the widest choice merges touching parts)."""
 
 
 @dataclass(frozen=True)
 class ScreeningRule:
-    """Thresholds of the S4C rules (physical units; see the module docstring)."""
+    """Thresholds of the S4C rules (physical units; see the module docstring).
+
+    ``pancreas_min_mm3`` (5000 mm^3 = 5 mL) is not from the paper: it is the least pancreas (labels 1-3) a
+    phase's segmentation must hold for "no finding" to mean negative. An adult pancreas is about 50-100 mL
+    on CT (about 70 mL at 20-40 years, shrinking to about 50 mL after 70; even a markedly atrophic gland or
+    the 60-slice synthetic phantoms, 35-50 mL, hold several times more), so 5 mL is far below any real
+    pancreas and flags a scan where none was found (air, a lung crop, not HU, a failed segmentation) while
+    leaving room for a CT that covers only part of the gland. Below it a phase is inconclusive, not negative.
+    """
 
     tumour_min_mm3: float = 40.0
     duct_min_mm3: float = 500.0
     keep_fraction: float = 0.2
     keep_distance_mm: float = 27.0
+    pancreas_min_mm3: float = 5000.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -71,7 +90,13 @@ class Finding:
 
 @dataclass
 class PhaseFindings:
-    """What one phase's post-processed label shows, and whether the phase is positive and why."""
+    """What one phase's post-processed label shows, and whether the phase is positive and why.
+
+    ``pancreas_mm3`` counts every organ label (pancreas, tumour, duct). ``inconclusive`` is true for a phase
+    that is not positive and holds less than the rule's ``pancreas_min_mm3`` of pancreas: no finding there
+    does not mean negative. ``positive`` stays a bool (false for an inconclusive phase); :attr:`verdict`
+    gives POSITIVE, NEGATIVE or INCONCLUSIVE.
+    """
 
     phase: str
     positive: bool
@@ -82,10 +107,17 @@ class PhaseFindings:
     pancreas_mm3: float
     findings: list[Finding] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    inconclusive: bool = False
+
+    @property
+    def verdict(self) -> str:
+        """``"POSITIVE"``, ``"NEGATIVE"`` or ``"INCONCLUSIVE"``."""
+        return POSITIVE if self.positive else INCONCLUSIVE if self.inconclusive else NEGATIVE
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["findings"] = [f.to_dict() for f in self.findings]
+        out["verdict"] = self.verdict
         return out
 
 
@@ -159,7 +191,9 @@ def phase_findings(label: Image, rule: ScreeningRule = ScreeningRule(), phase: s
     """Counts, components and verdict of one phase from its (post-processed) label image.
 
     A phase is positive when its tumour volume reaches ``tumour_min_mm3`` or its duct volume reaches
-    ``duct_min_mm3`` (all tumour voxels counted, as in the paper, not only the largest component).
+    ``duct_min_mm3`` (all tumour voxels counted, as in the paper, not only the largest component). A phase
+    that is not positive is inconclusive when its pancreas (labels 1-3) is smaller than ``pancreas_min_mm3``
+    (a finding is reported whatever the pancreas volume: a false alarm is safer than a missed tumour).
     """
     arr = _check_label(label)
     voxel_mm3 = 1000.0 * label.voxel_volume_ml
@@ -176,17 +210,39 @@ def phase_findings(label: Image, rule: ScreeningRule = ScreeningRule(), phase: s
         reasons.append(f"{phase}: dilated duct {duct_mm3:.0f} mm3 (>= {rule.duct_min_mm3:g} mm3), largest part "
                        f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
     positive = bool(reasons)
-    if not positive:
+    pancreas_mm3 = float((arr > 0).sum() * voxel_mm3)
+    inconclusive = not positive and pancreas_mm3 < rule.pancreas_min_mm3
+    if inconclusive:
+        reasons.append(f"{phase}: no pancreas found ({pancreas_mm3 / 1000:.1f} mL segmented, < "
+                       f"{rule.pancreas_min_mm3 / 1000:g} mL): inconclusive, not negative")
+    elif not positive:
         reasons.append(f"{phase}: tumour {tumour_mm3:.0f} mm3 (< {rule.tumour_min_mm3:g}) and duct {duct_mm3:.0f} "
-                       f"mm3 (< {rule.duct_min_mm3:g})")
+                       f"mm3 (< {rule.duct_min_mm3:g}) in {pancreas_mm3 / 1000:.1f} mL of pancreas")
     return PhaseFindings(phase, positive, n_tumour, n_duct, round(tumour_mm3, 2), round(duct_mm3, 2),
-                         round(float((arr > 0).sum() * voxel_mm3), 2), findings, reasons)
+                         round(pancreas_mm3, 2), findings, reasons, inconclusive)
+
+
+def case_verdict(phases: Sequence[PhaseFindings]) -> tuple[str, list[str]]:
+    """Case verdict and its reasons from the phases of one case.
+
+    POSITIVE when any phase is positive (the reasons of the positive phases). Otherwise INCONCLUSIVE when any
+    phase is inconclusive, even if another phase showed a pancreas without a finding: S4C fuses the phases
+    because a tumour may be conspicuous in one phase only, so a phase that could not be read leaves the
+    screen incomplete, and a screening tool must not call that negative (the reasons of all phases, the
+    inconclusive first). NEGATIVE only when every phase showed a pancreas and no finding (all reasons).
+    """
+    if not phases:
+        raise InputError("screening needs at least one phase (venous and/or arterial)")
+    if any(p.positive for p in phases):
+        return POSITIVE, [r for p in phases if p.positive for r in p.reasons]
+    if any(p.inconclusive for p in phases):
+        ordered = [p for p in phases if p.inconclusive] + [p for p in phases if not p.inconclusive]
+        return INCONCLUSIVE, [r for p in ordered for r in p.reasons]
+    return NEGATIVE, [r for p in phases for r in p.reasons]
 
 
 def fuse(phases: Sequence[PhaseFindings]) -> tuple[bool, list[str]]:
-    """Case verdict: positive when any phase is positive; the reasons of the positive phases (or all)."""
-    if not phases:
-        raise InputError("screening needs at least one phase (venous and/or arterial)")
-    positive = any(p.positive for p in phases)
-    reasons = [r for p in phases if p.positive == positive for r in p.reasons]
-    return positive, reasons
+    """``(positive, reasons)`` of :func:`case_verdict`: positive when any phase is positive (false for an
+    INCONCLUSIVE case too; use :func:`case_verdict` to tell it from a negative one)."""
+    verdict, reasons = case_verdict(phases)
+    return verdict == POSITIVE, reasons

@@ -8,26 +8,29 @@ folder (assembled in a temporary sibling and renamed at the end, so an error lea
     report.json          verdict, reasons, rule, model, per-phase counts and findings, timings
     report.md            the same for people, with the pictures
 
-A case is positive when any of its phases is (:func:`.rules.fuse`). Phases are registered scans of one
-patient, so their physical extents must overlap (:func:`lesionseg.resample.check_overlap`).
+The case verdict (:func:`.rules.case_verdict`) is POSITIVE when any phase is, INCONCLUSIVE when no phase is
+positive and a phase holds too little pancreas to be read (with a :class:`LesionSegWarning`), else NEGATIVE;
+``report["positive"]`` is true only for POSITIVE. Phases are registered scans of one patient, so their
+physical extents must overlap (:func:`lesionseg.resample.check_overlap`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
 from ... import progress
-from ...errors import InputError, OutputExistsError
+from ...errors import InputError, LesionSegWarning, OutputExistsError
 from ...geometry import world_to_index
 from ...image import Image
 from ...io import check_output_folder, output_folder, write_image
 from ...resample import check_overlap
-from .rules import DUCT, TUMOUR, PhaseFindings, fuse
+from .rules import DUCT, INCONCLUSIVE, POSITIVE, TUMOUR, PhaseFindings, case_verdict
 
 log = logging.getLogger(__name__)
 PHASES = ("venous", "arterial")
@@ -41,6 +44,8 @@ PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 """Plane name by the LPS axis (0 x, 1 y, 2 z) its normal follows most closely."""
 ENDS = {0: ("R", "L"), 1: ("A", "P"), 2: ("I", "S")}
 """Patient side at the low and high end of each LPS axis."""
+TITLE_COLOURS = {"POSITIVE": "firebrick", "INCONCLUSIVE": "darkorange"}
+"""Picture title colour by phase verdict (black for negative)."""
 
 
 def _check_phases(phases: Mapping[str, Image]) -> list[str]:
@@ -66,7 +71,8 @@ def screen_case(phases: Mapping[str, Image], segmenter: Union[Any, Callable[[], 
         segmenter: an S4C segmenter (``set_image``, ``predict``, ``findings``, ``rule``, optional ``model``)
             or a callable that builds one; it is built only after the inputs have been checked.
         output: report folder; must be absent or empty unless ``overwrite``; its parent must exist.
-        overwrite: replace a non-empty ``output``.
+        overwrite: replace ``output`` when it is an earlier LesionSeg output (never another folder, the
+            current folder or a folder holding an input: :func:`lesionseg.outputs.check_output_folder`).
         inputs: ``{phase: path}`` recorded in the report (``None`` where not given).
     Returns:
         the report (the content of ``report.json``).
@@ -75,10 +81,11 @@ def screen_case(phases: Mapping[str, Image], segmenter: Union[Any, Callable[[], 
         OutputExistsError: ``output`` is not empty and ``overwrite`` is false (checked before any work).
     """
     t_start = time.perf_counter()
-    check_output_folder(output, overwrite)
+    sources = [path for path in (inputs or {}).values() if path]
+    check_output_folder(output, overwrite, sources)
     order = _check_phases(phases)
     seg = segmenter if hasattr(segmenter, "set_image") else segmenter()
-    with output_folder(output, overwrite) as work:
+    with output_folder(output, overwrite, sources, command="lesionseg screen") as work:
         report = _screen_into(work, {p: phases[p] for p in order}, seg, dict(inputs or {}), t_start)
     return report
 
@@ -95,8 +102,7 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
         found[phase] = seg.findings(phase)
         seconds = round(time.perf_counter() - t0, 3)
         timings[f"{phase} segmentation"] = seconds
-        log.info("s4c screen: %s phase %s in %.1f s", phase, "positive" if found[phase].positive else "negative",
-                 seconds)
+        log.info("s4c screen: %s phase %s in %.1f s", phase, found[phase].verdict.lower(), seconds)
         t0 = time.perf_counter()
         write_image(label.with_array(label.array.astype(np.uint8)), work / f"{phase}_seg.nii.gz")
         suspicious_picture(ct, label, found[phase], work / f"{phase}.png", _phase_title(found[phase]))
@@ -105,10 +111,11 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
         entry.pop("phase")
         entries[phase] = {**entry, "segmentation": f"{phase}_seg.nii.gz", "picture": f"{phase}.png",
                           "seconds": seconds}
-    positive, reasons = fuse(list(found.values()))
+    verdict, reasons = case_verdict(list(found.values()))
+    _warn_inconclusive(found, verdict)
     model = getattr(seg, "model", None)
     report = {
-        "method": "s4c", "positive": positive, "verdict": "POSITIVE" if positive else "NEGATIVE",
+        "method": "s4c", "positive": verdict == POSITIVE, "verdict": verdict,
         "reasons": reasons, "rule": seg.rule.to_dict(),
         "model": {"folder": str(model.path) if model is not None else None,
                   "synthetic_training_data": model.card.get("training", {}).get("synthetic")
@@ -121,18 +128,36 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
     return report
 
 
+def _warn_inconclusive(found: Mapping[str, PhaseFindings], verdict: str) -> None:
+    """A :class:`LesionSegWarning` per inconclusive phase (too little pancreas to call it negative)."""
+    for phase, entry in found.items():
+        if entry.inconclusive:
+            outcome = ("the verdict is INCONCLUSIVE, not negative" if verdict == INCONCLUSIVE
+                       else f"that phase is inconclusive (the case is {verdict} from the other phase)")
+            warnings.warn(f"no pancreas found in the {phase} phase ({entry.pancreas_mm3 / 1000:.1f} mL segmented); "
+                          f"{outcome}: is this an abdominal CT in HU?", LesionSegWarning, stacklevel=4)
+
+
+def _phase_verdict(entry: Mapping[str, Any]) -> str:
+    """A report phase entry's verdict; reports written before INCONCLUSIVE existed have only ``positive``."""
+    return entry.get("verdict") or ("POSITIVE" if entry.get("positive") else "NEGATIVE")
+
+
 def _phase_title(found: PhaseFindings) -> str:
-    verdict = "POSITIVE" if found.positive else "negative"
+    verdict = found.verdict if found.verdict != "NEGATIVE" else "negative"
     return (f"{found.phase} phase: {verdict} (tumour {found.tumour_mm3:.0f} mm3, "
-            f"dilated duct {found.duct_mm3:.0f} mm3)")
+            f"dilated duct {found.duct_mm3:.0f} mm3, pancreas {found.pancreas_mm3 / 1000:.1f} mL)")
 
 
 def verdict_paragraph(report: dict) -> str:
-    """One paragraph for a terminal: the case verdict, each phase's verdict and the reasons."""
-    phases = ", ".join(f"{name} {'positive' if p['positive'] else 'negative'}"
-                       for name, p in report["phases"].items())
+    """One paragraph for a terminal: the case verdict, each phase's verdict and the reasons; an INCONCLUSIVE
+    verdict says what to check."""
+    phases = ", ".join(f"{name} {_phase_verdict(p).lower()}" for name, p in report["phases"].items())
     text = f"S4C screening verdict: {report['verdict']} ({phases}). " + " ".join(
         r.rstrip(".") + "." for r in report["reasons"])
+    if report["verdict"] == INCONCLUSIVE:
+        text += (" No pancreas was found in at least one phase, so the scan was not screened there: check that "
+                 "each input is an abdominal CT in HU covering the pancreas.")
     if report["model"].get("synthetic_training_data"):
         text += " The model was trained on synthetic phantoms only; this is not a diagnosis."
     return text
@@ -141,14 +166,18 @@ def verdict_paragraph(report: dict) -> str:
 def report_markdown(report: dict) -> str:
     """``report.md``: verdict, reasons, a table of the phases, each phase's findings and picture."""
     rule = report["rule"]
+    pancreas_ml = rule.get("pancreas_min_mm3", 0.0) / 1000
     lines = [f"# S4C screening: {report['verdict']}", "",
              f"A phase is positive when its tumour reaches {rule['tumour_min_mm3']:g} mm3 or its dilated "
-             f"pancreatic duct {rule['duct_min_mm3']:g} mm3; the case is positive when any phase is.", "",
+             f"pancreatic duct {rule['duct_min_mm3']:g} mm3, and inconclusive (not negative) when its segmentation "
+             f"holds less than {pancreas_ml:g} mL of pancreas. The case is positive when any phase is, "
+             "inconclusive when no phase is positive and any phase is inconclusive, otherwise negative.", "",
              "Reasons:", ""] + [f"- {r}" for r in report["reasons"]]
     lines += ["", "| phase | verdict | tumour voxels | tumour mm3 | duct voxels | duct mm3 | pancreas mm3 | seconds |",
               "|---|---|---|---|---|---|---|---|"]
     for name, p in report["phases"].items():
-        lines.append(f"| {name} | {'POSITIVE' if p['positive'] else 'negative'} | {p['tumour_voxels']} | "
+        verdict = _phase_verdict(p)
+        lines.append(f"| {name} | {verdict if verdict != 'NEGATIVE' else 'negative'} | {p['tumour_voxels']} | "
                      f"{p['tumour_mm3']:.0f} | {p['duct_voxels']} | {p['duct_mm3']:.0f} | {p['pancreas_mm3']:.0f} | "
                      f"{p['seconds']:.1f} |")
     for name, p in report["phases"].items():
@@ -160,7 +189,8 @@ def report_markdown(report: dict) -> str:
                       f"({', '.join(f'{v:.1f}' for v in f['centroid_lps'])}) | {f['box_ijk'][0]}..{f['box_ijk'][1]} |"
                       for f in p["findings"]]
         else:
-            lines.append("No tumour or dilated duct found.")
+            lines.append("No pancreas found: this phase was not screened (inconclusive)."
+                         if _phase_verdict(p) == INCONCLUSIVE else "No tumour or dilated duct found.")
         lines += ["", f"![{name} phase]({p['picture']})"]
     model = report["model"]
     lines += ["", f"Model: `{model['folder']}`." if model["folder"] else "Model: not recorded (a network given "
@@ -241,8 +271,8 @@ def suspicious_picture(ct: Image, label: Image, found: PhaseFindings, path: Path
     """Write a PNG of three orthogonal views (about :data:`VIEW_MM` mm wide) through :func:`picture_target`.
 
     CT in a soft-tissue window (W 400 / L 40 HU), pixels at their physical aspect ratio; outlines: pancreas
-    (every non-zero label) green, tumour red, dilated duct yellow; the title (red when the phase is positive)
-    carries the verdict.
+    (every non-zero label) green, tumour red, dilated duct yellow; the title (red when the phase is positive,
+    orange when inconclusive) carries the verdict.
 
     Args:
         ct: the phase's CT (HU). label: its ``(K, J, I)`` labels 0..3 on the same grid.
@@ -280,7 +310,7 @@ def suspicious_picture(ct: Image, label: Image, found: PhaseFindings, path: Path
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     centre = np.round(ct.index_to_world @ np.append(target, 1.0), 1)[:3]
     fig.suptitle(f"{title}\ncentred on the {why} at ({centre[0]:.1f}, {centre[1]:.1f}, {centre[2]:.1f}) mm LPS; "
-                 "CT W 400 / L 40", fontsize=9, color="firebrick" if found.positive else "black")
+                 "CT W 400 / L 40", fontsize=9, color=TITLE_COLOURS.get(found.verdict, "black"))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -27,7 +27,6 @@ from ...image import Image
 from ...intensity import CT_LOW_HU, looks_like_ct
 from ...inference import fuse_batchnorm, inference_context, prepare_for_inference
 from ...modelfolder import ModelFolder
-from ...nets.unet import build_network
 from ...prompts import Prompt
 from ...registry import register
 from ...resample import resample_to_grid, resample_to_spacing
@@ -38,6 +37,11 @@ from .voting import majority_vote
 
 log = logging.getLogger(__name__)
 N_CLASSES = 4
+REQUIRED_PREPROCESSING = ("spacing_mm", "window", "patch", "stride")
+"""Card ``preprocessing`` entries a model needs; only ``batch_size`` (speed and memory) may be missing."""
+REQUIRED_RULE = ("tumour_min_mm3", "duct_min_mm3", "keep_fraction", "keep_distance_mm")
+"""Entries of the card's ``rule`` every S4C card has held; a rule field added later (``pancreas_min_mm3``, a
+safeguard of the verdict, not something training sets) may be missing and takes its default."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,10 @@ class S4CSegmenter(Segmenter):
     """S4C segmentation of one CT phase (arterial or venous).
 
     Args:
-        model: model folder whose card names ``S4CNet`` and holds ``preprocessing`` and ``rule``.
+        model: model folder whose card names ``S4CNet`` and holds ``preprocessing`` and ``rule``, both required
+            with the entries :data:`REQUIRED_PREPROCESSING` and :data:`REQUIRED_RULE`: a missing one is a
+            :class:`WeightsError`, not a default. The network is loaded here, so a broken folder fails before
+            any image is read.
         device: ``"cpu"`` or ``"cuda"``.
         net: an already built network (instead of the model folder; tests).
         preprocessing, rule: used with ``net``.
@@ -105,11 +112,11 @@ class S4CSegmenter(Segmenter):
         if net is None:
             if model is None:
                 raise WeightsError("s4c needs a model folder (or a network passed as net=)")
-            net = build_network(model.card["network"]["class"], model.card["network"].get("kwargs"))
-            net.load_state_dict(model.load_state_dict("weights.pt"))
-            net = fuse_batchnorm(net)  # loaded for inference only
-            preprocessing = S4CPreprocessing.from_dict(model.card.get("preprocessing", {}))
-            rule = ScreeningRule.from_dict(model.card.get("rule", {}))
+            preprocessing = model.settings(S4CPreprocessing, "preprocessing", "the pre-processing the model was "
+                                           "trained with", REQUIRED_PREPROCESSING)
+            rule = model.settings(ScreeningRule, "rule", "the post-processing and screening thresholds",
+                                  REQUIRED_RULE)
+            net = fuse_batchnorm(model.load_network("weights.pt"))  # loaded for inference only
         self.net = prepare_for_inference(net, device)
         self.prep = preprocessing or S4CPreprocessing()
         self.rule = rule or ScreeningRule()

@@ -158,10 +158,11 @@ def train(args: argparse.Namespace) -> ModelFolder:
     initialised_from = None
     if args.init is not None:
         base = load_model_folder(args.init, "s4c")
+        base.require("training", "the training record with the held-out cases")
         if sorted(base.card["training"].get("held_out_cases") or []) != sorted(held_out):
             raise InputError(f"{args.init} held out other cases than this run; continuing it would leak them")
-        net = S4CNet(**base.card["network"]["kwargs"])
-        net.load_state_dict(base.load_state_dict("weights.pt"))
+        kwargs = base.network_spec("weights.pt")[1]
+        net = base.load_network("weights.pt", lambda: S4CNet(**kwargs))
         initialised_from = {"folder": str(args.init), "command": base.card["training"].get("command"),
                             "steps": base.card["training"].get("steps"), "minutes": base.card["training"].get("minutes")}
     steps = int(args.steps_per_epoch)

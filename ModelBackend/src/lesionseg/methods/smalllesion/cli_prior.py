@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from ... import progress
-from ...errors import InputError, OutputExistsError, WeightsError
+from ...errors import InputError, WeightsError
 
 METHOD = "small-lesion-il"
 PRIOR_FILE = "prior.json"
@@ -52,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Every argument check that needs no file read, so bad input fails before any work."""
+    from ...outputs import check_output_file
+
     if args.output is None and args.plot is None:
         raise InputError("give -o prior.json and/or --plot prior.png (nothing to write)")
     for path, suffix in ((args.output, ".json"), (args.plot, ".png")):
@@ -59,10 +61,8 @@ def _check_args(args: argparse.Namespace) -> None:
             continue
         if path.suffix.lower() != suffix:
             raise InputError(f"{path.name} must end in {suffix}")
-        if path.exists() and not args.overwrite:
-            raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-        if not path.resolve().parent.is_dir():
-            raise InputError(f"output folder {path.parent} does not exist")
+        check_output_file(path, args.overwrite, [p for p in (args.image, args.mask, args.table) if p is not None],
+                          None, "-o" if path is args.output else "--plot")
     if args.output is not None and args.plot is not None and args.output.resolve() == args.plot.resolve():
         raise InputError("-o and --plot name the same file")
     if (args.image is None) != (args.mask is None):
@@ -73,6 +73,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--mean and --sd go together")
     if args.bandwidth is not None and args.data is None and args.image is None:
         raise InputError("--bandwidth applies to a fitted prior (--data or --image/--mask)")
+    from .prior import check_bandwidth, check_gaussian
+
+    if args.mean is not None:
+        check_gaussian(args.mean, args.sd, "--mean", "--sd")
+    if args.bandwidth is not None:
+        check_bandwidth(args.bandwidth, "--bandwidth")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
 
 
 def _model_prior(explicit: str):
@@ -102,6 +110,9 @@ def _model_prior(explicit: str):
 
 def _fitted_prior(args: argparse.Namespace):
     """``(prior, samples)``: the KDE prior of ``--data`` or ``--image/--mask`` and the HU samples used."""
+    import numpy as np
+
+    from ...image import fmt_num
     from ...io import read_image
     from .prior import IntensityPrior, gather_samples
 
@@ -116,13 +127,20 @@ def _fitted_prior(args: argparse.Namespace):
                 masks.append(read_image(case.label))
                 tick(n + 1, len(cases))
         names = [c.name for c in cases]
+        image_names, mask_names = [str(c.ct) for c in cases], [str(c.label) for c in cases]
     else:
         image, mask = read_image(args.image), read_image(args.mask)
         if args.label is not None:
+            if not np.any(mask.array == args.label):
+                present = np.unique(mask.array[mask.array != 0])[:10]
+                held = f"its labels: {', '.join(fmt_num(v) for v in present)}" if present.size else "it is empty"
+                raise InputError(f"the mask {args.mask} holds no voxel of --label {args.label} ({held})")
             mask = mask.with_array((mask.array == args.label).astype("uint8"))
         images, masks, names = [image], [mask], [str(args.image)]
+        image_names, mask_names = [f"the image {args.image}"], [f"the mask {args.mask}"]
     progress.emit_line(0.5, "smoothing and gathering lesion HU")
-    samples, n_voxels = gather_samples(images, masks, seed=args.seed)
+    samples, n_voxels = gather_samples(images, masks, seed=args.seed, image_names=image_names,
+                                       mask_names=mask_names)
     prior = IntensityPrior.from_samples(samples, args.bandwidth, info={"n_voxels": n_voxels, "cases": names})
     return prior, samples
 

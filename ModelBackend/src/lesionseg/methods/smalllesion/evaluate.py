@@ -123,7 +123,10 @@ def score_models(data: Path, models: dict[str, list[Path]], pp: Optional[str] = 
         for model_dir in dirs:
             folder = load_model_folder(model_dir, METHOD)
             card = folder.card
-            held = sorted(cases) if all_cases else card["training"].get("held_out_cases") or []
+            if all_cases:
+                held = sorted(cases)
+            else:
+                held = folder.require("training", "the training record").get("held_out_cases") or []
             if pp == name and card.get("variant") != "seg":
                 raise InputError(f"--pp {pp}: {model_dir} is a {card.get('variant')} model, not seg")
             missing = [c for c in held if c not in cases]

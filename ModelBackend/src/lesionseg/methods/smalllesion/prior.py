@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ...errors import InputError, LesionSegWarning, OutputExistsError
-from ...image import Image
+from ...image import Image, fmt_num, grid_mismatch, require_image
 from ...intensity import sample
 from ...io import atomic_write_bytes_via
 
@@ -38,12 +38,43 @@ GRID_BANDWIDTHS = 5.0
 """A fitted prior's grid spans the sample range +- this many bandwidths."""
 GAUSSIAN_SDS = 6.0
 """A Gaussian prior's grid spans the mean +- this many SDs."""
+MAX_SD_HU = 1000.0
+"""Largest SD (HU) of a typed Gaussian prior. The CT range is about 4000 HU wide: with an SD of 1000 HU the
+likelihood varies by less than 5 % across the whole soft-tissue range (-100..200 HU), so a wider Gaussian
+says nothing; a value of 1e6 or more is a typing slip (and once built a grid of 12 SDs in 1-HU steps)."""
+BANDWIDTH_RANGE_HU = (0.5, MAX_SD_HU)
+"""Allowed KDE bandwidth (HU): the curve is evaluated on a 1-HU grid, so a kernel narrower than half a step
+falls between the grid points; wider than :data:`MAX_SD_HU` it is flat (see there)."""
 
 
 def _finite(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
+        raise InputError(f"{name} must be a finite number, got {fmt_num(value)}")
     return float(value)
+
+
+def check_gaussian(mean_hu: float, sd_hu: float, mean_name: str = "mean_hu",
+                   sd_name: str = "sd_hu") -> tuple[float, float]:
+    """``(mean, sd)`` as floats when the mean lies in :data:`HU_RANGE` and ``0 < sd <= MAX_SD_HU``; else
+    :class:`InputError` naming the value as the caller knows it (``mean_name``, ``sd_name``: a keyword
+    argument here, a flag such as ``--prior-sd`` in a command) and the allowed range."""
+    mean = _finite(mean_hu, f"{mean_name} (the prior mean, HU)")
+    sd = _finite(sd_hu, f"{sd_name} (the prior SD, HU)")
+    if not HU_RANGE[0] <= mean <= HU_RANGE[1]:
+        raise InputError(f"{mean_name} (the prior mean) must lie in the CT range {HU_RANGE[0]:g}..{HU_RANGE[1]:g} HU, "
+                         f"got {fmt_num(mean)}")
+    if not 0 < sd <= MAX_SD_HU:
+        raise InputError(f"{sd_name} (the prior SD) must be > 0 and <= {MAX_SD_HU:g} HU, got {fmt_num(sd)}")
+    return mean, sd
+
+
+def check_bandwidth(bandwidth_hu: float, name: str = "bandwidth_hu") -> float:
+    """``bandwidth_hu`` as a float within :data:`BANDWIDTH_RANGE_HU`; else :class:`InputError` naming ``name``."""
+    value = _finite(bandwidth_hu, f"{name} (the KDE bandwidth, HU)")
+    lo, hi = BANDWIDTH_RANGE_HU
+    if not lo <= value <= hi:
+        raise InputError(f"{name} (the KDE bandwidth) must lie in {lo:g}..{hi:g} HU, got {fmt_num(value)}")
+    return value
 
 
 def _check_smoothing(smoothing: dict) -> dict:
@@ -196,20 +227,18 @@ class IntensityPrior:
     @classmethod
     def gaussian(cls, mean_hu: float, sd_hu: float) -> "IntensityPrior":
         """``L(h) = exp(-(h - mean)^2 / (2 sd^2))`` on a 1-HU grid through ``mean_hu`` spanning
-        mean +- 6 SD (at least +- 1 HU), clipped to -1024..3071 HU; ``L(mean_hu) = 1`` exactly.
+        mean +- 6 SD (at least +- 1 HU), clipped to -1024..3071 HU (so at most 4096 points); ``L(mean_hu) = 1``
+        exactly.
 
         Raises:
-            InputError: SD <= 0, non-finite values, or a mean outside -1024..3071 HU.
+            InputError: non-finite values, a mean outside -1024..3071 HU or an SD outside (0, 1000] HU
+                (:func:`check_gaussian`).
         """
-        mean, sd = _finite(mean_hu, "the prior mean (HU)"), _finite(sd_hu, "the prior SD (HU)")
-        if sd <= 0:
-            raise InputError(f"the prior SD must be > 0 HU, got {sd:g}")
-        if not HU_RANGE[0] <= mean <= HU_RANGE[1]:
-            raise InputError(f"the prior mean must lie in the CT range {HU_RANGE[0]:g}..{HU_RANGE[1]:g} HU, "
-                             f"got {mean:g}")
+        mean, sd = check_gaussian(mean_hu, sd_hu)
         half = int(np.ceil(max(GAUSSIAN_SDS * sd, 1.0)))
-        hu = mean + np.arange(-half, half + 1, dtype=np.float64)
-        hu = hu[(hu >= HU_RANGE[0]) & (hu <= HU_RANGE[1])]
+        first = max(-half, int(np.ceil(HU_RANGE[0] - mean)))
+        last = min(half, int(np.floor(HU_RANGE[1] - mean)))
+        hu = mean + np.arange(first, last + 1, dtype=np.float64)
         if hu.size < 2:  # the mean sits on the range edge with a tiny SD: add the inner neighbour
             hu = np.array([mean - 1.0, mean]) if mean >= HU_RANGE[1] else np.array([mean, mean + 1.0])
         values = np.exp(-0.5 * ((hu - mean) / sd) ** 2)
@@ -220,7 +249,12 @@ class IntensityPrior:
     def from_samples(cls, samples_hu: np.ndarray, bandwidth_hu: Optional[float] = None,
                      smoothing: Optional[dict] = None, info: Optional[dict] = None) -> "IntensityPrior":
         """Gaussian KDE of ``(n,)`` HU samples (Scott's rule unless ``bandwidth_hu``), evaluated on an
-        integer-HU grid over the sample range +- 5 bandwidths (clipped to -1024..3071), rescaled to max 1."""
+        integer-HU grid over the sample range +- 5 bandwidths (clipped to -1024..3071), rescaled to max 1.
+
+        Raises:
+            InputError: fewer than 2 finite samples, all samples equal, a ``bandwidth_hu`` outside
+                0.5..1000 HU (:func:`check_bandwidth`), or samples whose density vanishes on the grid.
+        """
         from scipy.stats import gaussian_kde
 
         samples = np.asarray(samples_hu, np.float64).reshape(-1)
@@ -232,14 +266,16 @@ class IntensityPrior:
         if bandwidth_hu is None:
             kde = gaussian_kde(samples, bw_method="scott")
         else:
-            if _finite(bandwidth_hu, "bandwidth_hu") <= 0:
-                raise InputError(f"bandwidth_hu must be > 0, got {bandwidth_hu!r}")
-            kde = gaussian_kde(samples, bw_method=float(bandwidth_hu) / sd)
+            kde = gaussian_kde(samples, bw_method=check_bandwidth(bandwidth_hu) / sd)
         bandwidth = float(np.sqrt(kde.covariance[0, 0]))
         lo = max(np.floor(samples.min() - GRID_BANDWIDTHS * bandwidth), HU_RANGE[0])
         hi = min(np.ceil(samples.max() + GRID_BANDWIDTHS * bandwidth), HU_RANGE[1])
         hu = np.arange(lo, max(hi, lo + 1.0) + 0.5, 1.0)
         values = kde(hu)
+        if not values.max() > 0:
+            raise InputError(f"the density of the {samples.size} HU samples ({samples.min():.4g}..{samples.max():.4g}, "
+                             f"bandwidth {bandwidth:.3g} HU) is 0 on the 1-HU grid {hu[0]:g}..{hu[-1]:g} (a CT in HU "
+                             "lies within -1024..3071); type a mean and SD instead")
         values /= values.max()
         stats = {"bandwidth_hu": bandwidth, "n_samples": int(samples.size), "mean_hu": float(samples.mean()),
                  "sd_hu": sd, "peak_hu": float(hu[int(np.argmax(values))])}
@@ -260,36 +296,52 @@ class IntensityPrior:
 
 
 def gather_samples(images: Sequence[Image], masks: Sequence[Image], max_samples: int = MAX_SAMPLES,
-                   seed: int = 0, smoothing: Optional[dict] = None) -> tuple[np.ndarray, int]:
+                   seed: int = 0, smoothing: Optional[dict] = None, image_names: Optional[Sequence[str]] = None,
+                   mask_names: Optional[Sequence[str]] = None) -> tuple[np.ndarray, int]:
     """Smoothed HU inside the masks (``mask > 0``) of every image, pooled.
 
     Each image is smoothed with ``smoothing`` (:data:`DEFAULT_SMOOTHING`); a mask on another grid is
-    resampled onto its image's grid (nearest neighbour). When more than ``max_samples`` voxels are masked
-    a seeded random subset is kept. Returns ``(samples (n,) float64 HU, number of masked voxels)``.
+    resampled onto its image's grid (nearest neighbour, with a :class:`LesionSegWarning`). When more than
+    ``max_samples`` voxels are masked a seeded random subset is kept. ``image_names`` and ``mask_names``
+    (e.g. file names; default "image 1", "mask 1", ...) name the pairs in messages.
+    Returns ``(samples (n,) float64 HU, number of masked voxels)``.
 
     Raises:
-        InputError: different numbers of images and masks, none given, or no masked voxel at all.
+        InputError: different numbers of images and masks, none given, a mask on another grid none of whose
+            voxels falls inside its image (checked before emptiness), or no masked voxel at all.
     """
     from ...resample import resample_to_grid
 
     if len(images) != len(masks) or not images:
         raise InputError(f"give one mask per image (got {len(images)} images, {len(masks)} masks)")
     if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 2:
-        raise InputError(f"max_samples must be an integer >= 2, got {max_samples!r}")
+        raise InputError(f"max_samples must be an integer >= 2, got {fmt_num(max_samples)}")
+    image_names = list(image_names or [f"image {n + 1}" for n in range(len(images))])
+    mask_names = list(mask_names or [f"mask {n + 1}" for n in range(len(masks))])
     smoother = IntensityPrior(np.array([0.0, 1.0]), np.array([1.0, 1.0]), "probe", {},
                               smoothing or DEFAULT_SMOOTHING)
     pooled = []
     for n, (image, mask) in enumerate(zip(images, masks)):
+        require_image(image, f"gather_samples ({image_names[n]})")
+        require_image(mask, f"gather_samples ({mask_names[n]})")
         if not mask.same_grid(image):
-            mask = resample_to_grid(mask, image, "nearest", 0)
+            differences = grid_mismatch(mask, image)
+            moved = resample_to_grid(mask, image, "nearest", 0)
+            if np.any(mask.array > 0) and not np.any(moved.array > 0):
+                raise InputError(f"{mask_names[n]} is on another grid than {image_names[n]} ({differences}) and none "
+                                 "of its voxels lies inside that image: is it the mask of this image?")
+            warnings.warn(f"{mask_names[n]} is on another grid than {image_names[n]} ({differences}); resampled onto "
+                          "the image's grid (nearest neighbour)", LesionSegWarning, stacklevel=2)
+            mask = moved
         inside = mask.array > 0
         if not inside.any():
-            log.info("prior: mask %d holds no voxel; skipped", n)
+            log.info("prior: %s holds no voxel; skipped", mask_names[n])
             continue
         pooled.append(smoother.smooth(image).array[inside].astype(np.float64))
     samples = np.concatenate(pooled) if pooled else np.empty(0)
     if samples.size == 0:
-        raise InputError("the lesion masks are empty: nothing to fit an intensity prior to")
+        which = f"{mask_names[0]} is empty" if len(masks) == 1 else f"all {len(masks)} lesion masks are empty"
+        raise InputError(f"{which}: nothing to fit an intensity prior to")
     total = int(samples.size)
     if total > max_samples:
         samples = samples[np.random.default_rng(seed).choice(total, max_samples, replace=False)]

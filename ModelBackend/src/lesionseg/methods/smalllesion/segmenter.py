@@ -34,7 +34,6 @@ from ...intensity import CT_LOW_HU, looks_like_ct
 from ...io import atomic_write_bytes_via
 from ...metrics import lesion_components
 from ...modelfolder import CardSettings, ModelFolder, sha256_of
-from ...nets.unet import build_network
 from ...prompts import Box, Prompt
 from ...registry import register
 from ...resample import resample_to_grid, resample_to_spacing
@@ -45,6 +44,8 @@ log = logging.getLogger(__name__)
 METHOD = "small-lesion-il"
 CHANNELS = {"seg": (1, 1), "seg+il-in": (2, 1), "seg+il": (1, 2), "seg+il-shifted": (1, 2)}
 """Trained variants -> (network input channels, output channels)."""
+REQUIRED_PREPROCESSING = ("spacing_mm", "window_hu", "patch", "overlap", "threshold", "body_hu")
+"""Card ``preprocessing`` entries a model needs; only ``batch_size`` (speed and memory) may be missing."""
 TABLE_COLUMNS = ("id", "voxels", "volume_mm3", "mean_hu", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
 
 
@@ -105,6 +106,9 @@ class SmallLesionSegmenter(Segmenter):
 
     Args:
         model: model folder (card: ``network``, ``preprocessing``, ``variant``, ``prior`` = ``prior.json``).
+            ``network``, ``variant`` and ``preprocessing`` (:data:`REQUIRED_PREPROCESSING`) are required: a
+            missing one is a :class:`WeightsError`, never a default. ``prior`` is optional (a ``seg`` model
+            has none). The network is loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
         net, preprocessing, variant, prior: instead of a model folder (tests, benchmarks).
     """
@@ -118,11 +122,11 @@ class SmallLesionSegmenter(Segmenter):
         if net is None:
             if model is None:
                 raise WeightsError(f"{METHOD} needs a model folder (or a network passed as net=)")
-            card = model.card
-            net = build_network(card["network"]["class"], card["network"].get("kwargs"))
-            net.load_state_dict(model.load_state_dict("weights.pt"))
-            preprocessing = SmallLesionPreprocessing.from_dict(card.get("preprocessing", {}))
-            variant, prior = card.get("variant"), self._model_prior(model)
+            preprocessing = model.settings(SmallLesionPreprocessing, "preprocessing", "the pre-processing the "
+                                           "model was trained with", REQUIRED_PREPROCESSING)
+            variant = model.require("variant", f"the trained variant: {', '.join(CHANNELS)}", str)
+            prior = self._model_prior(model)
+            net = model.load_network("weights.pt")
         self.trained_variant = variant or "seg+il"
         if self.trained_variant not in CHANNELS:
             raise WeightsError(f"unknown trained variant {self.trained_variant!r}; one of {', '.join(CHANNELS)}")
@@ -143,10 +147,17 @@ class SmallLesionSegmenter(Segmenter):
     def _model_prior(model: ModelFolder) -> Optional[IntensityPrior]:
         """The model folder's prior, after checking its sha256 against the card (None when it has none)."""
         entry = model.card.get("prior")
-        path = model.path / entry["file"] if entry else None
-        if path is not None and (not path.is_file() or sha256_of(path) != entry.get("sha256")):
-            raise WeightsError(f"{path} is missing or fails its sha256 check against {model.path / 'model.json'}")
-        return IntensityPrior.load(path) if path is not None else None
+        if not entry:
+            return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise model.lacks(["prior.file"], "the model's intensity prior")
+        path = model.path / entry["file"]
+        if not path.is_file() or sha256_of(path) != entry.get("sha256"):
+            raise WeightsError(f"{path} is missing or fails its sha256 check against {model.card_path}")
+        try:
+            return IntensityPrior.load(path)
+        except (InputError, TypeError, LookupError) as exc:
+            raise WeightsError(f"the model's prior is unusable: {exc}") from None
 
     def _clear(self) -> None:
         """Forget everything computed for the current image."""
@@ -333,6 +344,10 @@ class SmallLesionSegmenter(Segmenter):
             raise InputError("give either --prior-table or --prior-mean/--prior-sd, not both")
         if (mean is None) != (sd is None):
             raise InputError("--prior-mean and --prior-sd go together")
+        if mean is not None:
+            from .prior import check_gaussian
+
+            check_gaussian(mean, sd, "--prior-mean", "--prior-sd")
         if getattr(args, "variant", None):
             self.set_variant(args.variant)
         if table is not None or mean is not None:

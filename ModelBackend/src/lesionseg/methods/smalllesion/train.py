@@ -195,12 +195,13 @@ def _cohort(data: Path) -> dict:
 def _initial_weights(net: torch.nn.Module, path: Path, variant: str, held_out: list[str]) -> dict:
     """Load ``path``'s weights into ``net`` after checking they fit this run; returns the card's record."""
     base = load_model_folder(path, METHOD)
-    if base.card.get("variant") != variant or base.card["network"]["kwargs"] != net.config:
+    base.require("training", "the training record with the held-out cases")
+    if base.card.get("variant") != variant or base.network_spec("weights.pt")[1] != net.config:
         raise InputError(f"{path} is a {base.card.get('variant')} model with another network; --init needs the "
                          f"same variant ({variant}) and --channels")
     if sorted(base.card["training"].get("held_out_cases") or []) != sorted(held_out):
         raise InputError(f"{path} held out other cases than this run; continuing it would leak them")
-    net.load_state_dict(base.load_state_dict("weights.pt"))
+    base.load_network("weights.pt", lambda: net)
     return {"folder": str(path), "command": base.card["training"].get("command"),
             "steps": base.card["training"].get("steps"), "minutes": base.card["training"].get("minutes")}
 

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 """Most slices per forward pass (bounds memory for very tall boxes)."""
+REQUIRED_PREPROCESSING = ("window", "size", "factor", "min_side", "pad_value", "mean", "std", "threshold",
+                          "largest_component")
+"""Entries of the card's ``preprocessing`` a model cannot run without: all of them, as each changes the labels."""
 
 
 def binarize(prob: np.ndarray, threshold: float, largest_component: bool = False) -> np.ndarray:
@@ -53,7 +56,10 @@ class TSFCN(Segmenter):
 
     Args:
         model: model folder with ``weights.pt`` and a card whose ``network`` is ``{"class": "TSFCNNet",
-            "kwargs": {...}}`` and whose ``preprocessing`` is a :class:`Preprocessing` dict.
+            "kwargs": {...}}`` and whose ``preprocessing`` is a :class:`Preprocessing` dict. Both are required,
+            the latter with every entry (:data:`REQUIRED_PREPROCESSING`): each changes the labels, so a default
+            is never silently used. The network and its weights are loaded here, so a broken folder fails
+            before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
         net: an already built network (used instead of the model folder, e.g. in tests).
         preprocessing: pipeline parameters when ``net`` is given.
@@ -67,12 +73,12 @@ class TSFCN(Segmenter):
         if net is None:
             if model is None:
                 raise WeightsError("tsfcn needs a model folder (or a network passed as net=)")
-            network = model.card.get("network", {})
-            if network.get("class") != "TSFCNNet":
-                raise WeightsError(f"{model.path} describes network {network.get('class')!r}, not TSFCNNet")
-            net = TSFCNNet(**network.get("kwargs", {}))
-            net.load_state_dict(model.load_state_dict("weights.pt"))
-            preprocessing = Preprocessing.from_dict(model.card.get("preprocessing", {}))
+            class_name, kwargs = model.network_spec("weights.pt")
+            if class_name != "TSFCNNet":
+                raise WeightsError(f"{model.card_path} describes network {class_name!r}, not TSFCNNet")
+            preprocessing = model.settings(Preprocessing, "preprocessing", "the pre-processing the model was "
+                                           "trained with", REQUIRED_PREPROCESSING)
+            net = model.load_network("weights.pt", lambda: TSFCNNet(**kwargs))
         # channels-last convolutions measured 1.3-1.5x faster on this project's CPUs (2 threads)
         self._layout = torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
         self.net = net.eval().to(device, memory_format=self._layout)

@@ -127,7 +127,7 @@ def train(args: argparse.Namespace) -> ModelFolder:
     earlier = None
     if getattr(args, "init", None) is not None:
         init = load_model_folder(args.init, "tsfcn")
-        net.load_state_dict(init.load_state_dict("weights.pt"))
+        init.load_network("weights.pt", lambda: net)  # the --config network, checked against the file
         earlier = init.card.get("training", {})
         log.info("initialised from %s", args.init)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, optimizer="adam",
