@@ -25,12 +25,12 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
-from LesionSegLib.background_ui import BackgroundRunPanelMixin, ProcessMonitor
+from LesionSegLib import dependencies, lesiontable, wholevolume  # pure; the backend is imported only in the logic
+from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
-from LesionSegLib.jobs import BackgroundJobLogic, jump_to_lesion
+from LesionSegLib.jobs import BackgroundJobLogic
 from LesionSegLib.panel import ParameterNodePanelMixin
-from LesionSegAutoPETLib import autopet, inputs, lesions, run, scenarios  # backend imported inside the functions
+from LesionSegAutoPETLib import autopet, inputs, run, scenarios  # backend imported inside the functions
 
 
 class LesionSegAutoPET(ScriptedLoadableModule):
@@ -74,20 +74,12 @@ class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, S
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         self._loadPanel(LesionSegAutoPETLogic())
-        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+        self._watchRuns()
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.lesionTable.connect("cellDoubleClicked(int,int)", self.onJump)
         self.ui.mipButton.connect("clicked(bool)", self.onOpenMip)
         self._showResult(None)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.monitor.cancel()
-        super().cleanup()
-
-    def _resetPanel(self) -> None:
-        self.monitor.cancel()
-        self._showResult(None)
 
     def setParameterNode(self, inputParameterNode) -> None:
         super().setParameterNode(None)  # unbind the old node before forgetting its PET
@@ -152,7 +144,7 @@ class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, S
     def _showResult(self, found: Optional[dict]) -> None:
         self._result, rows, mip = found, (found or {}).get("lesionRows", []), (found or {}).get("mip")
         self.ui.resultsCollapsibleButton.visible = found is not None
-        self.ui.summaryLabel.text = lesions.summary(rows) if found else ""
+        self.ui.summaryLabel.text = lesiontable.summary(rows) if found else ""
         self.ui.mipButton.enabled, self.ui.mipPathLabel.text = mip is not None, str(mip or "no MIP picture")
         self._fillTable(self.ui.lesionTable, rows)
 
@@ -162,14 +154,15 @@ class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, S
 
 
 class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
-    """Console-first logic; one run at a time (see the module docstring; ``finish``/``cancel``: BackgroundJobLogic)."""
+    """Console-first logic; one run at a time (see the module docstring; ``finish``/``cancel``/``jumpTo``:
+    BackgroundJobLogic)."""
 
     jobName = "lesion segmentation"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.job: Optional[autopet.Job] = None
-        self.lastPetNode, self._valueRange = None, run.CachedValueRange()
+        self.job: Optional[wholevolume.Job] = None
+        self._valueRange = run.CachedValueRange()
 
     def getParameterNode(self):
         return LesionSegAutoPETParameterNode(super().getParameterNode())
@@ -188,13 +181,13 @@ class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
                 petUnits: str = "suv", weightKg=None, doseMBq=None, minutesToScan: float = 0.0,
                 perLesion: bool = False, weights=None, device: str = "auto", onProgress=None, onLog=None):
         """Segment the lesions: the result dict when waiting (``rows``, ``segmentationNode``, ``tableNode``...:
-        ``LesionSegAutoPETLib.loading.load_results``), else the started ``BackgroundProcess`` (then pass
+        ``LesionSegAutoPETLib.run.load_results``), else the started ``BackgroundProcess`` (then pass
         ``runner.wait()`` to :meth:`finish`). ``ctNode`` None: the CT of the PET's study. ``segmentationNode``
         None: a new ``"<PET> lesions"``; segments this module wrote there before are replaced, no other. The units
         (``"suv"``, or ``"bqml"`` with weight, dose and minutes from injection to scan) apply to a PET file only.
         Raises ValueError (inputs, units, SUV check, no CT), lesionseg.InputError (transforms, DICOM files gone),
         RuntimeError (a run is going; when waiting: the backend's error line)."""
-        autopet.check_options(weights, device)
+        wholevolume.check_options(weights, device)
         self._checkIdle()
         if petNode is not None and ctNode is None:
             ctNode, reason = self.pairedCT(petNode)
@@ -205,17 +198,9 @@ class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
         job = run.start(petNode, ctNode, segmentationNode, units, perLesion, weights, device, onProgress, onLog)
         return self._runJob(job, waitForCompletion)
 
-    def _loadJob(self, job: autopet.Job) -> dict:
-        """The result dict of a run that ended well (``LesionSegAutoPETLib.loading.load_results``)."""
-        from LesionSegAutoPETLib import loading
-
-        found = loading.load_results(job)
-        self.lastPetNode = job.petNode
-        return found
-
-    def jumpTo(self, row):
-        """Centre the slice views on a lesion of the last run (a ``LesionRow`` or its dict); the world RAS point."""
-        return jump_to_lesion(row, self.lastPetNode)
+    def _loadJob(self, job: wholevolume.Job) -> dict:
+        """The result dict of a run that ended well (``LesionSegAutoPETLib.run.load_results``)."""
+        return run.load_results(job)
 
 
 class LesionSegAutoPETTest(ScriptedLoadableModuleTest):

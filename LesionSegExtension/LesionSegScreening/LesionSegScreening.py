@@ -10,9 +10,7 @@ phase's labels as segments and returns the report. Console::
 
 No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
 """
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,8 +26,8 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies, process  # pure; the backend is imported only in the logic
-from LesionSegLib.background_ui import BackgroundRunPanelMixin, ProcessMonitor
+from LesionSegLib import dependencies, wholevolume  # pure; the backend is imported only in the logic
+from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
 from LesionSegLib.jobs import BackgroundJobLogic
 from LesionSegLib.panel import ParameterNodePanelMixin
@@ -76,19 +74,11 @@ class LesionSegScreeningWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin,
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         self._loadPanel(LesionSegScreeningLogic())
-        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+        self._watchRuns()
         self.ui.screenButton.connect("clicked(bool)", self.onScreen)
         self.ui.findingsTable.connect("cellDoubleClicked(int,int)", self.onJump)
         self._showResult(None)
         self.initializeParameterNode()
-
-    def cleanup(self) -> None:
-        self.monitor.cancel()
-        super().cleanup()
-
-    def _resetPanel(self) -> None:
-        self.monitor.cancel()
-        self._showResult(None)
 
     def _updateButtons(self) -> None:
         p = self._parameterNode
@@ -133,16 +123,16 @@ class LesionSegScreeningLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
     ``finish(result)`` (BackgroundJobLogic) loads the ended run: the report dict, ``None`` when it was cancelled;
     nothing in the scene changes unless every result is valid. The inputs written for the run are deleted; its
     output folder (report.md, PNGs, label files) stays as ``lastOutputDir`` until the next run ends. RuntimeError:
-    no run, or the backend failed (its one error line). ``cancel()`` kills the running screening's process tree.
+    no run, or the backend failed (its one error line). ``cancel()`` kills the running screening's process tree;
+    ``jumpTo(target)`` centres the slice views on a finding of the last run (over its phase's volume).
     """
 
     jobName = "screening"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.job: Optional[screening.Job] = None
+        self.job: Optional[wholevolume.Job] = None
         self.lastSegmentationNode = None
-        self.lastVolumes: dict = {}
 
     @property
     def lastReport(self) -> Optional[dict]:
@@ -173,31 +163,21 @@ class LesionSegScreeningLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
         dependencies.require()
         from LesionSegLib import labelmaps
 
-        labelmaps.check_transforms(list(volumes.values()), segmentationNode)
-        folder = Path(slicer.util.tempDirectory("LesionSegScreening"))
-        try:
+        def prepare(folder: Path) -> list:
             inputs = {phase: labelmaps.export_volume(node, folder / f"{phase}.nrrd") for phase, node in volumes.items()}
-            args = screening.screen_arguments(inputs, folder / "out", weights, device, stride)
-            runner = process.BackgroundProcess(process.backend_command(args), onProgress, onLog).start()
-        except Exception:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return self._runJob(screening.Job(runner, folder, volumes, segmentationNode, time.perf_counter()),
-                            waitForCompletion)
+            return [screening.screen_arguments(inputs, folder / "out", weights, device, stride)]
 
-    def _loadJob(self, job: screening.Job) -> dict:
+        job = wholevolume.start_job(screening.OWNER, volumes, segmentationNode, prepare, onProgress=onProgress,
+                                    onLog=onLog, createOutputDir=False)
+        return self._runJob(job, waitForCompletion)
+
+    def _loadJob(self, job: wholevolume.Job) -> dict:
         """The report of a run that ended well; its phases' labels become segments (``loading.load_results``)."""
         from LesionSegScreeningLib import loading
 
         report, written = loading.load_results(job)
-        self.lastSegmentationNode, self.lastVolumes = written.segmentationNode, dict(job.volumes)
+        self.lastSegmentationNode = written.segmentationNode
         return report
-
-    def jumpTo(self, target: screening.JumpTarget):
-        """Centre the slice views on a finding (of the last run); returns the world RAS point."""
-        from LesionSegLib import labelmaps
-
-        return labelmaps.jump_slices_to(target.ras, self.lastVolumes.get(target.phase))
 
 
 class LesionSegScreeningTest(ScriptedLoadableModuleTest):

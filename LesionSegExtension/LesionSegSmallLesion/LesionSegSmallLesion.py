@@ -27,12 +27,12 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies  # pure; the backend is imported only in the logic
-from LesionSegLib.background_ui import BackgroundRunPanelMixin, ProcessMonitor
+from LesionSegLib import dependencies, lesiontable, wholevolume  # pure; the backend is imported only in the logic
+from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
-from LesionSegLib.jobs import BackgroundJobLogic, jump_to_lesion
+from LesionSegLib.jobs import BackgroundJobLogic
 from LesionSegLib.panel import ParameterNodePanelMixin
-from LesionSegSmallLesionLib import lesions, run, scenarios, smalllesion  # backend imported inside the functions
+from LesionSegSmallLesionLib import run, scenarios, smalllesion  # backend imported inside the functions
 from LesionSegSmallLesionLib.preview import PriorPreview
 
 PLOT_WIDTH = 320
@@ -81,7 +81,7 @@ class LesionSegSmallLesionWidget(BackgroundRunPanelMixin, ParameterNodePanelMixi
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         self._loadPanel(LesionSegSmallLesionLogic())
-        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+        self._watchRuns()
         self.preview = PriorPreview(self._showPlot)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.lesionTable.connect("cellDoubleClicked(int,int)", self.onJump)
@@ -92,14 +92,12 @@ class LesionSegSmallLesionWidget(BackgroundRunPanelMixin, ParameterNodePanelMixi
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.monitor.cancel()
         self.preview.clear()
         super().cleanup()
 
     def _resetPanel(self) -> None:
-        self.monitor.cancel()
         self.preview.clear()
-        self._showResult(None)
+        super()._resetPanel()
 
     def _segmentId(self) -> str:
         return self.ui.priorSegmentSelector.currentSegmentID() or ""
@@ -168,19 +166,19 @@ class LesionSegSmallLesionWidget(BackgroundRunPanelMixin, ParameterNodePanelMixi
     def _showResult(self, found: Optional[dict]) -> None:
         rows = (found or {}).get("lesionRows", [])
         self.ui.resultsCollapsibleButton.visible = found is not None
-        self.ui.summaryLabel.text = lesions.summary(rows) if found else ""
+        self.ui.summaryLabel.text = lesiontable.summary(rows) if found else ""
         self._fillTable(self.ui.lesionTable, rows)
 
 
 class LesionSegSmallLesionLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
-    """Console-first logic; one run at a time (see the module docstring; ``finish``/``cancel``: BackgroundJobLogic)."""
+    """Console-first logic; one run at a time (see the module docstring; ``finish``/``cancel``/``jumpTo``:
+    BackgroundJobLogic)."""
 
     jobName = "lesion segmentation"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.job: Optional[smalllesion.Job] = None
-        self.lastVolumeNode = None
+        self.job: Optional[wholevolume.Job] = None
 
     def getParameterNode(self):
         return LesionSegSmallLesionParameterNode(super().getParameterNode())
@@ -188,15 +186,16 @@ class LesionSegSmallLesionLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic)
     def process(self, volumeNode, segmentationNode=None, roiNode=None, prior=None, waitForCompletion: bool = True,
                 weights=None, device: str = "auto", priorSegmentationNode=None, onProgress=None, onLog=None):
         """Segment the small lesions of a CT: the result dict when waiting (``rows``, ``segmentationNode``,
-        ``segmentIds``, ``prior``...: ``LesionSegSmallLesionLib.loading.load_results``), else the started run (pass
-        ``runner.wait()`` to :meth:`finish`). ``segmentationNode`` None: a new ``"<CT> small lesions"``; segments this
-        module wrote there before are replaced, no other. ``roiNode``: limit the work to this box. ``prior``: None
-        (built-in), (mean HU, SD HU), a .json/.csv prior table, or the ID of a segment of ``priorSegmentationNode``
-        (default: ``segmentationNode``) to learn the prior from. Raises ValueError (no CT, SD <= 0, missing table,
-        unknown or empty segment, options), lesionseg.InputError (ROI outside the CT, transforms), RuntimeError (a
-        run is going; when waiting: the backend's error line, e.g. a CT that does not look like CT)."""
+        ``segmentIds``, ``tableNode``, ``prior``...: ``LesionSegSmallLesionLib.run.load_results``), else the started
+        run (pass ``runner.wait()`` to :meth:`finish`). ``segmentationNode`` None: a new ``"<CT> small lesions"``;
+        segments this module wrote there before are replaced, no other. ``roiNode``: limit the work to this box.
+        ``prior``: None (built-in), (mean HU, SD HU), a .json/.csv prior table, or the ID of a segment of
+        ``priorSegmentationNode`` (default: ``segmentationNode``) to learn the prior from. Raises ValueError (no CT,
+        SD <= 0, missing table, unknown or empty segment, options), lesionseg.InputError (ROI outside the CT,
+        transforms), RuntimeError (a run is going; when waiting: the backend's error line, e.g. a CT that does not
+        look like CT)."""
         choice = smalllesion.prior_choice(prior)
-        smalllesion.check_options(weights, device)
+        wholevolume.check_options(weights, device)
         self._checkIdle()
         priorSegmentationNode = segmentationNode if priorSegmentationNode is None else priorSegmentationNode
         run.check_inputs(volumeNode, choice, priorSegmentationNode)
@@ -205,17 +204,9 @@ class LesionSegSmallLesionLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic)
                         onProgress, onLog)
         return self._runJob(job, waitForCompletion)
 
-    def _loadJob(self, job: smalllesion.Job) -> dict:
-        """The result dict of a run that ended well (``LesionSegSmallLesionLib.loading.load_results``)."""
-        from LesionSegSmallLesionLib import loading
-
-        found = loading.load_results(job)
-        self.lastVolumeNode = job.volumeNode
-        return found
-
-    def jumpTo(self, row):
-        """Centre the slice views on a lesion of the last run (a ``LesionRow`` or its dict); the world RAS point."""
-        return jump_to_lesion(row, self.lastVolumeNode)
+    def _loadJob(self, job: wholevolume.Job) -> dict:
+        """The result dict of a run that ended well (``LesionSegSmallLesionLib.run.load_results``)."""
+        return run.load_results(job)
 
     def priorPreviewFiles(self, volumeNode, prior, priorSegmentationNode=None, weights=None):
         """``(command, png, folder)`` drawing the likelihood plot of a prior (``PriorPreview.request``'s prepare)."""

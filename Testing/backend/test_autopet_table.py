@@ -8,8 +8,9 @@ import pytest
 
 from lesionseg import Image, InputError, OutputExistsError
 from lesionseg.io import read_image
-from lesionseg.methods.autopet.lesion_table import (COLUMNS, PEAK_RADIUS_MM, lesion_ids, lesion_table,
-                                                    mask_summary, write_table)
+from lesionseg.lesions import csv_columns, read_lesion_table
+from lesionseg.methods.autopet.lesion_table import (PEAK_RADIUS_MM, lesion_ids, lesion_table, mask_summary,
+                                                    write_table)
 from lesionseg.methods.autopet.mip import _project, coronal_mip_png, mip_size
 from lesionseg.phantoms.wholebody import wholebody_petct
 
@@ -54,10 +55,11 @@ def test_rows_exact_on_an_oblique_grid(pair):
     assert cube["suv_max"] == 9.0 and cube["suv_mean"] == pytest.approx((26 * 2.0 + 9.0) / 27, rel=1e-12)
     assert small["suv_max"] == 5.0 and small["suv_mean"] == 4.5
     for row in rows:
-        assert row["tlg"] == pytest.approx(row["suv_mean"] * row["volume_ml"], rel=1e-12)
+        assert row["tlg_ml"] == pytest.approx(row["suv_mean"] * row["volume_ml"], rel=1e-12)
     np.testing.assert_allclose(cube["centroid_lps"], lps(label, (7, 6, 5)), atol=1e-9)
     np.testing.assert_allclose(small["centroid_lps"], lps(label, (18.5, 15, 9)), atol=1e-9)
-    assert cube["box_ijk"] == [[6, 5, 4], [8, 7, 6]] and small["box_ijk"] == [[18, 15, 9], [19, 15, 9]]
+    assert cube["bbox_ijk"] == [[6, 5, 4], [8, 7, 6]] and small["bbox_ijk"] == [[18, 15, 9], [19, 15, 9]]
+    assert [row["mean"] for row in rows] == [row["suv_mean"] for row in rows]  # the PET is the image
     json.dumps(rows, allow_nan=False)
 
 
@@ -90,7 +92,7 @@ def test_whole_mask_summary(pair):
     row = mask_summary(label, suv)
     assert row["voxels"] == 29 and row["components"] == 2 and row["suv_max"] == 9.0
     assert row["suv_mean"] == pytest.approx((26 * 2.0 + 9.0 + 9.0) / 29, rel=1e-12)
-    assert row["tlg"] == pytest.approx(row["suv_mean"] * row["volume_ml"], rel=1e-12)
+    assert row["tlg_ml"] == pytest.approx(row["suv_mean"] * row["volume_ml"], rel=1e-12)
     with pytest.raises(InputError):
         mask_summary(label.with_array(np.zeros(label.shape, np.uint8)), suv)
     assert lesion_table(label.with_array(np.zeros(label.shape, np.uint8)), suv) == []
@@ -117,9 +119,11 @@ def test_write_table_csv_and_json(pair, tmp_path):
     out = write_table(rows, tmp_path / "lesions.csv")
     with out.open() as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == list(COLUMNS) and len(table) == 2
-    assert float(table[0]["tlg"]) == rows[0]["tlg"] and int(table[1]["box_i1"]) == 19
-    assert float(table[0]["centroid_s_mm"]) == rows[0]["centroid_lps"][2]
+    assert list(table[0]) == list(csv_columns(mean_units="SUV")) and len(table) == 2
+    assert list(table[0])[:4] == ["id", "voxels", "volume_ml", "mean_suv"] and list(table[0])[-1] == "tlg_ml"
+    assert float(table[0]["tlg_ml"]) == rows[0]["tlg_ml"] and int(table[1]["bbox_i1"]) == 19
+    assert float(table[0]["centroid_z_mm"]) == rows[0]["centroid_lps"][2]
+    assert read_lesion_table(out)["lesions"] == rows
     with pytest.raises(OutputExistsError):
         write_table(rows[:1], out)
     assert len(out.read_text().splitlines()) == 3
@@ -127,6 +131,7 @@ def test_write_table_csv_and_json(pair, tmp_path):
     assert len(out.read_text().splitlines()) == 2
     loaded = json.loads(write_table(rows, tmp_path / "lesions.json").read_text())
     assert loaded["lesions"] == rows and loaded["units"]["volume_ml"] == "mL"
+    assert loaded["method"] == "autopet-l2snet" and loaded["units"]["tlg_ml"] == "SUVbw x mL"
     for name in ("lesions.txt", "missing/lesions.csv"):
         with pytest.raises(InputError):
             write_table(rows, tmp_path / name)
@@ -148,7 +153,7 @@ def test_ibsi_reference_values(shared_data):
         assert row["suv_max"] == pytest.approx(suv_max, abs=0.005), case
         assert row["suv_mean"] == pytest.approx(suv_mean, abs=0.005), case
         assert row["volume_ml"] == pytest.approx(mtv, abs=0.05), case
-        assert row["tlg"] == pytest.approx(tlg, abs=0.5), case
+        assert row["tlg_ml"] == pytest.approx(tlg, abs=0.5), case
 
 
 def test_mip_orientation_is_independent_of_storage():

@@ -11,15 +11,16 @@ import pytest
 import torch
 
 from lesionseg import Image, WeightsError, write_image
+from lesionseg.errors import InputError, OutputExistsError
 from lesionseg.cli import main
 from lesionseg.modelfolder import find_model_folder, load_model_folder, save_model_folder, sha256_of
 from lesionseg.registry import build, get_method, list_methods
 
 
-def _save(folder, method="tsfcn"):
+def _save(folder, method="tsfcn", overwrite=False):
     state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(3)}
     return save_model_folder(folder, {"method": method, "network": {"class": "X", "kwargs": {}}},
-                             {"weights.pt": state})
+                             {"weights.pt": state}, overwrite=overwrite)
 
 
 def test_save_load_round_trip_fp16(tmp_path):
@@ -47,8 +48,12 @@ def test_wrong_method_missing_card_and_no_overwrite(tmp_path):
         load_model_folder(tmp_path / "m", "tsfcn")
     with pytest.raises(WeightsError, match="not a model folder"):
         load_model_folder(tmp_path)
-    with pytest.raises(WeightsError, match="already holds"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         _save(tmp_path / "m")
+    assert _save(tmp_path / "m", overwrite=True).method == "tsfcn"        # an earlier model of ours is replaced
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="did not write"):
+        _save(tmp_path / "m", overwrite=True)
 
 
 def test_search_order(tmp_path, monkeypatch):

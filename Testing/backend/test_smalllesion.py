@@ -1,6 +1,8 @@
 """small-lesion-il segmenter: exact labels through fake networks, priors, variants, ROI, lesion table, CLI."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import warnings
 
@@ -11,10 +13,11 @@ from torch import nn
 
 from lesionseg import Image
 from lesionseg.errors import InputError, LesionSegWarning, OutputExistsError, WeightsError
+from lesionseg.lesions import read_lesion_table
 from lesionseg.methods.smalllesion.prior import IntensityPrior
 from lesionseg.methods.smalllesion.segmenter import (TABLE_COLUMNS, SmallLesionPreprocessing,
                                                      SmallLesionSegmenter, body_box, normalise, write_lesion_table)
-from lesionseg.modelfolder import load_model_folder, save_model_folder, sha256_of
+from lesionseg.modelfolder import load_model_folder, save_model_folder
 from lesionseg.nets.unet import UNet
 from lesionseg.prompts import Box
 
@@ -190,26 +193,33 @@ def test_lesions_and_table(tmp_path):
     seg.set_image(ct)
     rows = seg.lesions()
     assert [r["id"] for r in rows] == [1, 2] and [r["voxels"] for r in rows] == [512, 8]
-    assert rows[0]["volume_mm3"] == 512.0 and rows[0]["mean_hu"] == 150.0
-    assert rows[0]["centroid_lps"] == [-30.0 + 15.5, 12.5 + 13.5, 400.0 + 11.5]
-    path = write_lesion_table(rows, tmp_path / "l.json", "ct.nii.gz")
-    assert json.loads(path.read_text()) == {"method": "small-lesion-il", "image": "ct.nii.gz", "lesions": rows}
+    assert rows[0]["volume_ml"] == 0.512 and rows[0]["mean"] == 150.0 and "suv_max" not in rows[0]
+    np.testing.assert_allclose(rows[0]["centroid_lps"], [-30.0 + 15.5, 12.5 + 13.5, 400.0 + 11.5], atol=1e-9)
+    assert rows[0]["bbox_ijk"] == [[12, 10, 8], [19, 17, 15]] and rows[1]["bbox_ijk"] == [[24, 3, 3], [25, 4, 4]]
+    path = write_lesion_table(rows, tmp_path / "l.json", method="small-lesion-il", image="ct.nii.gz")
+    assert json.loads(path.read_text())["lesions"] == rows and read_lesion_table(path)["lesions"] == rows
+    assert json.loads(path.read_text())["units"] == {"volume_ml": "mL", "mean": "HU", "centroid_lps": "LPS mm",
+                                                     "bbox_ijk": "voxel index (i, j, k), inclusive"}
     csv_lines = write_lesion_table(rows, tmp_path / "l.csv").read_text().splitlines()
-    assert csv_lines[0] == ",".join(TABLE_COLUMNS) and csv_lines[2] == "2,8,8.0,150.0,-5.5,16.0,403.5"
+    assert csv_lines[0] == ",".join(TABLE_COLUMNS) == ("id,voxels,volume_ml,mean_hu,centroid_x_mm,centroid_y_mm,"
+                                                       "centroid_z_mm,bbox_i0,bbox_j0,bbox_k0,bbox_i1,bbox_j1,bbox_k1")
+    assert csv_lines[2] == "2,8,0.008,150.0,-5.5,16.0,403.5,24,3,3,25,4,4"
+    assert read_lesion_table(tmp_path / "l.csv")["lesions"] == rows
     with pytest.raises(OutputExistsError):
         write_lesion_table(rows, tmp_path / "l.csv")
-    with pytest.raises(InputError, match=".json or .csv"):
+    with pytest.raises(InputError, match=".csv or .json"):
         write_lesion_table(rows, tmp_path / "l.txt")
 
 
 def _model_folder(path, variant="seg+il", prior=IntensityPrior.gaussian(150.0, 20.0)):
+    from lesionseg.methods.smalllesion.train import prior_json_text
+
     net = UNet(3, *{"seg": (1, 1), "seg+il": (1, 2)}[variant], channels=(4, 8), norm="group")
-    path.mkdir()
-    prior.save(path / "prior.json")
+    text = prior_json_text(prior)
     card = {"method": "small-lesion-il", "variant": variant, "network": {"class": "UNet", "kwargs": net.config},
             "preprocessing": SmallLesionPreprocessing(patch=(32, 32, 32)).to_dict(), "training": {"held_out_cases": []},
-            "prior": {"file": "prior.json", "sha256": sha256_of(path / "prior.json")}}
-    return save_model_folder(path, card, {"weights.pt": net.state_dict()})
+            "prior": {"file": "prior.json", "sha256": hashlib.sha256(text.encode()).hexdigest()}}
+    return save_model_folder(path, card, {"weights.pt": net.state_dict()}, extra_files={"prior.json": text})
 
 
 def test_model_folder_and_cli(tmp_path):

@@ -102,17 +102,20 @@ def _write_case(folder, name, shift):
 def _model(path, variant, held_out):
     from lesionseg.methods.smalllesion.prior import IntensityPrior
     from lesionseg.methods.smalllesion.segmenter import CHANNELS, SmallLesionPreprocessing
-    from lesionseg.modelfolder import save_model_folder, sha256_of
+    from lesionseg.modelfolder import save_model_folder
     from lesionseg.nets.unet import UNet
 
+    import hashlib
+
+    from lesionseg.methods.smalllesion.train import prior_json_text
+
     net = UNet(3, *CHANNELS[variant], channels=(4, 8), norm="group")
-    path.mkdir()
-    IntensityPrior.gaussian(150.0, 20.0).save(path / "prior.json")
+    text = prior_json_text(IntensityPrior.gaussian(150.0, 20.0))
     card = {"method": "small-lesion-il", "variant": variant, "network": {"class": "UNet", "kwargs": net.config},
             "preprocessing": SmallLesionPreprocessing(patch=(32, 32, 32)).to_dict(),
-            "prior": {"file": "prior.json", "sha256": sha256_of(path / "prior.json")},
+            "prior": {"file": "prior.json", "sha256": hashlib.sha256(text.encode()).hexdigest()},
             "training": {"held_out_cases": held_out}}
-    save_model_folder(path, card, {"weights.pt": net.state_dict()})
+    save_model_folder(path, card, {"weights.pt": net.state_dict()}, extra_files={"prior.json": text})
     return str(path)
 
 

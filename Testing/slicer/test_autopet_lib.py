@@ -1,6 +1,5 @@
-"""LesionSegAutoPETLib offline: PET units and the SUV check, backend arguments, CT pairing, the lesion table (all
-centroid spellings, bad tables), segment specs, the label placed on the PET grid (exact, flipped, off the grid),
-and the PET DICOM export."""
+"""LesionSegAutoPETLib offline: PET units and the SUV check, backend arguments, CT pairing and the PET DICOM export
+(the lesion table, segment specs and the label placed on the PET grid: test_slicer_lesiontable.py)."""
 from __future__ import annotations
 
 import sys
@@ -9,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import scene
 
-from lesionseg import Image, InputError
-from lesionseg.methods.autopet.lesion_table import lesion_table, write_table
+from lesionseg import InputError
 
 sys.path.insert(0, str(EXTENSION / "LesionSegAutoPET"))
-from LesionSegAutoPETLib import autopet, inputs, lesions, loading, pairing  # noqa: E402
-
-IJK_TO_RAS = np.array([[-2.0, 0, 0, 40.0], [0, -2.0, 0, 30.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1]])
+from LesionSegAutoPETLib import autopet, inputs, pairing  # noqa: E402
 
 
 def test_units_arguments_and_checks():
@@ -96,96 +91,8 @@ def test_pairing_picks_the_one_ct_of_the_study():
     assert pairing.pick_ct("nope", scene_).ct_id is None
 
 
-CSV_HEADER = "id,voxels,volume_ml,suv_max,suv_mean,suv_peak,tlg,"
-
-
-@pytest.mark.parametrize("centroid_header,centroid", [("centroid_lps", '"10.0;-20.5;30"'),
-                                                      ("centroid_lps", '"[10.0, -20.5, 30]"'),
-                                                      ("centroid_x,centroid_y,centroid_z", "10.0,-20.5,30"),
-                                                      ("centroid_l_mm,centroid_p_mm,centroid_s_mm", "10.0,-20.5,30")])
-def test_read_lesion_csv_centroid_spellings(tmp_path, centroid_header, centroid):
-    path = tmp_path / "lesions.csv"
-    path.write_text(f"{CSV_HEADER}{centroid_header}\n1,12,1.5,9.5,4.25,,6.375,{centroid}\n")
-    (row,) = lesions.read_lesion_csv(path)
-    assert (row.id, row.voxels, row.volume_ml, row.suv_max, row.tlg) == (1, 12, 1.5, 9.5, 6.375)
-    assert np.isnan(row.suv_peak) and row.centroid_lps == (10.0, -20.5, 30.0)
-    assert row.centroid_ras == (-10.0, 20.5, 30.0)
-    assert row.cells() == ("1", "1.50", "9.50", "4.25", "6.4", "(-10.0, 20.5, 30.0)")
-    assert row.as_dict()["centroid_ras"] == [-10.0, 20.5, 30.0]
-
-
-def test_read_lesion_csv_rejects_bad_tables(tmp_path):
-    path = tmp_path / "lesions.csv"
-    with pytest.raises(ValueError, match="wrote no lesion table"):
-        lesions.read_lesion_csv(path)
-    bad = {"id,volume_ml\n1,2\n": "lacks the column\\(s\\) suv_max, suv_mean, tlg",
-           f"{CSV_HEADER}centroid_lps\n1,1,1,1,1,1,1,\n": "line 2 has no centroid",
-           f"{CSV_HEADER}centroid_lps\n1,1,1,1,1,1,1,1;2\n": "not three finite numbers",
-           f"{CSV_HEADER}centroid_lps\n1,1,x,1,1,1,1,1;2;3\n": "volume_ml is 'x', not a number",
-           f"{CSV_HEADER}centroid_lps\n1.5,1,1,1,1,1,1,1;2;3\n": "not a positive whole number",
-           f"{CSV_HEADER}centroid_lps\n1,1,1,1,1,1,1,1;2;3\n1,1,1,1,1,1,1,1;2;3\n": "repeats lesion ids"}
-    for text, message in bad.items():
-        path.write_text(text)
-        with pytest.raises(ValueError, match=message):
-            lesions.read_lesion_csv(path)
-    path.write_text(CSV_HEADER + "centroid_lps\n")
-    assert lesions.read_lesion_csv(path) == [] and lesions.summary([]) == "No lesion found."
-
-
-def two_lesion_pet() -> tuple[Image, Image]:
-    """PET (SUV 1 background, lesions of 12 voxels at SUV 8 and 4 voxels at SUV 5) and CT on one grid."""
-    pet = np.ones((8, 24, 20), np.float32)
-    pet[2:5, 4:6, 4:6] = 8.0
-    pet[5, 15:17, 10:12] = 5.0
-    ct = np.full(pet.shape, 40, np.int16)
-    ct[:, :, :3] = -1000
-    return (scene.image_from_volume_array(pet, IJK_TO_RAS), scene.image_from_volume_array(ct, IJK_TO_RAS))
-
-
-def test_backend_table_rows_columns_and_mismatch(tmp_path):
-    pet, _ = two_lesion_pet()
-    label = pet.with_array((pet.array > 3).astype(np.uint8))
-    rows = lesions.read_lesion_csv(write_table(lesion_table(label, pet), tmp_path / "lesions.csv"))
-    assert [(r.id, r.voxels, r.suv_max) for r in rows] == [(1, 12, 8.0), (2, 4, 5.0)]
-    assert rows[0].volume_ml == pytest.approx(12 * 12e-3) and rows[0].tlg == pytest.approx(8 * 12 * 12e-3)
-    np.testing.assert_allclose(rows[0].centroid_ras, (IJK_TO_RAS @ [4.5, 4.5, 3.0, 1.0])[:3])
-    columns = lesions.table_columns(rows)
-    assert len(columns) == len(lesions.TABLE_COLUMNS) and columns[0].dtype == np.int32
-    np.testing.assert_array_equal(columns[0], [1, 2])
-    np.testing.assert_allclose(np.column_stack(columns[6:]), [r.centroid_ras for r in rows])
-    assert lesions.table_columns([])[3].shape == (0,)
-    ids, counts = loading.lesion_labels(label.array, IJK_TO_RAS)
-    assert counts.tolist() == [12, 4] and ids[3, 4, 4] == 1 and ids[5, 15, 10] == 2
-    assert lesions.count_mismatch(rows, counts) is None
-    assert lesions.count_mismatch(rows, [12]) == "the lesion table lists 2 lesions, the label holds 1"
-    assert lesions.count_mismatch(rows, [12, 5]) == "lesion 2 has 4 voxels in the table and 5 in the label"
-    assert lesions.summary(rows) == "2 lesions: 0.2 mL in total, TLG 1.4, highest SUVmax 8.00"
-
-
-def test_segment_specs():
-    (one,) = lesions.segment_specs([1, 2, 3], per_lesion=False)
-    assert (one.label, one.name, one.tags) == (1, "lesions", {"LesionSeg.lesions": "3"})
-    specs = lesions.segment_specs(range(1, 4), per_lesion=True)
-    assert [(s.label, s.name, s.tags[lesions.LESION_ID_TAG]) for s in specs] == [
-        (1, "lesion 1", "1"), (2, "lesion 2", "2"), (3, "lesion 3", "3")]
-    assert len({s.color for s in specs}) == 3 and all("SCT^4147007^Mass" in s.terminology for s in specs + [one])
-    assert lesions.segmentation_name("PET AC") == "PET AC lesions"
-
-
-def test_label_onto_grid_exact_flipped_and_off_grid():
-    pet, _ = two_lesion_pet()
-    mask = (pet.array > 3).astype(np.uint8)
-    shape = pet.shape
-    exact = loading.label_onto_grid(pet.with_array(mask * 3), shape, IJK_TO_RAS, allow_resample=False)
-    np.testing.assert_array_equal(exact, mask)
-    flipped_geometry = IJK_TO_RAS @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, shape[0] - 1], [0, 0, 0, 1.0]])
-    flipped = scene.image_from_volume_array(mask[::-1].copy(), flipped_geometry)
-    with pytest.raises(InputError, match="origin .* differs from the volume"):
-        loading.label_onto_grid(flipped, shape, IJK_TO_RAS, allow_resample=False)
-    np.testing.assert_array_equal(loading.label_onto_grid(flipped, shape, IJK_TO_RAS, allow_resample=True), mask)
-    far = scene.image_from_volume_array(mask, IJK_TO_RAS + np.array([[0, 0, 0, 900.0]] + [[0] * 4] * 3))
-    with pytest.raises(InputError, match="do not overlap"):
-        loading.label_onto_grid(far, shape, IJK_TO_RAS, allow_resample=True)
+def test_segmentation_name():
+    assert autopet.segmentation_name("PET AC") == "PET AC lesions"
 
 
 def test_copy_dicom_files(tmp_path):

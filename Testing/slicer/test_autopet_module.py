@@ -11,16 +11,16 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import nodes, process
+from LesionSegLib import lesiontable, nodes, process
 from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
-from test_autopet_lib import IJK_TO_RAS, two_lesion_pet
+from test_slicer_lesiontable import IJK_TO_RAS, two_lesion_pet
 
 from lesionseg import Image, InputError
 from lesionseg.io import write_image
 
 MODULE = EXTENSION / "LesionSegAutoPET"
 sys.path.insert(0, str(MODULE))
-from LesionSegAutoPETLib import autopet, lesions  # noqa: E402
+from LesionSegAutoPETLib import autopet  # noqa: E402
 
 
 FAKE_BACKEND = r"""
@@ -136,7 +136,8 @@ def test_process_pairs_the_ct_runs_and_loads_lesions(fake):
     assert labels[0].volumeNode is pet and [s.name for s in labels[0].specs] == ["lesion 1", "lesion 2"]
     assert np.bincount(labels[0].label.ravel()).tolist()[1:] == [12, 4]
     assert result["tableNode"] is table and table.name == "PET lesions table"
-    assert list(table.columns) == list(lesions.TABLE_COLUMNS) and table.columns["ID"].tolist() == [1, 2]
+    assert list(table.columns) == list(lesiontable.PET_TABLE_COLUMNS) and table.columns["ID"].tolist() == [1, 2]
+    assert [row["segment"] for row in result["rows"]] == ["lesion 1", "lesion 2"]
     assert result["mip"] == logic.lastOutputDir / "mip.png" and result["segmentIds"] == ("lesion 1", "lesion 2")
     assert sorted(p.name for p in logic.lastOutputDir.parent.iterdir()) == ["out"]  # inputs deleted
     first = logic.lastOutputDir
@@ -153,7 +154,7 @@ def test_dicom_pet_goes_as_its_files_and_the_label_is_resampled(fake, tmp_path):
     fake_scene["dicom"] = {"1.2.3": str(tmp_path / "suv.nrrd")}
     pet.attributes[autopet.DICOM_INSTANCES_ATTRIBUTE] = "1.2.3"
     runner = logic.process(pet, ct, waitForCompletion=False, petUnits="Bq/mL")  # units ignored for DICOM
-    assert isinstance(runner, process.BackgroundProcess) and logic.job.petFromDicom
+    assert isinstance(runner, process.BackgroundProcess) and logic.job.options["petFromDicom"]
     with pytest.raises(RuntimeError, match="already running"):
         logic.process(pet, ct)
     result = logic.finish(runner.wait(timeout=60))
@@ -217,7 +218,7 @@ def test_module_structure(module):
     assert {name: classes[name] for name in kinds} == kinds
     ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegAutoPET.ui").getroot()
     headers = [c.find("property/string").text for c in ui.iter("column")]
-    assert headers == list(lesions.PANEL_COLUMNS)
+    assert headers == list(lesiontable.PET_PANEL_COLUMNS)
 
 def test_cmake_lists_every_file():
     check_cmake_lists(MODULE)

@@ -1,16 +1,16 @@
-"""LesionSegSmallLesionLib offline, the parts that run real processes: the sequential prior -> predict run
-(progress scaling, failure, cancel) and the debounced prior-plot preview."""
+"""The parts of the small-lesion panel that run real processes, offline: the sequential prior -> predict run
+(LesionSegLib.steps: progress scaling, failure, cancel) and the debounced prior-plot preview."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import EXTENSION
+from LesionSegLib import steps
 
 sys.path.insert(0, str(EXTENSION / "LesionSegSmallLesion"))
-from LesionSegSmallLesionLib import preview, steps  # noqa: E402
+from LesionSegSmallLesionLib import preview  # noqa: E402
 
 
 def _python(code: str) -> list[str]:

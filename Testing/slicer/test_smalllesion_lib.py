@@ -1,7 +1,7 @@
 """LesionSegSmallLesionLib offline: prior choices (console and panel) and their checks, the backend's arguments, the
-ROI from RAS to the CT file's LPS frame, the crop a segment's prior is learnt from, the lesion table (json, csv, bad
-tables), rows <-> mask components, segment names/specs and the self-test's tiny CT (the sequential run and the
-prior preview: test_smalllesion_background.py)."""
+ROI from RAS to the CT file's LPS frame, the crop a segment's prior is learnt from, segment names and the self-test's
+tiny CT (the sequential run and the prior preview: test_smalllesion_background.py; the lesion table:
+test_slicer_lesiontable.py)."""
 from __future__ import annotations
 
 import json
@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import results, scene
+from LesionSegLib import lesiontable, scene
 
 from lesionseg import Box, InputError, LesionSegWarning
 from lesionseg.intensity import looks_like_ct
 from lesionseg.metrics import lesion_components
 
 sys.path.insert(0, str(EXTENSION / "LesionSegSmallLesion"))
-from LesionSegSmallLesionLib import lesions, loading, scenarios, smalllesion  # noqa: E402
+from LesionSegSmallLesionLib import scenarios, smalllesion  # noqa: E402
 
 IJK_TO_RAS = np.array([[-2.0, 0, 0, 40.0], [0, -2.0, 0, 30.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1]])
 PriorChoice = smalllesion.PriorChoice
@@ -158,97 +158,12 @@ def test_prior_crop_keeps_the_geometry():
         smalllesion.prior_crop(ct, np.ones((2, 2, 2)))
 
 
-def _table(tmp_path, rows, name="lesions.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps({"method": "small-lesion-il", "image": "ct.nrrd", "lesions": rows}))
-    return path
-
-
-ROWS = [{"id": 1, "voxels": 57, "volume_mm3": 41.04, "mean_hu": 128.3, "centroid_lps": [1.0, 2.0, 3.0]},
-        {"id": 2, "voxels": 8, "volume_mm3": 5.76, "mean_hu": 131.0, "centroid_lps": [-4.5, 6.0, -7.0]}]
-
-
-def test_read_lesion_table_json_and_csv(tmp_path):
-    rows = lesions.read_lesion_table(_table(tmp_path, ROWS))
-    assert [(r.id, r.voxels, r.volume_mm3, r.mean_hu) for r in rows] == [(1, 57, 41.04, 128.3), (2, 8, 5.76, 131.0)]
-    assert rows[1].centroid_lps == (-4.5, 6.0, -7.0) and rows[1].centroid_ras == (4.5, -6.0, -7.0)
-    assert rows[0].segment_name == "Lesion 1 (41 mm\u00b3)" and rows[1].segment_name == "Lesion 2 (5.8 mm\u00b3)"
-    assert rows[1].cells() == ("2", "5.8", "131", "(4.5, -6.0, -7.0)")
-    assert rows[0].as_dict()["segment"] == "Lesion 1 (41 mm\u00b3)" and rows[0].as_dict()["centroid_ras"] == [-1.0,
-                                                                                                             -2.0, 3.0]
-    csv_path = tmp_path / "lesions.csv"
-    csv_path.write_text("id,voxels,volume_mm3,mean_hu,centroid_x_mm,centroid_y_mm,centroid_z_mm\n"
-                        "1,57,41.04,128.3,1.0,2.0,3.0\n2,,5.76,131.0,-4.5,6.0,-7.0\n")
-    from_csv = lesions.read_lesion_table(csv_path)
-    assert from_csv[0] == rows[0] and from_csv[1].voxels is None and from_csv[1].centroid_ras == rows[1].centroid_ras
-    assert lesions.read_lesion_table(_table(tmp_path, [])) == []
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"mean_hu": None}, "lesion 1 of lesions.json: mean_hu is missing"),
-    ({"volume_mm3": "big"}, "volume_mm3 is 'big', not a number"),
-    ({"volume_mm3": float("nan")}, "not a finite number"),
-    ({"id": 1.5}, "id 1.5 is not a positive whole number"),
-    ({"centroid_lps": [1.0, 2.0]}, "is not three numbers"),
-    ({"id": 3}, r"numbers its lesions \[3, 2\], not 1..2"),
-])
-def test_bad_lesion_tables(tmp_path, change, message):
-    with pytest.raises(ValueError, match=message):
-        lesions.read_lesion_table(_table(tmp_path, [{**ROWS[0], **change}, ROWS[1]]))
-
-
-def test_unreadable_lesion_tables(tmp_path):
-    with pytest.raises(ValueError, match="wrote no lesion table"):
-        lesions.read_lesion_table(tmp_path / "none.json")
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="cannot be read"):
-        lesions.read_lesion_table(tmp_path / "bad.json")
-    (tmp_path / "list.json").write_text(json.dumps({"lesions": {"id": 1}}))
-    with pytest.raises(ValueError, match="has no list of lesions"):
-        lesions.read_lesion_table(tmp_path / "list.json")
-
-
-def test_names_specs_summary():
-    assert lesions.segment_name(3, 1960.4) == "Lesion 3 (1960 mm\u00b3)"
-    assert lesions.segment_name(1, 9.96) == "Lesion 1 (10.0 mm\u00b3)" and lesions.format_volume(10.0) == "10"
-    rows = [lesions.LesionRow(1, 57, 41.0, 128.0, (0, 0, 0), (0, 0, 0)),
-            lesions.LesionRow(2, 8, 5.5, 131.0, (1, 1, 1), (-1, -1, 1))]
-    specs = lesions.segment_specs(rows, {lesions.PRIOR_TAG: '{"kind":"builtin"}'})
-    assert [(s.label, s.name) for s in specs] == [(1, "Lesion 1 (41 mm\u00b3)"), (2, "Lesion 2 (5.5 mm\u00b3)")]
-    assert specs[1].color == results.lesion_color("lesion 2") and specs[0].terminology == results.TERMINOLOGY_MASS
-    assert specs[1].tags == {lesions.PRIOR_TAG: '{"kind":"builtin"}', lesions.LESION_ID_TAG: "2"}
-    assert lesions.summary(rows) == "2 lesions, 46 mm\u00b3 in total (largest 41 mm\u00b3)"
-    assert lesions.summary(rows[1:]) == "1 lesion, 5.5 mm\u00b3 in total (largest 5.5 mm\u00b3)"
-    assert lesions.summary([]) == "No lesion found." and lesions.segmentation_name("CT") == "CT small lesions"
-
-
-def test_components_are_26_connected_with_lps_centroids():
-    mask = np.zeros((6, 8, 8), np.uint8)
-    mask[1, 1, 1] = mask[2, 2, 2] = 1  # corner-touching: one lesion with 26-connectivity
-    mask[4, 5:7, 6] = 1
-    ids, counts, centres = loading.components(mask, IJK_TO_RAS)
-    assert counts.tolist() == [2, 2] and ids.dtype == np.int32 and set(np.unique(ids)) == {0, 1, 2}
-    assert ids[1, 1, 1] == ids[2, 2, 2] != ids[4, 5, 6]
-    first = ids[1, 1, 1] - 1
-    np.testing.assert_allclose(centres[first], scene.ras_to_lps((IJK_TO_RAS @ [1.5, 1.5, 1.5, 1])[:3]))
-    empty_ids, empty_counts, empty_centres = loading.components(np.zeros((2, 2, 2)), IJK_TO_RAS)
-    assert empty_counts.size == 0 and empty_centres.shape == (0, 3) and not empty_ids.any()
-
-
-def test_rows_match_components_by_size_then_position():
-    row = lesions.LesionRow
-    rows = [row(1, 5, 5.0, 0.0, (10.0, 0.0, 0.0), (0, 0, 0)), row(2, 5, 5.0, 0.0, (0.0, 0.0, 0.0), (0, 0, 0)),
-            row(3, None, 1.0, 0.0, (50.0, 0.0, 0.0), (0, 0, 0))]
-    counts, centres = [5, 1, 5], [[0.4, 0.0, 0.0], [49.0, 0.0, 0.0], [9.6, 0.0, 0.0]]
-    assert lesions.match_components(rows, counts, centres) == [3, 1, 2]
-    with pytest.raises(ValueError, match="lists 3 lesions, the mask holds 2"):
-        lesions.match_components(rows, counts[:2], centres[:2])
-    with pytest.raises(ValueError, match="no lesion of the mask has the 5 voxels of lesion 2"):
-        lesions.match_components(rows, [5, 1, 4], centres)
-    components = np.array([[[0, 1, 2, 3]]])
-    np.testing.assert_array_equal(lesions.relabel(components, [3, 1, 2]), [[[0, 2, 3, 1]]])
-    assert lesions.relabel(np.zeros((1, 1, 2), np.int32), []).tolist() == [[[0, 0]]]
-
+def test_segment_names():
+    row = lesiontable.LesionRow
+    assert smalllesion.segment_name(row(3, 8, 1.9604, 0.0, (0, 0, 0), (0, 0, 0))) == "Lesion 3 (1960 mm\u00b3)"
+    assert smalllesion.segment_name(row(1, 8, 0.00996, 0.0, (0, 0, 0), (0, 0, 0))) == "Lesion 1 (10.0 mm\u00b3)"
+    assert smalllesion.segment_name(row(2, 8, 0.0055, 0.0, (0, 0, 0), (0, 0, 0))) == "Lesion 2 (5.5 mm\u00b3)"
+    assert lesiontable.format_volume(10.0) == "10" and smalllesion.segmentation_name("CT") == "CT small lesions"
 
 
 def test_tiny_ct_is_a_deterministic_ct_with_three_lesions():

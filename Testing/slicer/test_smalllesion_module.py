@@ -11,23 +11,23 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from conftest import EXTENSION
-from LesionSegLib import scene
+from LesionSegLib import lesiontable, nodes, scene
 from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
 
 from lesionseg import InputError
 
 MODULE = EXTENSION / "LesionSegSmallLesion"
 sys.path.insert(0, str(MODULE))
-from LesionSegSmallLesionLib import lesions, run, scenarios, smalllesion  # noqa: E402
+from LesionSegSmallLesionLib import run, scenarios, smalllesion  # noqa: E402
 
 FAKE_BACKEND = r"""
 import json, sys, time
 from pathlib import Path
 import numpy as np
 from lesionseg import Box
-from lesionseg.geometry import box_to_index, index_to_world
+from lesionseg.geometry import box_to_index
 from lesionseg.io import read_image, write_image
-from lesionseg.metrics import lesion_components
+from lesionseg.lesions import lesion_table, write_lesion_table
 
 args = sys.argv[1:]
 if args[:2] != ["--progress", "lines"] or args[2] not in ("prior", "predict"):
@@ -71,18 +71,10 @@ if "--roi" in opts:
     inside = np.zeros_like(label)
     inside[box_to_index(ct, Box(*np.reshape([float(v) for v in opts["--roi"]], (2, 3)))).slices] = 1
     label *= inside
-components, n = lesion_components(ct.with_array(label), 26)
-ids = components.array
-counts = np.bincount(ids.ravel(), minlength=n + 1)[1:]
-rows = []
-for rank, c in enumerate(np.argsort(-counts, kind="stable")):
-    where = np.argwhere(ids == c + 1)
-    centre = index_to_world(ct, where[:, ::-1].mean(axis=0)[None])[0]
-    rows.append({"id": rank + 1, "voxels": int(counts[c]), "volume_mm3": float(counts[c] * np.prod(ct.spacing)),
-                 "mean_hu": float(ct.array[ids == c + 1].mean()), "centroid_lps": [round(float(v), 3) for v in centre]})
+rows = lesion_table(ct.with_array(label), ct, connectivity=26)
 if weights == "mismatch":
     rows = rows[:-1]
-Path(opts["--table"][0]).write_text(json.dumps({"method": "small-lesion-il", "image": str(ct_path), "lesions": rows}))
+write_lesion_table(rows, opts["--table"][0], method="small-lesion-il", image=str(ct_path))
 write_image(ct.with_array(label), opts["-o"][0])
 Path(opts["-o"][0]).with_name("args.json").write_text(json.dumps(args))
 sys.stderr.write("PROGRESS 1.0000 done\n")
@@ -123,11 +115,23 @@ def fake_roi(centre_ras, size) -> FakeNode:
 
 @pytest.fixture
 def module(monkeypatch, tmp_path):
-    fake_scene = {"removed": [], "written": []}
+    fake_scene = {"removed": [], "written": [], "tables": []}
     stubs = stub_modules(tmp_path, ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLMarkupsROINode"))
     slicer = stubs["slicer"]
     slicer.util.arrayFromVolume = lambda node: node.image.array
     slicer.util.arrayFromVTKMatrix = np.asarray
+
+    def update_table(tableNode, narrays, columnNames=None):
+        if tableNode is None:
+            tableNode = FakeNode("table", attributes={})
+            tableNode.SetName = lambda name: setattr(tableNode, "name", name)
+            tableNode.GetAttribute, tableNode.SetAttribute = tableNode.attributes.get, tableNode.attributes.__setitem__
+            fake_scene["tables"].append(tableNode)
+        tableNode.columns = dict(zip(columnNames, narrays))
+        return tableNode
+
+    slicer.util.updateTableFromArray = update_table
+    slicer.util.getNodesByClass = lambda name: fake_scene["tables"]
     slicer.mrmlScene = types.SimpleNamespace(IsNodePresent=lambda node: node not in fake_scene["removed"])
     mod = load_module(monkeypatch, stubs, MODULE)
     mod.fake_scene = fake_scene
@@ -142,6 +146,7 @@ def fake(module, monkeypatch):
     user = fake_segmentation("user segmentation", {"user lesion": ct.largest, "empty": np.zeros_like(ct.largest)})
     fake_backend(monkeypatch, FAKE_BACKEND, fake_scene["written"], lambda node, labels, name: FakeNode(name))
     monkeypatch.setattr(run, "segment_mask", lambda segmentation, segmentId, node: segmentation.masks[segmentId])
+    monkeypatch.setattr(nodes, "_place_under_study", lambda volume, node: None)
     return module.LesionSegSmallLesionLogic(), fake_scene, ct, volume, user
 
 
@@ -163,11 +168,16 @@ def test_typed_prior_segments_every_lesion(fake):
     (segmentation, labels, owner, method, name), = fake_scene["written"]
     assert (segmentation, owner, method) == (None, "LesionSegSmallLesion", "small-lesion-il")
     assert name == "tiny CT small lesions"
-    assert labels[0].volumeNode is volume and [s.name for s in labels[0].specs] == [r.segment_name for r in rows]
-    assert result["segmentIds"] == tuple(r.segment_name for r in rows)
+    names = [smalllesion.segment_name(r) for r in rows]
+    assert labels[0].volumeNode is volume and [s.name for s in labels[0].specs] == names
+    assert result["segmentIds"] == tuple(names) and [r["segment"] for r in result["rows"]] == names
+    table = result["tableNode"]
+    assert table.name == "tiny CT small lesions table" and list(table.columns) == list(lesiontable.CT_TABLE_COLUMNS)
+    assert table.columns["ID"].tolist() == [r.id for r in rows] and fake_scene["tables"] == [table]
     assert np.bincount(labels[0].label.ravel())[1:].tolist() == [r.voxels for r in rows]  # value n = lesion n
-    assert json.loads(labels[0].specs[0].tags[lesions.PRIOR_TAG]) == {"kind": "typed", "mean_hu": 130.0, "sd_hu": 20.0}
-    assert labels[0].specs[0].tags[lesions.ROI_TAG] == "null"
+    assert json.loads(labels[0].specs[0].tags[smalllesion.PRIOR_TAG]) == {"kind": "typed", "mean_hu": 130.0,
+                                                                            "sd_hu": 20.0}
+    assert labels[0].specs[0].tags[smalllesion.ROI_TAG] == "null"
     assert result["prior"] == "typed 130 \u00b1 20 HU" and result["priorPlot"] is None
     assert sorted(p.name for p in folder.iterdir()) == ["out"]  # the input is deleted
     first = logic.lastOutputDir
@@ -201,7 +211,7 @@ def test_prior_learnt_from_a_segment_inside_an_roi(fake):
     assert [r.voxels for r in result["lesionRows"]] == [int(((ct.array > 100) & (ct.largest > 0)).sum())]
     assert result["priorPlot"] == out / "prior.png" and result["prior"] == "learnt from segment user lesion"
     tags = fake_scene["written"][0][1][0].specs[0].tags
-    assert json.loads(tags[lesions.ROI_TAG])["kind"] == "box"
+    assert json.loads(tags[smalllesion.ROI_TAG])["kind"] == "box"
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # inputs deleted
 
 
@@ -281,7 +291,7 @@ def test_module_structure(module):
     minimum = widgets["priorSdSpinBox"].find("property[@name='minimum']/double").text
     assert float(minimum) == smalllesion.MIN_SD_HU
     headers = [c.find("property/string").text for c in ui.iter("column")]
-    assert headers == list(lesions.PANEL_COLUMNS)
+    assert headers == list(lesiontable.CT_PANEL_COLUMNS)
     scenes = {c.find("receiver").text for c in ui.iter("connection")}
     assert scenes == {"inputVolumeSelector", "roiSelector", "segmentationSelector", "priorSegmentSelector"}
 

@@ -9,7 +9,8 @@ installed); tested offline. The backend command (issue #5)::
 
 PET is a DICOM folder (SUVbw from its tags; no unit options) or a file whose units the user states: ``suv``
 (already converted) or ``bqml`` with the patient weight and the injected dose (the backend refuses Bq/mL
-without them). Outputs lie on the PET grid: ``seg.nii.gz`` (uint8 0/1), ``lesions.csv``, ``mip.png``.
+without them). Outputs lie on the PET grid: ``seg.nii.gz`` (uint8 0/1), ``lesions.csv`` (the shared lesion table,
+``LesionSegLib.lesiontable``: mL, SUV, TLG), ``mip.png``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from LesionSegLib import wholevolume
 
 METHOD = "autopet-l2snet"
 OWNER = "LesionSegAutoPET"
@@ -46,6 +49,8 @@ BQML_MIN_MAXIMUM = 100.0
 
 OUTPUT_FILES = {"label": "seg.nii.gz", "table": "lesions.csv", "mip": "mip.png"}
 """The backend's outputs, written into the run's ``out`` folder."""
+CONNECTIVITY = 18
+"""Neighbours that join lesion voxels into one lesion of the backend's table (the autoPET evaluation's choice)."""
 
 
 def unit_value(choice: str) -> str:
@@ -186,19 +191,9 @@ def input_problem(pet: bool, ct: bool, same: bool = False) -> Optional[str]:
     return None
 
 
-def check_options(weights: Optional[Path] = None, device: str = "auto") -> None:
-    """Raise ``ValueError`` for a device other than auto/cpu/cuda or a weights folder that does not exist
-    (checked before any volume is written)."""
-    from LesionSegLib.device import check_choice
-
-    check_choice(device)
-    if weights is not None and str(weights) and not Path(weights).is_dir():
-        raise ValueError(f"the weights folder {weights} does not exist")
-
-
-def output_paths(output_dir: Path) -> dict[str, Path]:
-    """``{"label", "table", "mip": path}`` of a run's outputs in ``output_dir``."""
-    return {key: Path(output_dir) / name for key, name in OUTPUT_FILES.items()}
+def segmentation_name(pet_name: str) -> str:
+    """Name of a new segmentation: ``"<PET volume> lesions"``."""
+    return f"{pet_name} lesions".strip()
 
 
 def predict_arguments(pet: Path, ct: Path, output_dir: Path, units: Optional[PetUnits] = None,
@@ -215,13 +210,13 @@ def predict_arguments(pet: Path, ct: Path, output_dir: Path, units: Optional[Pet
         ValueError: units missing for a file / given for a DICOM folder, incomplete Bq/mL values, a bad
             device, or a weights folder that does not exist.
     """
-    check_options(weights, device)
+    wholevolume.check_options(weights, device)
     dicom = Path(pet).is_dir()
     if dicom and units is not None:
         raise ValueError("a PET DICOM folder is converted from its tags; no units can be given")
     if not dicom and units is None:
         raise ValueError("say what the PET file holds: SUV, or Bq/mL with the weight and dose")
-    out = output_paths(output_dir)
+    out = wholevolume.output_paths(output_dir, OUTPUT_FILES)
     args = ["predict", METHOD, str(pet), str(ct), "-o", str(out["label"]), "--table", str(out["table"]),
             "--mip", str(out["mip"]), "--device", device]
     if units is not None:
@@ -229,39 +224,3 @@ def predict_arguments(pet: Path, ct: Path, output_dir: Path, units: Optional[Pet
     if weights is not None and str(weights):
         args += ["--weights", str(weights)]
     return args
-
-
-@dataclass(frozen=True)
-class Job:
-    """A started run.
-
-    Attributes:
-        runner: the ``LesionSegLib.process.BackgroundProcess`` running the backend.
-        folder: its temporary folder (``pet.nrrd`` or ``pet_dicom/``, ``ct.nrrd``, ``out/``).
-        petNode, ctNode: the input volumes.
-        segmentationNode: where the segments go (``None``: a new segmentation).
-        perLesion: one segment per lesion (else one segment ``lesions``).
-        petFromDicom: the PET went to the backend as its DICOM files.
-        started: ``time.perf_counter()`` at the start.
-    """
-
-    runner: Any
-    folder: Path
-    petNode: Any
-    ctNode: Any
-    segmentationNode: Any
-    perLesion: bool
-    petFromDicom: bool
-    started: float
-
-    @property
-    def output_dir(self) -> Path:
-        return self.folder / "out"
-
-    @property
-    def outputs(self) -> dict[str, Path]:
-        return output_paths(self.output_dir)
-
-    def input_paths(self) -> list[Path]:
-        """The inputs written for the run (deleted once it ended)."""
-        return [self.folder / "pet.nrrd", self.folder / "pet_dicom", self.folder / "ct.nrrd"]

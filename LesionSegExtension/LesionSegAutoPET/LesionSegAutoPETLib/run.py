@@ -1,6 +1,6 @@
 """One run of the panel (needs Slicer; imported by the logic): check the inputs, write them to a temporary
-folder and start the backend (:func:`start`); the logic turns the ended run into scene content
-(``loading.load_results`` through :class:`LesionSegLib.jobs.BackgroundJobLogic`).
+folder and start the backend (:func:`start`); the logic turns the ended run into scene content (:func:`load_results`
+through :class:`LesionSegLib.jobs.BackgroundJobLogic`).
 
 The temporary folder holds ``pet.nrrd`` (a PET file, in the units the user stated) or ``pet_dicom/`` (the PET's
 own DICOM files: the backend converts them to SUV from the tags), ``ct.nrrd`` and ``out/``. It is removed when
@@ -9,9 +9,10 @@ previous run's folder is freed: :func:`LesionSegLib.jobs.finish_run`).
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from LesionSegLib import wholevolume
 
 from . import autopet, inputs
 
@@ -61,29 +62,33 @@ def check_inputs(petNode: Any, ctNode: Any, petUnits: str = "suv", weightKg: Opt
 
 
 def start(petNode: Any, ctNode: Any, segmentationNode: Any, units: Optional[autopet.PetUnits], perLesion: bool,
-          weights: Optional[Path], device: str, onProgress: Any = None, onLog: Any = None) -> autopet.Job:
-    """Write the inputs and start ``lesionseg predict autopet-l2snet`` in the background.
+          weights: Optional[Path], device: str, onProgress: Any = None, onLog: Any = None) -> wholevolume.Job:
+    """Write the inputs and start ``lesionseg predict autopet-l2snet`` in the background (options ``perLesion``,
+    ``petFromDicom``).
 
     Raises:
         lesionseg.InputError: volumes/segmentation under different transforms, a volume without voxels, PET
             DICOM files no longer available. Nothing is left behind on failure.
     """
-    import time
+    from LesionSegLib import labelmaps
 
-    import slicer
-    from LesionSegLib import labelmaps, process
-
-    labelmaps.check_transforms([petNode, ctNode], segmentationNode)
-    folder = Path(slicer.util.tempDirectory("LesionSegAutoPET"))
-    try:
+    def prepare(folder: Path) -> list[list[str]]:
         pet = (labelmaps.export_volume(petNode, folder / "pet.nrrd") if units is not None
                else inputs.export_pet_dicom(petNode, folder / "pet_dicom"))
         ct = labelmaps.export_volume(ctNode, folder / "ct.nrrd")
-        (folder / "out").mkdir()
-        args = autopet.predict_arguments(pet, ct, folder / "out", units, weights, device)
-        runner = process.BackgroundProcess(process.backend_command(args), onProgress, onLog).start()
-    except Exception:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return autopet.Job(runner, folder, petNode, ctNode, segmentationNode, bool(perLesion), units is None,
-                       time.perf_counter())
+        return [autopet.predict_arguments(pet, ct, folder / "out", units, weights, device)]
+
+    return wholevolume.start_job(autopet.OWNER, {"pet": petNode, "ct": ctNode}, segmentationNode, prepare,
+                                 autopet.OUTPUT_FILES, onProgress=onProgress, onLog=onLog, perLesion=bool(perLesion),
+                                 petFromDicom=units is None)
+
+
+def load_results(job: wholevolume.Job) -> dict:
+    """A run that ended well -> segments (one per lesion, or one ``lesions``) and the table node
+    (:func:`LesionSegLib.wholevolume.load_lesions`, its result dict) plus ``"mip"`` (the picture, or None). A label
+    the backend wrote for a DICOM PET is resampled onto the PET volume's grid when it lies on another."""
+    found = wholevolume.load_lesions(job, autopet.OWNER, autopet.METHOD, autopet.CONNECTIVITY,
+                                     autopet.segmentation_name(job.volumeNode.GetName()), job.options["perLesion"],
+                                     allowResample=job.options["petFromDicom"])
+    mip = job.outputs["mip"]
+    return {**found, "mip": mip if mip.is_file() else None}

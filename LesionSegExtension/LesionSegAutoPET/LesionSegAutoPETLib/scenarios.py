@@ -12,17 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from LesionSegLib import selftests
+
 from . import autopet
-
-
-def _skip_without_backend_or_weights(test: Any) -> None:
-    from LesionSegLib import selftests
-
-    selftests.skip_without_dependencies(test)
-    from lesionseg.modelfolder import find_model_folder
-
-    if find_model_folder(autopet.METHOD) is None:
-        test.skipTest("no autopet-l2snet model folder is installed (package weights or $LESIONSEG_WEIGHTS)")
 
 
 def _phantom_study() -> tuple[Any, Any, np.ndarray]:
@@ -43,30 +35,9 @@ def _phantom_study() -> tuple[Any, Any, np.ndarray]:
     return petNode, ctNode, np.asarray(label.array)
 
 
-def _user_segmentation(volumeNode: Any) -> tuple[Any, str]:
-    """A segmentation holding one user segment (a small block in a corner of the volume)."""
-    import slicer
-
-    segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user segmentation")
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    userId = segmentationNode.GetSegmentation().AddEmptySegment("", "user segment", (0.1, 0.8, 0.1))
-    mask = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, np.uint8)
-    mask[:2, :4, :4] = 1
-    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, userId, volumeNode)
-    return segmentationNode, userId
-
-
-def _segment_names(segmentationNode: Any) -> list[str]:
-    segmentation = segmentationNode.GetSegmentation()
-    return sorted(segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments()))
-
-
 def pairing_picks_the_study_ct(test: Any, logic: Any) -> None:
     """The PET's study holds one CT: it is paired; a PET outside any study pairs with nothing."""
     import slicer
-
-    from LesionSegLib import selftests
 
     selftests.skip_without_dependencies(test)
     petNode, ctNode, _ = _phantom_study()
@@ -82,9 +53,9 @@ def segment_phantom(test: Any, logic: Any) -> None:
     replaces them and reuses the table node."""
     from LesionSegLib import nodes
 
-    _skip_without_backend_or_weights(test)
+    selftests.skip_without_weights(test, autopet.METHOD)
     petNode, _, truth = _phantom_study()
-    segmentationNode, userId = _user_segmentation(petNode)
+    segmentationNode, userId = selftests.user_segmentation(petNode)
     userBefore = nodes.segment_array(segmentationNode, userId, petNode)
     progress: list[float] = []
     result = logic.process(petNode, None, segmentationNode, petUnits="suv", perLesion=True, device="cpu",
@@ -92,7 +63,7 @@ def segment_phantom(test: Any, logic: Any) -> None:
     test.assertTrue(progress, "no PROGRESS line reached the panel")
     rows = result["rows"]
     test.assertTrue(rows, f"no lesion found in the phantom ({int(truth.sum())} lesion voxels)")
-    test.assertEqual(_segment_names(segmentationNode),
+    test.assertEqual(selftests.segment_names(segmentationNode),
                      sorted(["user segment"] + [f"lesion {row['id']}" for row in rows]))
     np.testing.assert_array_equal(nodes.segment_array(segmentationNode, userId, petNode), userBefore)
     tableNode = result["tableNode"]
@@ -104,7 +75,7 @@ def segment_phantom(test: Any, logic: Any) -> None:
     np.testing.assert_allclose(logic.jumpTo(result["lesionRows"][0]), rows[0]["centroid_ras"], atol=1e-6)
 
     again = logic.process(petNode, None, segmentationNode, petUnits="suv", perLesion=False, device="cpu")
-    test.assertEqual(_segment_names(segmentationNode), ["lesions", "user segment"])
+    test.assertEqual(selftests.segment_names(segmentationNode), ["lesions", "user segment"])
     test.assertEqual(again["tableNode"].GetID(), tableNode.GetID())
     np.testing.assert_array_equal(nodes.segment_array(segmentationNode, userId, petNode), userBefore)
 
@@ -118,7 +89,6 @@ def slicer_column(tableNode: Any, name: str) -> np.ndarray:
 def suv_check_refuses_ct(test: Any, logic: Any) -> None:
     """The CT chosen as PET: ValueError 'does not look like PET in SUV', nothing added, no run started."""
     import slicer
-    from LesionSegLib import selftests
 
     selftests.skip_without_dependencies(test)
     petNode, ctNode, _ = _phantom_study()
@@ -137,8 +107,7 @@ def suv_check_refuses_ct(test: Any, logic: Any) -> None:
 
 def cancel_leaves_scene_unchanged(test: Any, logic: Any) -> None:
     """Cancel right after the start: ``finish`` returns None, no node is added, the temporary folder is gone."""
-    from LesionSegLib import selftests
 
-    _skip_without_backend_or_weights(test)
+    selftests.skip_without_weights(test, autopet.METHOD)
     petNode, ctNode, _ = _phantom_study()
     selftests.cancel_leaves_scene_unchanged(test, logic, petNode, ctNode, petUnits="suv")

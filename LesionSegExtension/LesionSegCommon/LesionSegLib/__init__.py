@@ -11,7 +11,12 @@ Submodules, each small and importable on its own:
 * :mod:`LesionSegLib.process` -- background runner of the backend command line with progress and Cancel.
 * :mod:`LesionSegLib.background_ui` -- drives a progress bar, status line and Cancel button from that runner;
   the start / finish / jump-to part of a whole-volume panel (a mixin).
-* :mod:`LesionSegLib.jobs` -- one background job at a time in a panel logic: finish, cancel, the run's folder.
+* :mod:`LesionSegLib.jobs` -- one background job at a time in a panel logic: finish, cancel, jump-to, the run's folder.
+* :mod:`LesionSegLib.steps` -- several backend commands as one background run (one progress bar, one Cancel).
+* :mod:`LesionSegLib.wholevolume` -- a whole-volume run: options, inputs -> temporary folder -> backend
+  (:class:`~LesionSegLib.wholevolume.Job`), and a lesion run's label + table -> segments and a table node.
+* :mod:`LesionSegLib.lesiontable` -- the backend's one lesion table as panel rows (mL; SUV fields when present),
+  cells, table-node columns, summaries and segment specs.
 * :mod:`LesionSegLib.labelmaps` -- export volumes, read back label files, replace only a panel's own segments.
 * :mod:`LesionSegLib.dependencies` -- which Python packages are missing; installs them only when asked.
 * :mod:`LesionSegLib.nodes` -- MRML nodes <-> backend images and prompts (needs Slicer).

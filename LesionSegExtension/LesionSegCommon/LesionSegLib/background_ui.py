@@ -126,10 +126,12 @@ class ProcessMonitor:
 class BackgroundRunPanelMixin:
     """Start / finish / jump-to of a panel whose logic runs one background job (``LesionSegLib.jobs``).
 
-    The panel (``class <M>Widget(BackgroundRunPanelMixin, ParameterNodePanelMixin, ...)``) has ``self.monitor``
-    (a :class:`ProcessMonitor`), ``self.ui.statusLabel``, ``_showResult(found)`` (``None`` clears the results)
-    and ``_updateButtons()``; its ``_showResult`` sets :attr:`_jumpRows` (e.g. with :meth:`_fillTable`) and its
-    table's ``cellDoubleClicked(int,int)`` goes to :meth:`onJump`.
+    The panel (``class <M>Widget(BackgroundRunPanelMixin, ParameterNodePanelMixin, ...)``) calls :meth:`_watchRuns`
+    in ``setup()`` (its ``.ui`` has ``progressBar``, ``statusLabel`` and ``cancelButton``) and has
+    ``onFinished(result)``, ``_showResult(found)`` (``None`` clears the results) and ``_updateButtons()``; its
+    ``_showResult`` sets :attr:`_jumpRows` (e.g. with :meth:`_fillTable`) and its table's
+    ``cellDoubleClicked(int,int)`` goes to :meth:`onJump`. Unloading the module or closing the scene cancels the
+    run (and the scene close clears the results).
     """
 
     monitor: Any = None
@@ -139,6 +141,21 @@ class BackgroundRunPanelMixin:
     """The rows of the results table, in order; ``logic.jumpTo(row)`` centres the views on one."""
     _jumpFailure = "Could not centre the views on the lesion."
     """The error title when ``logic.jumpTo`` fails."""
+
+    def _watchRuns(self) -> None:
+        """Create :attr:`monitor`: the panel's progress bar, status line and Cancel button, ending in
+        ``self.onFinished(result)``."""
+        self.monitor = ProcessMonitor(self.ui.progressBar, self.ui.statusLabel, self.ui.cancelButton, self.onFinished)
+
+    def cleanup(self) -> None:
+        """The module is unloaded: cancel the run, then the other bases' cleanup."""
+        self.monitor.cancel()
+        super().cleanup()
+
+    def _resetPanel(self) -> None:
+        """The scene is closing: cancel the run and clear the results."""
+        self.monitor.cancel()
+        self._showResult(None)
 
     def _startRun(self, failureTitle: str, start: Callable[[], BackgroundProcess], message: str) -> None:
         """Install missing packages (asks first), ``start()`` the run without waiting and show it in the monitor;
@@ -196,4 +213,8 @@ class BackgroundRunPanelMixin:
 
     def _updateButtons(self) -> None:
         """Hook: enable the panel's buttons for the current inputs and run state."""
+        raise NotImplementedError
+
+    def onFinished(self, result: ProcessResult) -> None:
+        """Hook: the run ended (the monitor calls it on the main thread); e.g. :meth:`_finishRun` and show it."""
         raise NotImplementedError

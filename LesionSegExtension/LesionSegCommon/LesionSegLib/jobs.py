@@ -5,14 +5,16 @@ backend's command line in the background (:class:`LesionSegLib.process.Backgroun
 same ``wait``/``cancel``/``poll``) and load the outputs once it ended. What they share lives here:
 
 * :class:`BackgroundJobLogic` -- a mixin for the ``<M>Logic`` class: at most one job, ``finish(result)``
-  (``None`` when cancelled), ``cancel()``, and ``lastResult`` / ``lastOutputDir`` / ``lastSeconds`` of the last
-  run that ended well. The module supplies the loading step (``_loadJob``).
+  (``None`` when cancelled), ``cancel()``, ``jumpTo(row)``, and ``lastResult`` / ``lastOutputDir`` /
+  ``lastSeconds`` / ``lastVolumes`` of the last run that ended well. The module supplies the loading step
+  (``_loadJob``). The runs themselves are started by :func:`LesionSegLib.wholevolume.start_job`.
 * :func:`finish_run` -- turns an ended run into its loaded result and cleans the folder up (inputs deleted,
   ``out/`` kept, the previous run's folder freed; everything removed on failure or Cancel).
 * :func:`jump_to_lesion` -- centre the slice views on a lesion row's RAS centroid.
 
 A job is any object with ``runner``, ``folder`` (the run's temporary folder), ``output_dir``, ``started``
-(``time.perf_counter()`` at the start) and ``input_paths()`` (the files or folders written for the run).
+(``time.perf_counter()`` at the start), ``input_paths()`` (the files or folders written for the run) and
+``volumes`` (``{role: input volume}``), e.g. :class:`LesionSegLib.wholevolume.Job`.
 ``slicer`` is imported inside the functions, so this module imports without Slicer.
 """
 from __future__ import annotations
@@ -79,6 +81,7 @@ class BackgroundJobLogic:
         lastResult: what :meth:`finish` returned for the last run that ended well (``None`` before).
         lastOutputDir: that run's ``out/`` folder (kept until the next run ends well).
         lastSeconds: that run's wall time from start to loaded results (s).
+        lastVolumes: that run's input volumes (``{role: node}``), which :meth:`jumpTo` shows rows over.
     """
 
     jobName = "background run"
@@ -88,6 +91,7 @@ class BackgroundJobLogic:
     lastResult: Any = None
     lastOutputDir: Optional[Path] = None
     lastSeconds: float = 0.0
+    lastVolumes: dict = {}
 
     def _checkIdle(self) -> None:
         """Raise ``RuntimeError`` while a job is running."""
@@ -119,7 +123,16 @@ class BackgroundJobLogic:
         if found is not None:
             self.lastSeconds = time.perf_counter() - job.started
             self.lastResult, self.lastOutputDir = found, job.output_dir
+            self.lastVolumes = dict(job.volumes)
         return found
+
+    def jumpTo(self, row: Any) -> Any:
+        """Centre the slice views on a lesion or finding of the last run (an object or dict with ``centroid_ras``,
+        RAS mm in its volume's node coordinates); a row with a ``phase`` is shown over that phase's volume, any
+        other over the first input. Returns the world RAS point."""
+        phase = row.get("phase") if isinstance(row, dict) else getattr(row, "phase", None)
+        volumes = self.lastVolumes
+        return jump_to_lesion(row, volumes.get(phase) if phase in volumes else next(iter(volumes.values()), None))
 
     def cancel(self) -> None:
         """Kill the running job's process tree (``finish`` then returns None); no-op when idle."""

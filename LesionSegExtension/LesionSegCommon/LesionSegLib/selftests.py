@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -68,25 +68,53 @@ def skip_without_dependencies(test: Any) -> None:
         test.skipTest("LesionSeg packages missing: " + ", ".join(p.requirement for p in missing))
 
 
+def skip_without_weights(test: Any, method: str) -> None:
+    """Skip without the backend's packages or without an installed model folder of ``method``."""
+    skip_without_dependencies(test)
+    from lesionseg.modelfolder import find_model_folder
+
+    if find_model_folder(method) is None:
+        test.skipTest(f"no {method} model folder is installed (package weights or $LESIONSEG_WEIGHTS)")
+
+
+def user_segmentation(volumeNode: Any, mask: Optional[np.ndarray] = None,
+                      name: str = "user segment") -> tuple[Any, str]:
+    """``(segmentation, segment ID)``: a new segmentation on the volume's geometry holding one user segment ``name``
+    with the voxels of ``mask`` (``(K, J, I)`` 0/1; default a small block in a corner of the volume)."""
+    import slicer
+
+    if mask is None:
+        mask = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, np.uint8)
+        mask[:2, :4, :4] = 1
+    segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user segmentation")
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    userId = segmentationNode.GetSegmentation().AddEmptySegment("", name, (0.1, 0.8, 0.1))
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, userId, volumeNode)
+    return segmentationNode, userId
+
+
+def segment_names(segmentationNode: Any) -> list[str]:
+    """The names of the segmentation's segments, sorted."""
+    segmentation = segmentationNode.GetSegmentation()
+    return sorted(segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments()))
+
+
+def roi(centre_ras: np.ndarray, size: np.ndarray, name: str = "lesion box") -> Any:
+    """A new ROI node (world RAS centre and side lengths, mm)."""
+    import slicer
+
+    roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
+    roiNode.SetCenterWorld([float(c) for c in centre_ras])
+    roiNode.SetSizeWorld([float(s) for s in size])
+    return roiNode
+
+
 def _scene_with_user_segment(ct: SyntheticCT) -> tuple[Any, Any, str]:
     import slicer
 
     volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="LesionSeg test CT")
-    segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user segmentation")
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    userId = segmentationNode.GetSegmentation().AddEmptySegment("", "user segment", (0.1, 0.8, 0.1))
-    slicer.util.updateSegmentBinaryLabelmapFromArray(ct.user_mask, segmentationNode, userId, volumeNode)
-    return volumeNode, segmentationNode, userId
-
-
-def _roi(centre_ras: np.ndarray, size: np.ndarray) -> Any:
-    import slicer
-
-    roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "lesion box")
-    roiNode.SetCenterWorld([float(c) for c in centre_ras])
-    roiNode.SetSizeWorld([float(s) for s in size])
-    return roiNode
+    return (volumeNode, *user_segmentation(volumeNode, ct.user_mask))
 
 
 def segment_sphere(test: Any, logic: Any) -> None:
@@ -102,7 +130,7 @@ def segment_sphere(test: Any, logic: Any) -> None:
     volumeNode, segmentationNode, userId = _scene_with_user_segment(ct)
     userBefore = nodes.segment_array(segmentationNode, userId, volumeNode)
     test.assertEqual(int(userBefore.sum()), int(ct.user_mask.sum()))
-    roiNode = _roi(ct.centre_ras, ct.box_size)
+    roiNode = roi(ct.centre_ras, ct.box_size)
     segmentation = segmentationNode.GetSegmentation()
 
     segmentId = logic.process(volumeNode, roiNode, segmentationNode, method="classical-box", device="cpu")
@@ -148,7 +176,7 @@ def bad_input_leaves_scene_unchanged(test: Any, logic: Any) -> None:
     skip_without_dependencies(test)
     ct = synthetic_ct()
     volumeNode, segmentationNode, _ = _scene_with_user_segment(ct)
-    outside = _roi(ct.centre_ras + np.array([0.0, 0.0, 500.0]), ct.box_size)
+    outside = roi(ct.centre_ras + np.array([0.0, 0.0, 500.0]), ct.box_size)
     unplaced = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "unplaced")
     nodeCount = slicer.mrmlScene.GetNumberOfNodes()
     for roiNode, segmentation in ((outside, segmentationNode), (outside, None), (unplaced, segmentationNode)):

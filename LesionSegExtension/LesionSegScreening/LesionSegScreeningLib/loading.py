@@ -6,15 +6,12 @@ covers every phase, each phase's label file lies on that volume's grid and holds
 """
 from __future__ import annotations
 
-from typing import Any
-
-from lesionseg import InputError
-from LesionSegLib import labelmaps
+from LesionSegLib import labelmaps, wholevolume
 
 from . import screening
 
 
-def load_results(job: screening.Job) -> tuple[dict, labelmaps.WrittenSegments]:
+def load_results(job: wholevolume.Job) -> tuple[dict, labelmaps.WrittenSegments]:
     """``(report, where the segments went)`` of a successful run.
 
     Raises:
@@ -22,12 +19,7 @@ def load_results(job: screening.Job) -> tuple[dict, labelmaps.WrittenSegments]:
             unexpected values, volumes/segmentation under different transforms.
         ValueError: the report is missing or malformed.
     """
-    import slicer
-
-    nodes: list[Any] = [*job.volumes.values(), job.segmentationNode]
-    for node in nodes:
-        if node is not None and not slicer.mrmlScene.IsNodePresent(node):
-            raise InputError(f"'{node.GetName()}' was removed from the scene during the screening")
+    wholevolume.check_present(job, "the screening")
     report = screening.read_report(job.output_dir, list(job.volumes))
     labels = []
     for phase, volumeNode in job.volumes.items():

@@ -10,17 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from LesionSegLib import selftests
+
 from . import screening
-
-
-def _skip_without_backend_or_weights(test: Any) -> None:
-    from LesionSegLib import selftests
-
-    selftests.skip_without_dependencies(test)
-    from lesionseg.modelfolder import find_model_folder
-
-    if find_model_folder(screening.METHOD) is None:
-        test.skipTest("no s4c model folder is installed (package weights or $LESIONSEG_WEIGHTS/s4c)")
 
 
 def _phantom_volumes() -> dict[str, Any]:
@@ -35,32 +27,13 @@ def _phantom_volumes() -> dict[str, Any]:
             for phase, image in (("venous", venous), ("arterial", arterial))}
 
 
-def _segment_names(segmentationNode: Any) -> list[str]:
-    segmentation = segmentationNode.GetSegmentation()
-    return sorted(segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments()))
-
-
-def _user_segmentation(volumeNode: Any) -> tuple[Any, str]:
-    """A segmentation holding one user segment (a small block in a corner of the volume)."""
-    import slicer
-
-    segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user segmentation")
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    userId = segmentationNode.GetSegmentation().AddEmptySegment("", "user segment", (0.1, 0.8, 0.1))
-    mask = np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, np.uint8)
-    mask[:2, :4, :4] = 1
-    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, userId, volumeNode)
-    return segmentationNode, userId
-
-
 def screen_phantom(test: Any, logic: Any) -> None:
     """Both phases -> positive verdict, six named segments beside the user's, jump-to; a rerun replaces them."""
     from LesionSegLib import nodes
 
-    _skip_without_backend_or_weights(test)
+    selftests.skip_without_weights(test, screening.METHOD)
     volumes = _phantom_volumes()
-    segmentationNode, userId = _user_segmentation(volumes["venous"])
+    segmentationNode, userId = selftests.user_segmentation(volumes["venous"])
     userBefore = nodes.segment_array(segmentationNode, userId, volumes["venous"])
     progress: list[float] = []
     report = logic.process(venousNode=volumes["venous"], arterialNode=volumes["arterial"],
@@ -73,7 +46,7 @@ def screen_phantom(test: Any, logic: Any) -> None:
     test.assertTrue(report["positive"], "the tumour phantom was screened negative: " + "; ".join(verdict.reasons))
     expected = sorted(["user segment"] + [spec.name for phase in screening.PHASES
                                           for spec in screening.segment_specs(phase)])
-    test.assertEqual(_segment_names(segmentationNode), expected)
+    test.assertEqual(selftests.segment_names(segmentationNode), expected)
     np.testing.assert_array_equal(nodes.segment_array(segmentationNode, userId, volumes["venous"]), userBefore)
     test.assertIs(logic.lastSegmentationNode, segmentationNode)
     test.assertTrue((logic.lastOutputDir / "report.json").is_file())
@@ -84,7 +57,7 @@ def screen_phantom(test: Any, logic: Any) -> None:
 
     logic.process(venousNode=volumes["venous"], segmentationNode=segmentationNode, device="cpu")
     expected = sorted(["user segment"] + [spec.name for spec in screening.segment_specs("venous")])
-    test.assertEqual(_segment_names(segmentationNode), expected)
+    test.assertEqual(selftests.segment_names(segmentationNode), expected)
     np.testing.assert_array_equal(nodes.segment_array(segmentationNode, userId, volumes["venous"]), userBefore)
 
 
@@ -102,8 +75,7 @@ def no_phase_raises(test: Any, logic: Any) -> None:
 
 def cancel_leaves_scene_unchanged(test: Any, logic: Any) -> None:
     """Cancel right after the start: ``finish`` returns None, no node is added, the temporary folder is gone."""
-    from LesionSegLib import selftests
 
-    _skip_without_backend_or_weights(test)
+    selftests.skip_without_weights(test, screening.METHOD)
     volumes = _phantom_volumes()
     selftests.cancel_leaves_scene_unchanged(test, logic, venousNode=volumes["venous"])

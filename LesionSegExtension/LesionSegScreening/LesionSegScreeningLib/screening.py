@@ -83,14 +83,13 @@ def phase_volumes(venous: Any = None, arterial: Any = None) -> dict[str, Any]:
 
 
 def check_options(weights: Optional[Path] = None, device: str = "auto", stride: int = DEFAULT_STRIDE) -> None:
-    """Raise ``ValueError`` for a stride outside 1..64, an empty device or a weights folder that does not exist
-    (checked before any volume is written)."""
+    """Raise ``ValueError`` for a stride outside 1..64, a device other than auto/cpu/cuda or a weights folder that
+    does not exist (checked before any volume is written)."""
+    from LesionSegLib.wholevolume import check_options as check_run_options
+
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= MAX_STRIDE:
         raise ValueError(f"the stride must be a whole number of voxels in 1..{MAX_STRIDE}, got {stride!r}")
-    if not device:
-        raise ValueError("no device given (auto, cpu or cuda)")
-    if weights is not None and str(weights) and not Path(weights).is_dir():
-        raise ValueError(f"the weights folder {weights} does not exist")
+    check_run_options(weights, device)
 
 
 def screen_arguments(inputs: Mapping[str, Path], output_dir: Path, weights: Optional[Path] = None,
@@ -117,36 +116,6 @@ def screen_arguments(inputs: Mapping[str, Path], output_dir: Path, weights: Opti
     if weights is not None and str(weights):
         args += ["--weights", str(weights)]
     return args
-
-
-@dataclass(frozen=True)
-class Job:
-    """A started screening run.
-
-    Attributes:
-        runner: the ``LesionSegLib.process.BackgroundProcess`` running ``lesionseg screen``.
-        folder: its temporary folder (``<phase>.nrrd`` inputs, ``out/`` written by the backend).
-        volumes: ``{phase: volume node}`` screened.
-        segmentationNode: where the segments go (``None``: a new segmentation).
-        started: ``time.perf_counter()`` at the start.
-    """
-
-    runner: Any
-    folder: Path
-    volumes: Mapping[str, Any]
-    segmentationNode: Any
-    started: float
-
-    @property
-    def output_dir(self) -> Path:
-        return self.folder / "out"
-
-    def input_file(self, phase: str) -> Path:
-        return self.folder / f"{phase}.nrrd"
-
-    def input_paths(self) -> list[Path]:
-        """The inputs written for the run (deleted once it ended)."""
-        return [self.input_file(phase) for phase in self.volumes]
 
 
 def read_report(output_dir: Path, phases: Sequence[str]) -> dict:
@@ -306,6 +275,11 @@ class JumpTarget:
     kind: str
     volume_mm3: float
     ras: tuple[float, float, float]
+
+    @property
+    def centroid_ras(self) -> tuple[float, float, float]:
+        """:attr:`ras` (what ``LesionSegLib.jobs.BackgroundJobLogic.jumpTo`` centres the views on)."""
+        return self.ras
 
     def cells(self) -> tuple[str, str, str, str]:
         """Table cells: phase, kind, volume (mm3), RAS position (mm)."""

@@ -5,15 +5,19 @@ A run's temporary folder holds ``ct.nrrd`` (the CT in its node coordinates), for
 ``prior_ct.nrrd`` + ``prior_mask.nrrd`` (the CT and the segment cropped around the segment,
 :func:`LesionSegSmallLesionLib.smalllesion.prior_crop`) and ``out/`` (the backend's outputs). It is removed
 when the run fails or is cancelled; on success only the inputs go and ``out/`` stays for the user (the logic
-frees the previous run's folder: :func:`LesionSegLib.jobs.finish_run`).
+frees the previous run's folder: :func:`LesionSegLib.jobs.finish_run`). :func:`load_results` turns a run that
+ended well into segments.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from LesionSegLib import wholevolume
 
 from . import smalllesion
 
@@ -81,40 +85,44 @@ def export_prior_inputs(volumeNode: Any, segmentationNode: Any, segmentId: str, 
 
 def start(volumeNode: Any, segmentationNode: Any, roiNode: Any, prior: smalllesion.PriorChoice,
           priorSegmentationNode: Any, weights: Optional[Path], device: str, onProgress: Any = None,
-          onLog: Any = None) -> smalllesion.Job:
-    """Write the inputs and start the run (``lesionseg prior`` first for a segment's prior, then predict).
+          onLog: Any = None) -> wholevolume.Job:
+    """Write the inputs and start the run (``lesionseg prior`` first for a segment's prior, then predict; options
+    ``prior`` and ``box``).
 
     Raises:
         ValueError: an empty segment; lesionseg.InputError: transforms that differ, an ROI outside the CT, a
             volume without voxels. Nothing is left behind on failure.
     """
-    import time
+    from LesionSegLib import labelmaps
 
-    import slicer
-    from LesionSegLib import labelmaps, process
-
-    from .steps import SequentialRun
-
-    labelmaps.check_transforms([volumeNode], segmentationNode)
     box = None if roiNode is None else roi_box(roiNode, volumeNode)
-    folder = Path(slicer.util.tempDirectory("LesionSegSmallLesion"))
-    try:
-        out = folder / "out"
-        out.mkdir()
-        commands, shares = [], []
+    shares = [PRIOR_STEP_SHARE, 1.0 - PRIOR_STEP_SHARE] if prior.kind == "segment" else None
+
+    def prepare(folder: Path) -> list[list[str]]:
+        out, commands = folder / "out", []
         if prior.kind == "segment":
             image, mask = export_prior_inputs(volumeNode, priorSegmentationNode, prior.segment_id, folder)
-            paths = smalllesion.output_paths(out)
+            paths = wholevolume.output_paths(out, smalllesion.OUTPUT_FILES)
             commands.append(smalllesion.prior_arguments(prior, paths["plot"], paths["prior"], image, mask))
-            shares.append(PRIOR_STEP_SHARE)
         ct = labelmaps.export_volume(volumeNode, folder / "ct.nrrd")
-        commands.append(smalllesion.predict_arguments(ct, out, prior, box, weights, device))
-        shares.append(1.0 - sum(shares))
-        runner = SequentialRun([process.backend_command(a) for a in commands], shares, onProgress, onLog).start()
-    except Exception:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return smalllesion.Job(runner, folder, volumeNode, segmentationNode, prior, box, time.perf_counter())
+        return commands + [smalllesion.predict_arguments(ct, out, prior, box, weights, device)]
+
+    return wholevolume.start_job(smalllesion.OWNER, {"ct": volumeNode}, segmentationNode, prepare,
+                                 smalllesion.OUTPUT_FILES, shares, onProgress, onLog, prior=prior, box=box)
+
+
+def load_results(job: wholevolume.Job) -> dict:
+    """A run that ended well -> one segment per lesion (:func:`LesionSegLib.wholevolume.load_lesions`, its result
+    dict), tagged with the prior and the ROI, plus ``"prior"`` (its description) and ``"priorPlot"`` (the learnt
+    prior's PNG or None)."""
+    prior, box = job.options["prior"], job.options["box"]
+    tags = {smalllesion.PRIOR_TAG: prior.tag(),
+            smalllesion.ROI_TAG: json.dumps(None if box is None else box.to_dict(), separators=(",", ":"))}
+    found = wholevolume.load_lesions(job, smalllesion.OWNER, smalllesion.METHOD, smalllesion.CONNECTIVITY,
+                                     smalllesion.segmentation_name(job.volumeNode.GetName()),
+                                     name=smalllesion.segment_name, tags=tags)
+    plot = job.outputs["plot"]
+    return {**found, "prior": prior.describe(), "priorPlot": plot if plot.is_file() else None}
 
 
 def preview_files(volumeNode: Any, prior: smalllesion.PriorChoice, priorSegmentationNode: Any = None,

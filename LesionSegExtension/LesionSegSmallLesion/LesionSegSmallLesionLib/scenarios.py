@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from . import lesions, smalllesion
+from LesionSegLib import selftests
+
+from . import smalllesion
 
 
 @dataclass(frozen=True)
@@ -60,54 +62,29 @@ def tiny_ct(shape: tuple[int, int, int] = (24, 56, 64), seed: int = 0) -> TinyCT
     return TinyCT(np.round(array).astype(np.int16), ijk_to_ras, truth, largest, np.array(centres))
 
 
-def _skip_without_backend_or_weights(test: Any) -> None:
-    from LesionSegLib import selftests
-
-    selftests.skip_without_dependencies(test)
-    from lesionseg.modelfolder import find_model_folder
-
-    if find_model_folder(smalllesion.METHOD) is None:
-        test.skipTest("no small-lesion-il model folder is installed (package weights or $LESIONSEG_WEIGHTS)")
-
-
 def _scene(ct: TinyCT) -> tuple[Any, Any, str]:
     """``(CT node, segmentation with the user's segment "user lesion", its segment ID)``."""
     import slicer
 
     volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="tiny CT")
-    segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "user segmentation")
-    segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    userId = segmentationNode.GetSegmentation().AddEmptySegment("", "user lesion", (0.1, 0.8, 0.1))
-    slicer.util.updateSegmentBinaryLabelmapFromArray(ct.largest, segmentationNode, userId, volumeNode)
-    return volumeNode, segmentationNode, userId
-
-
-def _roi(centre_ras: np.ndarray, size: np.ndarray) -> Any:
-    import slicer
-
-    roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "small-lesion ROI")
-    roiNode.SetCenterWorld([float(c) for c in centre_ras])
-    roiNode.SetSizeWorld([float(s) for s in size])
-    return roiNode
-
-
-def _segment_names(segmentationNode: Any) -> list[str]:
-    segmentation = segmentationNode.GetSegmentation()
-    return sorted(segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments()))
+    return (volumeNode, *selftests.user_segmentation(volumeNode, ct.largest, "user lesion"))
 
 
 def _check_result(test: Any, result: dict, volumeNode: Any, segmentationNode: Any) -> None:
-    """Segments named after the rows beside the user's; each holds its row's voxels; jump-to reaches the centroid."""
+    """Segments named after the rows beside the user's, each holding its row's voxels; a table node lists them."""
+    import slicer
     import vtk
     from LesionSegLib import labelmaps, nodes
 
     rows = result["rows"]
-    test.assertEqual(_segment_names(segmentationNode), sorted(["user lesion"] + [row["segment"] for row in rows]))
+    np.testing.assert_array_equal(slicer.util.arrayFromTableColumn(result["tableNode"], "ID"), [r["id"] for r in rows])
+    test.assertEqual(selftests.segment_names(segmentationNode),
+                     sorted(["user lesion"] + [row["segment"] for row in rows]))
     test.assertEqual(len(result["segmentIds"]), len(rows))
     for row, segmentId in zip(rows, result["segmentIds"]):
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-        test.assertEqual(segment.GetName(), lesions.segment_name(row["id"], row["volume_mm3"]))
+        test.assertEqual(segment.GetName(), row["segment"])
+        test.assertTrue(segment.GetName().startswith(f"Lesion {row['id']} ("))
         tag = vtk.reference("")
         test.assertTrue(segment.GetTag(labelmaps.OWNER_TAG, tag))
         test.assertEqual(tag.get(), smalllesion.OWNER)
@@ -119,7 +96,7 @@ def segment_tiny_ct(test: Any, logic: Any) -> None:
     the user's segment untouched, the second run replaces the first run's segments only."""
     from LesionSegLib import nodes
 
-    _skip_without_backend_or_weights(test)
+    selftests.skip_without_weights(test, smalllesion.METHOD)
     ct = tiny_ct()
     volumeNode, segmentationNode, userId = _scene(ct)
     userBefore = nodes.segment_array(segmentationNode, userId, volumeNode)
@@ -133,7 +110,7 @@ def segment_tiny_ct(test: Any, logic: Any) -> None:
         np.testing.assert_allclose(logic.jumpTo(result["lesionRows"][0]), result["rows"][0]["centroid_ras"],
                                    atol=1e-6)
 
-    roiNode = _roi(ct.centres_ras.mean(axis=0), np.array([60.0, 60.0, 30.0]))
+    roiNode = selftests.roi(ct.centres_ras.mean(axis=0), np.array([60.0, 60.0, 30.0]))
     again = logic.process(volumeNode, segmentationNode, roiNode, prior=userId, device="cpu")
     _check_result(test, again, volumeNode, segmentationNode)
     np.testing.assert_array_equal(nodes.segment_array(segmentationNode, userId, volumeNode), userBefore)
@@ -148,13 +125,12 @@ def bad_input_raises(test: Any, logic: Any) -> None:
     nothing added to the scene, no run started."""
     import slicer
     from lesionseg import InputError
-    from LesionSegLib import selftests
 
     selftests.skip_without_dependencies(test)
     ct = tiny_ct()
     volumeNode, segmentationNode, _ = _scene(ct)
     empty = segmentationNode.GetSegmentation().AddEmptySegment("", "empty", (0.5, 0.5, 0.5))
-    outside = _roi(ct.centres_ras[0] + np.array([0.0, 0.0, 500.0]), np.array([20.0, 20.0, 20.0]))
+    outside = selftests.roi(ct.centres_ras[0] + np.array([0.0, 0.0, 500.0]), np.array([20.0, 20.0, 20.0]))
     count = slicer.mrmlScene.GetNumberOfNodes()
     cases = [((130.0, 0.0), None, ValueError, "SD must be more than 0"),
              ("no_such_prior.json", None, ValueError, "does not exist"),
@@ -172,8 +148,7 @@ def bad_input_raises(test: Any, logic: Any) -> None:
 
 def cancel_leaves_scene_unchanged(test: Any, logic: Any) -> None:
     """Cancel right after the start: ``finish`` returns None, no node is added, the temporary folder is gone."""
-    from LesionSegLib import selftests
 
-    _skip_without_backend_or_weights(test)
+    selftests.skip_without_weights(test, smalllesion.METHOD)
     volumeNode, _, _ = _scene(tiny_ct())
     selftests.cancel_leaves_scene_unchanged(test, logic, volumeNode)

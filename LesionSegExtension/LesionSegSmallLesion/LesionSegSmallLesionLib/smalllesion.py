@@ -1,4 +1,4 @@
-"""Pure parts of the small-lesion panel: the prior choice, the backend's arguments, the ROI, the run record.
+"""Pure parts of the small-lesion panel: the prior choice, the backend's arguments, the ROI, segment names.
 
 No ``slicer`` import and no backend import at module level (the panel imports this before the backend may be
 installed); tested offline. The backend commands (issue #6)::
@@ -11,8 +11,8 @@ installed); tested offline. The backend commands (issue #6)::
 
 ``--roi`` is in LPS mm in the frame of the CT *file*: Slicer writes a volume in its node coordinates, so an ROI
 (world RAS) goes through the inverse of the volume's parent transform and the RAS -> LPS flip
-(:func:`box_in_node_frame`). The output mask lies on the CT's grid (uint8 0/1); the table lists its connected
-lesions, largest first.
+(:func:`box_in_node_frame`). The output mask lies on the CT's grid (uint8 0/1); the table lists its 26-connected
+lesions, largest first (mL and mean HU; the panel names each segment after its volume in mm³).
 """
 from __future__ import annotations
 
@@ -25,9 +25,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from LesionSegLib import wholevolume
+from LesionSegLib.lesiontable import LesionRow, format_volume
+
 METHOD = "small-lesion-il"
 OWNER = "LesionSegSmallLesion"
 """Owner tag of the segments this panel writes (only these are replaced by a new run)."""
+CONNECTIVITY = 26
+"""Neighbours that join lesion voxels into one lesion of the backend's table."""
+PRIOR_TAG = "LesionSeg.prior"
+ROI_TAG = "LesionSeg.roi"
+"""Segment tags: the prior choice (:meth:`PriorChoice.tag`) and the ROI (JSON of the LPS box, or null)."""
 
 PRIOR_MODES = {"Built-in (from the model)": "builtin", "Typed mean / SD": "typed",
                "Learn from a segment": "segment"}
@@ -42,7 +50,8 @@ TABLE_SUFFIXES = (".json", ".csv")
 """A prior table the backend reads (``lesionseg prior -o`` writes JSON; a CSV has columns hu, likelihood)."""
 
 OUTPUT_FILES = {"label": "lesions.nii.gz", "table": "lesions.json", "prior": "prior.json", "plot": "prior.png"}
-"""A run's outputs in its ``out`` folder (``prior``/``plot`` only when the prior is learnt from a segment)."""
+"""A run's outputs in its ``out`` folder (``prior``/``plot`` only when the prior is learnt from a segment); the table
+is the shared lesion table (``LesionSegLib.lesiontable``)."""
 
 PRIOR_CROP_MARGIN_VOXELS = 8
 """Margin around a segment when its prior is learnt from a crop of the CT: the prior's anisotropic diffusion
@@ -182,20 +191,6 @@ def input_problem(volume: bool, mode: str, sd_hu: float, segment: bool) -> Optio
     return None
 
 
-def check_options(weights: Optional[Path] = None, device: str = "auto") -> None:
-    """Raise ``ValueError`` for a device other than auto/cpu/cuda or a weights folder that does not exist."""
-    from LesionSegLib.device import check_choice
-
-    check_choice(device)
-    if weights is not None and str(weights) and not Path(weights).is_dir():
-        raise ValueError(f"the weights folder {weights} does not exist")
-
-
-def output_paths(output_dir: Path) -> dict[str, Path]:
-    """``{"label", "table", "prior", "plot": path}`` of a run's outputs in ``output_dir``."""
-    return {key: Path(output_dir) / name for key, name in OUTPUT_FILES.items()}
-
-
 def roi_arguments(box: Any) -> list[str]:
     """``["--roi", x0, y0, z0, x1, y1, z1]`` of a :class:`lesionseg.Box` (LPS mm); ``[]`` for ``None``."""
     if box is None:
@@ -275,8 +270,8 @@ def predict_arguments(ct: Path, output_dir: Path, prior: PriorChoice, box: Any =
     Raises:
         ValueError: a bad device or a weights folder that does not exist.
     """
-    check_options(weights, device)
-    out = output_paths(output_dir)
+    wholevolume.check_options(weights, device)
+    out = wholevolume.output_paths(output_dir, OUTPUT_FILES)
     args = ["predict", METHOD, str(ct), "-o", str(out["label"]), "--table", str(out["table"]), "--device", device]
     args += roi_arguments(box) + prior.predict_arguments(out["prior"])
     if weights is not None and str(weights):
@@ -307,35 +302,11 @@ def prior_arguments(prior: PriorChoice, plot: Path, output: Optional[Path] = Non
     return args
 
 
-@dataclass(frozen=True)
-class Job:
-    """A started run.
+def segment_name(row: LesionRow) -> str:
+    """A lesion's segment: ``"Lesion 1 (41 mm³)"``."""
+    return f"Lesion {int(row.id)} ({format_volume(row.volume_mm3)} mm\u00b3)"
 
-    Attributes:
-        runner: the :class:`LesionSegSmallLesionLib.steps.SequentialRun` (``lesionseg prior`` first when the
-            prior is learnt from a segment, then ``lesionseg predict``).
-        folder: its temporary folder (``ct.nrrd``, ``prior_ct.nrrd`` and ``prior_mask.nrrd``, ``out/``).
-        volumeNode: the CT; segmentationNode: where segments go (``None``: a new segmentation).
-        prior: the prior choice; box: the ROI (LPS, CT file frame) or ``None``.
-        started: ``time.perf_counter()`` at the start.
-    """
 
-    runner: Any
-    folder: Path
-    volumeNode: Any
-    segmentationNode: Any
-    prior: PriorChoice
-    box: Any
-    started: float
-
-    @property
-    def output_dir(self) -> Path:
-        return self.folder / "out"
-
-    @property
-    def outputs(self) -> dict[str, Path]:
-        return output_paths(self.output_dir)
-
-    def input_paths(self) -> list[Path]:
-        """The inputs written for the run (deleted once it ended)."""
-        return [self.folder / name for name in ("ct.nrrd", "prior_ct.nrrd", "prior_mask.nrrd")]
+def segmentation_name(volume_name: str) -> str:
+    """Name of a new segmentation: ``"<CT volume> small lesions"``."""
+    return f"{volume_name} small lesions".strip()

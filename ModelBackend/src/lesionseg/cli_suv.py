@@ -23,6 +23,9 @@ from typing import Optional
 from . import progress
 
 
+COMMAND = "suv"
+"""The subcommand this module adds (see :attr:`lesionseg.registry.MethodSpec.verbs`)."""
+
 def add_pet_arguments(parser: argparse.ArgumentParser, series_flag: str = "--series") -> None:
     """Add the PET unit options (``--pet-units``, weight, dose, decay) and a series choice to ``parser``."""
     parser.add_argument("--pet-units", choices=("auto", "suv", "bqml"), default="auto",

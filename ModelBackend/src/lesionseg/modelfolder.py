@@ -23,12 +23,14 @@ import warnings
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar, Union
 
 from .errors import InputError, WeightsError
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .card import ModelCard
 
 CARD_NAME = "model.json"
 ENV_VAR = "LESIONSEG_WEIGHTS"
@@ -64,6 +66,13 @@ class ModelFolder:
     @property
     def method(self) -> str:
         return str(self.card.get("method", ""))
+
+    @property
+    def model_card(self) -> "ModelCard":
+        """The card as a :class:`lesionseg.card.ModelCard` (old layouts included)."""
+        from .card import ModelCard
+
+        return ModelCard.from_dict(self.card, str(self.path / CARD_NAME))
 
     def file(self, name: str) -> Path:
         """Path of weight file ``name`` after checking its sha256 against the card."""
@@ -291,34 +300,43 @@ def find_model_folder(method: str, explicit: Optional[os.PathLike | str] = None)
     return None
 
 
-def save_model_folder(folder: os.PathLike | str, card: dict, state_dicts: dict[str, dict],
-                      fp16: bool = True, overwrite: bool = False) -> ModelFolder:
-    """Write weight files (fp16 floats when ``fp16``) and the card with their sha256s.
+def save_model_folder(folder: os.PathLike | str, card: Union[dict, "ModelCard"], state_dicts: dict[str, dict],
+                      fp16: bool = True, overwrite: bool = False,
+                      extra_files: Optional[dict[str, Union[str, bytes]]] = None) -> ModelFolder:
+    """Write a model folder atomically: weight files (fp16 floats when ``fp16``), ``extra_files`` (e.g. a
+    prior's JSON, ``MODEL_CARD.md``) and the card with the sha256 of every weight file.
 
     Args:
-        folder: target folder (created; an existing card is an error unless ``overwrite``).
-        card: card fields; ``files`` is filled in here.
+        folder: target folder: absent or empty, or with ``overwrite`` an earlier model folder written by
+            LesionSeg (:func:`lesionseg.outputs.output_folder`: assembled beside it and swapped in at the end);
+            missing parent folders are made.
+        card: card fields (a dict or a :class:`lesionseg.card.ModelCard`); ``files`` is filled in here.
         state_dicts: ``{file_name: state_dict}``.
     """
     import torch
 
+    from .card import ModelCard
+    from .outputs import output_folder
+
+    data = card.to_dict() if isinstance(card, ModelCard) else dict(card)
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / CARD_NAME).exists() and not overwrite:
-        raise WeightsError(f"{out} already holds a model; pass overwrite=True to replace it")
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name, state in state_dicts.items():
-        cast = {k: (v.detach().half() if fp16 and v.is_floating_point() else v.detach()).cpu().contiguous()
-                for k, v in state.items()}
-        tmp = out / f".{name}.tmp"
-        torch.save(cast, tmp)
-        os.replace(tmp, out / name)
-        files[name] = sha256_of(out / name)
-    card = {**card, "files": files}
-    tmp_card = out / f".{CARD_NAME}.tmp"
-    tmp_card.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp_card, out / CARD_NAME)
-    return ModelFolder(out, card)
+    with output_folder(out, overwrite, command=str(data.get("training", {}).get("command", ""))) as work:
+        for name, state in state_dicts.items():
+            cast = {k: (v.detach().half() if fp16 and v.is_floating_point() else v.detach()).cpu().contiguous()
+                    for k, v in state.items()}
+            torch.save(cast, work / name)
+            files[name] = sha256_of(work / name)
+        for name, content in (extra_files or {}).items():
+            target = work / name
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content, encoding="utf-8")
+        data = {**data, "files": files}
+        (work / CARD_NAME).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return ModelFolder(out, data)
 
 
 class CardSettings:

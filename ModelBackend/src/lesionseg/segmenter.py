@@ -7,23 +7,29 @@ accept the empty prompt (``None``). The CLI, the Slicer logic, evaluation and te
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 from .errors import InputError
 from .image import Image, require_image
 from .modelfolder import ModelFolder
+from .options import Options
 from .prompts import Prompt
+
+if TYPE_CHECKING:
+    from .registry import MethodSpec
 
 
 class Segmenter(abc.ABC):
     """Base class of all registered methods.
 
     Class attributes (filled by :func:`lesionseg.registry.register`): ``name``, ``prompt_kind``
-    (``"box"``, ``"recist"``, ``"none"``), ``inputs`` (names of the images ``set_image`` takes, in order).
+    (``"box"``, ``"recist"``, ``"none"``), ``inputs`` (names of the images ``set_image`` takes, in order),
+    ``spec`` (the whole :class:`~lesionseg.registry.MethodSpec`), ``Options`` (its predict-time settings).
 
     Args:
         model: the model folder, or ``None`` for methods that need no weights.
         device: ``"cpu"`` or ``"cuda"`` (already resolved from ``"auto"``).
+        options: predict-time settings (an instance of the method's ``Options``; default: its defaults).
     """
 
     name: ClassVar[str] = ""
@@ -31,11 +37,31 @@ class Segmenter(abc.ABC):
     inputs: ClassVar[tuple[str, ...]] = ("image",)
     needs_weights: ClassVar[bool] = True
     summary: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    spec: ClassVar["MethodSpec"]
 
-    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu") -> None:
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
+                 options: Optional[Options] = None) -> None:
         self.model = model
         self.device = device
         self._image: Optional[Image] = None
+        self.options = self._check_options(options)
+
+    def _check_options(self, options: Optional[Options]) -> Options:
+        if options is None:
+            return self.Options()
+        if not isinstance(options, self.Options):
+            raise InputError(f"{self.name} takes {self.Options.__name__} options, got {type(options).__name__}")
+        return options
+
+    def set_options(self, options: Options) -> None:
+        """Change the predict-time settings (no need to call :meth:`set_image` again unless a method's
+        :meth:`_apply_options` says so)."""
+        self.options = self._check_options(options)
+        self._apply_options()
+
+    def _apply_options(self) -> None:
+        """Hook for subclasses: react to new :attr:`options` (default: nothing; ``predict`` reads them)."""
 
     @property
     def image(self) -> Image:

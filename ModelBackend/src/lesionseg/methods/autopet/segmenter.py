@@ -186,7 +186,7 @@ def _check_output(path: Optional[Path], suffixes: tuple[str, ...], what: str, ov
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"),
+@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"), verbs=("lesionseg.cli_suv",),
           summary="L2SNet (Cai et al., autoPET-II 2023): whole-body FDG-PET/CT lesions; 2D coronal localisation "
                   "-> cue-weighted 3D U-Net -> adaptive threshold; lesion table + MIP")
 class L2SNetSegmenter(Segmenter):

@@ -23,6 +23,9 @@ from ...errors import InputError
 CRF_FLAGS = ("gaussian-sxy-mm", "gaussian-compat", "bilateral-sxy-mm", "bilateral-sintensity", "bilateral-compat")
 
 
+COMMAND = "refine"
+"""The subcommand this module adds (see :attr:`lesionseg.registry.MethodSpec.verbs`)."""
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``refine`` subcommand to the CLI's subparsers; returns its parser."""
     p = sub.add_parser("refine", help="correct a label with foreground/background strokes (GrabCut + DenseCRF)",

@@ -109,7 +109,7 @@ def check_preprocessing(model: ModelFolder) -> None:
                                f"but this version of recist-coseg uses {value}")
 
 
-@register("recist-coseg", prompt="recist", inputs=("CT",),
+@register("recist-coseg", prompt="recist", inputs=("CT",), verbs=("lesionseg.methods.recist.cli_refine",),
           summary="RECIST line -> attention co-segmentation (trained on GrabCut masks) -> DenseCRF, 2D")
 class RecistCoSegSegmenter(Segmenter):
     """Weakly supervised RECIST-slice segmentation (Agarwal et al., arXiv 2001.08590).

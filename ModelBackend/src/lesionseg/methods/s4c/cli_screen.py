@@ -20,6 +20,9 @@ from ...errors import InputError
 PHASE_HELP = "CT of the {} phase in HU: a NIfTI/NRRD/MHA file or a DICOM folder"
 
 
+COMMAND = "screen"
+"""The subcommand this module adds (see :attr:`lesionseg.registry.MethodSpec.verbs`)."""
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``screen`` subcommand to the CLI's subparsers; returns its parser."""
     text = ("Screen one case for pancreatic tumours with S4C: segment the venous and/or arterial CT, count "

@@ -88,7 +88,7 @@ def to_working_grid(ct: Image, prep: S4CPreprocessing) -> Image:
     return resample_to_spacing(ct.with_array(ct.array.astype(np.float32)), prep.spacing_mm, "linear", -1000.0)
 
 
-@register("s4c", prompt="none", inputs=("CT",),
+@register("s4c", prompt="none", inputs=("CT",), verbs=("lesionseg.methods.s4c.cli_screen",),
           summary="S4C (Zhu et al.): 4-class pancreas/tumour/duct segmentation of one CT phase -> screening verdict")
 class S4CSegmenter(Segmenter):
     """S4C segmentation of one CT phase (arterial or venous).

@@ -24,6 +24,9 @@ METHOD = "small-lesion-il"
 PRIOR_FILE = "prior.json"
 
 
+COMMAND = "prior"
+"""The subcommand this module adds (see :attr:`lesionseg.registry.MethodSpec.verbs`)."""
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``prior`` subcommand to the CLI's subparsers; returns its parser."""
     text = ("Build the intensity likelihood L(HU) of small lesions (small-lesion-il): a kernel density estimate "

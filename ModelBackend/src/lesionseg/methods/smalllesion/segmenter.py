@@ -26,13 +26,12 @@ import numpy as np
 import torch
 
 from ... import progress
-from ...errors import InputError, LesionSegWarning, OutputExistsError, WeightsError
-from ...geometry import box_to_index, index_to_world
+from ...errors import InputError, LesionSegWarning, WeightsError
+from ...geometry import box_to_index
 from ...image import Image
 from ...inference import inference_context, prepare_for_inference, sliding_window
 from ...intensity import CT_LOW_HU, looks_like_ct
-from ...io import atomic_write_bytes_via
-from ...metrics import lesion_components
+from ...lesions import check_table_path, csv_columns, lesion_table, write_lesion_table
 from ...modelfolder import CardSettings, ModelFolder, sha256_of
 from ...prompts import Box, Prompt
 from ...registry import register
@@ -46,7 +45,10 @@ CHANNELS = {"seg": (1, 1), "seg+il-in": (2, 1), "seg+il": (1, 2), "seg+il-shifte
 """Trained variants -> (network input channels, output channels)."""
 REQUIRED_PREPROCESSING = ("spacing_mm", "window_hu", "patch", "overlap", "threshold", "body_hu")
 """Card ``preprocessing`` entries a model needs; only ``batch_size`` (speed and memory) may be missing."""
-TABLE_COLUMNS = ("id", "voxels", "volume_mm3", "mean_hu", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
+CONNECTIVITY = 26
+"""Neighbours that join lesion voxels into one lesion of the table."""
+TABLE_COLUMNS = csv_columns(("id", "voxels", "volume_ml", "mean", "centroid_lps", "bbox_ijk"), "HU")
+"""The CSV header of ``--table`` (:mod:`lesionseg.lesions`; ``mean_hu`` of the CT given to ``set_image``)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def body_box(image: Image, body_hu: float, margin: np.ndarray) -> Optional[tuple
     return np.maximum(lo - margin, 0), np.minimum(hi + margin, image.size_ijk - 1)
 
 
-@register(METHOD, prompt="none", inputs=("CT",),
+@register(METHOD, prompt="none", inputs=("CT",), verbs=("lesionseg.methods.smalllesion.cli_prior",),
           summary="Small lesions with intensity-distribution supervision (arXiv 2207.14700): 3D U-Net with a "
                   "lesion and an intensity-likelihood output; optional HU prior; lesion table")
 class SmallLesionSegmenter(Segmenter):
@@ -307,23 +309,10 @@ class SmallLesionSegmenter(Segmenter):
         return self._map(1, "intensity likelihood")
 
     def lesions(self) -> list[dict]:
-        """One dict per 26-connected lesion of :meth:`predict`, largest first: ``id`` (1..n, list position),
-        ``voxels``, ``volume_mm3``, ``mean_hu`` (of the CT given to ``set_image``), ``centroid_lps`` (mm)."""
-        label, region = self.predict(), self._region  # the label is 0 outside the worked region
-        if region is None:
-            return []
-        components, n = lesion_components(region.with_array(label.array[self._box]), 26)
-        where = np.flatnonzero(components.array)
-        ids, voxel_mm3 = components.array.ravel()[where], 1000.0 * region.voxel_volume_ml
-
-        def per_lesion(weights=None) -> np.ndarray:
-            return np.bincount(ids, weights=weights, minlength=n + 1)[1:]
-        counts, kji = per_lesion(), np.unravel_index(where, region.shape)
-        hu, mm3 = per_lesion(region.array.ravel()[where].astype(np.float64)) / counts, counts * voxel_mm3
-        centre = index_to_world(region, np.column_stack([per_lesion(kji[a]) for a in (2, 1, 0)]) / counts[:, None])
-        return [{"id": rank + 1, "voxels": int(counts[c]), "volume_mm3": round(float(mm3[c]), 3),
-                 "mean_hu": round(float(hu[c]), 2), "centroid_lps": [round(float(v), 3) for v in centre[c]]}
-                for rank, c in enumerate(np.argsort(-counts, kind="stable"))]
+        """One row per 26-connected lesion of :meth:`predict`, largest first: the shared lesion table
+        (:func:`lesionseg.lesions.lesion_table`: ``id``, ``voxels``, ``volume_ml``, ``mean`` HU of the CT given to
+        ``set_image``, ``centroid_lps`` mm, ``bbox_ijk`` on the CT grid)."""
+        return lesion_table(self.predict(), self.image, connectivity=CONNECTIVITY)
 
     @classmethod
     def add_predict_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -360,7 +349,8 @@ class SmallLesionSegmenter(Segmenter):
         if getattr(args, "table", None) is None:
             return []
         image = str((getattr(args, "images", None) or [""])[0])
-        return [write_lesion_table(self.lesions(), args.table, image, bool(getattr(args, "overwrite", False)))]
+        return [write_lesion_table(self.lesions(), args.table, method=METHOD, image=image,
+                                   overwrite=bool(getattr(args, "overwrite", False)))]
 
     @classmethod
     def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -375,29 +365,3 @@ class SmallLesionSegmenter(Segmenter):
         from .train import train
 
         return train(args)
-
-
-def check_table_path(path: Optional[Path], overwrite: bool) -> None:
-    """InputError for a suffix other than .json/.csv or a missing folder; OutputExistsError (None: no table)."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.suffix.lower() not in (".json", ".csv"):
-        raise InputError(f"the lesion table is written as .json or .csv, not {path.name!r}")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-
-
-def write_lesion_table(rows: list[dict], path: Path, image: str = "", overwrite: bool = False) -> Path:
-    """:meth:`SmallLesionSegmenter.lesions` rows as ``.json`` or ``.csv`` (:data:`TABLE_COLUMNS`), atomically."""
-    path = Path(path)
-    check_table_path(path, overwrite)
-    if path.suffix.lower() == ".json":
-        text = json.dumps({"method": METHOD, "image": image, "lesions": rows}, indent=1) + "\n"
-    else:  # numbers only: no quoting needed
-        lines = [[r["id"], r["voxels"], r["volume_mm3"], r["mean_hu"], *r["centroid_lps"]] for r in rows]
-        text = "".join(",".join(map(str, line)) + "\n" for line in [list(TABLE_COLUMNS), *lines])
-    atomic_write_bytes_via(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite)
-    return path

@@ -24,6 +24,7 @@ everywhere, the generalized Dice loss's gradient on the background is tiny (its 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from torch.nn import functional as F
 
 from ...errors import InputError
 from ...image import Image
-from ...io import output_folder, read_image
-from ...modelfolder import ModelFolder, load_model_folder, save_model_folder, sha256_of
+from ...io import read_image
+from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...nets.unet import UNet, set_prior_probability
 from ...registry import resolve_device
 from ...resample import resample_to_grid
@@ -52,6 +53,15 @@ SHIFT_HU = 100.0
 PAPER_CHANNELS = (8, 16, 32, 64)
 PRIOR_PROBABILITY = 0.01
 """Initial lesion probability of a fresh network: the bias of its lesion logit (see :func:`train`)."""
+
+
+def prior_json_text(prior) -> str:
+    """The text ``prior.save`` writes (to store it inside a model folder written in one go)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prior.save(Path(tmp) / "prior.json")
+        return (Path(tmp) / "prior.json").read_text(encoding="utf-8")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,10 +272,10 @@ def train(args: argparse.Namespace) -> ModelFolder:
     }
     if args.variant == "seg+il-shifted":
         card["prior_shift_hu"] = SHIFT_HU
-    with output_folder(args.output, bool(getattr(args, "overwrite", False))) as work:
-        prior.save(work / "prior.json")
-        card["prior"]["sha256"] = sha256_of(work / "prior.json")
-        save_model_folder(work, card, {"weights.pt": result.state}, fp16=not args.fp32)
+    text = prior_json_text(prior)
+    card["prior"]["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    save_model_folder(args.output, card, {"weights.pt": result.state}, fp16=not args.fp32,
+                      overwrite=bool(getattr(args, "overwrite", False)), extra_files={"prior.json": text})
     log.info("%s %s: %d steps in %.1f min, loss %s", METHOD, args.variant, steps, result.minutes,
              card["training"]["loss_first_last"])
     return load_model_folder(args.output, METHOD)

@@ -1,18 +1,19 @@
 """Several backend commands run one after the other as ONE background run (pure Python; no ``slicer``).
 
-A prior learnt from a segment needs ``lesionseg prior`` to write ``prior.json`` before ``lesionseg predict`` reads
-it. :class:`SequentialRun` starts each command as a :class:`LesionSegLib.process.BackgroundProcess` once the one
-before it succeeded, and looks like a single ``BackgroundProcess`` to ``LesionSegLib.background_ui.ProcessMonitor``
-and to the logic (``start``, ``poll``, ``wait``, ``cancel``, ``on_progress``, ``on_log``): one progress bar split
-into a share per step, one Cancel that kills the running step's process tree and starts no further step, one
-:class:`LesionSegLib.process.ProcessResult` (the first failing step's, else the last step's).
+E.g. a prior learnt from a segment needs ``lesionseg prior`` to write ``prior.json`` before ``lesionseg predict``
+reads it (small lesions). :class:`SequentialRun` starts each command as a
+:class:`LesionSegLib.process.BackgroundProcess` once the one before it succeeded, and looks like a single
+``BackgroundProcess`` to ``LesionSegLib.background_ui.ProcessMonitor`` and to the logic (``start``, ``poll``,
+``wait``, ``cancel``, ``on_progress``, ``on_log``): one progress bar split into a share per step, one Cancel that
+kills the running step's process tree and starts no further step, one :class:`LesionSegLib.process.ProcessResult`
+(the first failing step's, else the last step's).
 """
 from __future__ import annotations
 
 import logging
 from typing import Callable, Optional, Sequence
 
-from LesionSegLib.process import BackgroundProcess, LogCallback, ProcessResult, ProgressCallback
+from .process import BackgroundProcess, LogCallback, ProcessResult, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
