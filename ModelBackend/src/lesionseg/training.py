@@ -48,6 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoints import (CHECKPOINT_FORMAT, RESUME_MUST_MATCH, check_compatible, plain, read_checkpoint,  # noqa: F401
+                          rng_state, set_rng_state)
 from .errors import InputError, OutputExistsError
 from .outputs import atomic_write, check_output_file, sweep_stale
 
@@ -55,9 +57,6 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "poly")
-CHECKPOINT_FORMAT = 1
-RESUME_MUST_MATCH = ("optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "grad_clip", "keep",
-                     "steps_per_epoch")
 """Config fields a resumed training must share with its checkpoint (the others may change)."""
 
 
@@ -206,42 +205,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with numpy values, tuples and paths as Python numbers, lists and strings (tensors kept), so
-    that ``torch.load(weights_only=True)`` reads it back."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
-        return value
-    return str(value)
-
-
-def _rng_state(rng: np.random.Generator) -> dict:
-    """The states of Python's, numpy's, torch's (CPU, CUDA once used) generators and of ``rng`` (copies;
-    :func:`_plain` makes them checkpoint values)."""
-    cuda = list(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else []
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": cuda, "trainer": rng.bit_generator.state}
-
-
-def _set_rng_state(state: dict, rng: np.random.Generator) -> None:
-    """Set what :func:`_rng_state` returned, as is or through :func:`_plain` (CUDA only on as many devices)."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    rng.bit_generator.state = state["trainer"]
-
-
 class Trainer:
     """Epoch loop around three hooks; subclass and override :meth:`train_batches` and :meth:`loss`.
 
@@ -348,12 +311,12 @@ class Trainer:
         self.model.train()
         if run.in_epoch:  # resumed inside this epoch: make its batches again, continue after the last step
             if run.rng_epoch is not None:
-                _set_rng_state(run.rng_epoch, self.rng)
+                set_rng_state(run.rng_epoch, self.rng)
             batches = self._batches(run.epoch)
             if run.rng is not None:
-                _set_rng_state(run.rng, self.rng)
+                set_rng_state(run.rng, self.rng)
         else:
-            run.rng_epoch, run.rng = (_rng_state(self.rng) if keep_rng else None), None
+            run.rng_epoch, run.rng = (rng_state(self.rng) if keep_rng else None), None
             run.in_epoch, run.done, run.losses = True, 0, []
             batches = self._batches(run.epoch)
         bar = None
@@ -376,7 +339,7 @@ class Trainer:
                 run.losses.append(self._step(batches[step], run.epoch, step))
                 run.done, run.steps = step + 1, run.steps + 1
                 if keep_rng:
-                    run.rng = _rng_state(self.rng)
+                    run.rng = rng_state(self.rng)
                     self._save(run, clock(), due=True)
                 if bar is not None:
                     bar.update(1)
@@ -440,11 +403,11 @@ class Trainer:
             return
         position = {**vars(run), "minutes": float(minutes), "best_score": float(run.best_score)}
         if not run.in_epoch:
-            position["rng"] = _rng_state(self.rng)
-        position = _plain(position)
-        payload = {"format": CHECKPOINT_FORMAT, "config": _plain(self.config.to_dict()), "run": position,
+            position["rng"] = rng_state(self.rng)
+        position = plain(position)
+        payload = {"format": CHECKPOINT_FORMAT, "config": plain(self.config.to_dict()), "run": position,
                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                   "scaler": self.scaler.state_dict(), "extra": _plain(self.extra_state())}
+                   "scaler": self.scaler.state_dict(), "extra": plain(self.extra_state())}
         atomic_write(self.config.checkpoint_path, lambda tmp: torch.save(payload, tmp), overwrite=True)
         self._last_save = minutes
         log.debug("checkpoint: epoch %d, step %d, %.2f min", run.epoch, run.steps, minutes)
@@ -463,15 +426,8 @@ class Trainer:
 
     def _load(self, path: Path) -> _Run:
         """Load the checkpoint ``path`` into the model, optimiser and generators; returns its position."""
-        if not path.is_file():
-            raise InputError(f"cannot resume: there is no checkpoint {path}")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InputError(f"{path} is not a readable training checkpoint ({type(exc).__name__}: {exc})") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(f"{path} is not a training checkpoint of this version (format {CHECKPOINT_FORMAT})")
-        self._check_compatible(ckpt, path)
+        ckpt = read_checkpoint(path)
+        check_compatible(self.config.to_dict(), self.model.state_dict(), ckpt, path)
         self.model.load_state_dict(ckpt["model"])
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -483,25 +439,7 @@ class Trainer:
         if run.best_state is not None:
             run.best_state = {k: v.to(self.config.device) for k, v in run.best_state.items()}
         if not run.in_epoch:
-            _set_rng_state(run.rng, self.rng)
+            set_rng_state(run.rng, self.rng)
         self.load_extra_state(ckpt["extra"])
         log.info("resuming %s: epoch %d, step %d, %.1f minutes done", path, run.epoch + 1, run.steps, run.minutes)
         return run
-
-    def _check_compatible(self, ckpt: dict, path: Path) -> None:
-        """InputError unless the checkpoint has this network and the :data:`RESUME_MUST_MATCH` settings."""
-        ours, theirs = self.config.to_dict(), ckpt.get("config", {})
-        differ = [f"{k} {theirs.get(k)!r} -> {ours[k]!r}" for k in RESUME_MUST_MATCH if theirs.get(k) != ours[k]]
-        if differ:
-            raise InputError(f"{path} was trained with other settings ({'; '.join(differ)}); a resume continues the "
-                             "same training: keep its settings, or start a new training from its weights")
-        changed = [f"{k} {theirs[k]!r} -> {ours[k]!r}" for k in ours
-                   if k != "resume" and k in theirs and theirs[k] != ours[k]]
-        if changed:
-            log.info("resuming with changed settings: %s", ", ".join(changed))
-        mine = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        saved = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
-        if mine != saved:
-            diff = sorted(set(mine) ^ set(saved)) + sorted(k for k in set(mine) & set(saved) if mine[k] != saved[k])
-            raise InputError(f"{path} holds another network (differing parameters: {', '.join(diff[:5])}"
-                             f"{' ...' if len(diff) > 5 else ''}); resume with the network it was trained with")
