@@ -1,9 +1,11 @@
 """recist-coseg speed per lesion on the CPU: GrabCut initial mask, network, DenseCRF, and total predict().
 
-Lesions: the key slices (largest area) of the LIDC nodules in ``../shared/data/lidc-nodule-vois`` when
-present, else seeded synthetic nodules. Prints median and 90th percentile in ms. Goal: total <= 150 ms.
+Lesions: the key slices (largest area) of the labelled cases of ``--data DATASET`` (a dataset in the one
+convention), by default of the LIDC nodules in ``../shared/data/lidc-nodule-vois`` imported into a temporary
+dataset when present, else seeded synthetic nodules. Prints median and 90th percentile in ms. Goal: total
+<= 150 ms.
 
-    .venv/bin/python benchmarks/bench_recist.py [--lesions 30] [--threads 2] [--weights DIR]
+    .venv/bin/python benchmarks/bench_recist.py [--lesions 30] [--threads 2] [--weights DIR] [--data DATASET]
 """
 from __future__ import annotations
 
@@ -22,17 +24,28 @@ from lesionseg.methods.recist.segmenter import axes_in_crop, crop_of, long_mm
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def lidc_cases(limit: int) -> list[tuple[Image, RecistLine]]:
-    from lesionseg.methods.recist.dataset import find_cases, load_case, slice_axes
+def dataset_cases(data: Path, limit: int) -> list[tuple[Image, RecistLine]]:
+    """The first prompt (axes of the largest lesion's key slice) of the first ``limit`` labelled cases."""
+    from lesionseg.data import Dataset
+    from lesionseg.methods.recist.dataset import lesion_prompts, read_ct
 
     out = []
-    for img, msk, _, uint8 in find_cases(DATA / "lidc-nodule-vois")[:limit]:
-        image, mask = load_case(img, msk, uint8)
-        k = int(np.argmax(mask.reshape(len(mask), -1).sum(axis=1)))
-        long_ij, short_ij = slice_axes(image.with_array(mask.astype(np.uint8)), k)
-        ends = index_to_world(image, np.c_[np.r_[long_ij, short_ij], np.full(4, k)])
-        out.append((image, RecistLine(*ends)))
+    for case in Dataset(data).cases("train")[:limit]:
+        prompts = lesion_prompts(case.read_label())
+        if prompts:
+            out.append((read_ct(case), max(prompts, key=lambda p: p.long_length_mm)))
     return out
+
+
+def lidc_cases(limit: int) -> list[tuple[Image, RecistLine]]:
+    """:func:`dataset_cases` of the shared LIDC VOIs, imported into a temporary dataset."""
+    import tempfile
+
+    from lesionseg.data.importers import import_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = import_dataset("lidc-vois", DATA / "lidc-nodule-vois", Path(tmp) / "lidc", limit=limit)
+        return dataset_cases(data, limit)
 
 
 def synthetic_cases(limit: int) -> list[tuple[Image, RecistLine]]:
@@ -54,9 +67,15 @@ def main() -> None:
     parser.add_argument("--lesions", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", type=Path)
+    parser.add_argument("--data", type=Path, help="dataset in the one convention (default: the shared LIDC VOIs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = lidc_cases(args.lesions) if (DATA / "lidc-nodule-vois").is_dir() else synthetic_cases(args.lesions)
+    if args.data is not None:
+        cases, source = dataset_cases(args.data, args.lesions), f"key slices of {args.data}"
+    elif (DATA / "lidc-nodule-vois").is_dir():
+        cases, source = lidc_cases(args.lesions), "LIDC key slices"
+    else:
+        cases, source = synthetic_cases(args.lesions), "synthetic nodules"
     seg = build("recist-coseg", weights=args.weights, device="cpu")
     times: dict[str, list[float]] = {"crop": [], "GrabCut (initial mask)": [], "network": [], "DenseCRF": [],
                                      "total predict()": []}
@@ -77,7 +96,6 @@ def main() -> None:
         t5 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             times[key].append(1000 * dt)
-    source = "LIDC key slices" if (DATA / "lidc-nodule-vois").is_dir() else "synthetic nodules"
     print(f"recist-coseg, {len(cases)} {source}, torch threads {args.threads}, 128x128 crops")
     print(f"{'step':26s} {'median ms':>10s} {'p90 ms':>8s}")
     for key, values in times.items():

@@ -62,7 +62,7 @@ def main() -> None:
     image, label, info = chest_ct(seed=0, shape=(40, 256, 256))
     one, tall = boxes(label, info, args.slices)
     default = lesionseg.build("tsfcn", weights=args.weights, device="cpu")
-    card = default.model.card["network"]
+    card = default.model.model_card.networks["weights.pt"]
     paper = TSFCN(net=TSFCNNet.from_config("paper"), preprocessing=default.prep)
     methods = {f"tsfcn {card.get('config', '')} (default, {card.get('parameters', 0) / 1e6:.1f} M)": default,
                "tsfcn paper (69.3 M)": paper,

@@ -25,7 +25,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies, lesiontable, wholevolume  # pure; the backend is imported only in the logic
+from LesionSegLib import dependencies, lesiontable, selftests, wholevolume  # pure; backend imported in the logic
 from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
 from LesionSegLib.jobs import BackgroundJobLogic
@@ -203,7 +203,7 @@ class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
         return run.load_results(job)
 
 
-class LesionSegAutoPETTest(ScriptedLoadableModuleTest):
+class LesionSegAutoPETTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
     """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegAutoPETLib."""
 
     def setUp(self) -> None:

@@ -2,7 +2,9 @@
 
 Thin module (see LesionSegCommon/LesionSegLib for the work): the widget reads the panel and calls the logic;
 the logic is console-first (``LesionSegBoxPromptLogic().process(volume, roi, segmentation)``) and never
-touches the widget. The backend runs in-process, kept warm between clicks.
+touches the widget. The backend runs in-process on LesionSeg's worker thread (the GUI stays responsive; the
+Segment button cancels while it runs), one warm model per method and device for the session. Showing the panel
+imports neither the backend's methods nor torch.
 No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
 """
 import sys
@@ -23,8 +25,10 @@ try:
     import LesionSegLib  # noqa: F401  (beside this module once built/installed)
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "LesionSegCommon"))
-from LesionSegLib import dependencies, undo  # pure; the backend is imported only in the logic
+from LesionSegLib import dependencies, selftests, undo  # pure; the backend is imported only in the logic
 from LesionSegLib.device import DEVICE_CHOICES, describe as describeDevice
+from LesionSegLib.interactive import InteractiveLogic, box_method_choices
+from LesionSegLib.interactive_ui import InteractivePanelMixin
 from LesionSegLib.panel import ParameterNodePanelMixin
 
 
@@ -54,8 +58,10 @@ class LesionSegBoxPromptParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegBoxPromptWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegBoxPromptWidget(InteractivePanelMixin, ParameterNodePanelMixin, ScriptedLoadableModuleWidget,
+                               VTKObservationMixin):
     _defaultVolumeParameters = ("inputVolume",)
+    _failureTitle = "LesionSeg could not segment the box."
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -65,6 +71,7 @@ class LesionSegBoxPromptWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWi
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         self._loadPanel(LesionSegBoxPromptLogic())
+        self._watchTasks()
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.placeRoiButton.connect("clicked(bool)", self.onPlaceRoi)
@@ -92,36 +99,34 @@ class LesionSegBoxPromptWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWi
             shortcut.setParent(None)
         self._shortcuts = []
 
-    def _resetPanel(self) -> None:
-        self.logic.reset()
-
     def _fillMethods(self) -> None:
-        """Box-prompt methods from the backend registry (only once the backend is installed)."""
+        """Fill the method list ("auto", then ``box_method_choices``) without importing the backend or torch."""
         combo = self.ui.methodComboBox
-        installed = not dependencies.missing_packages()
-        names = self.logic.boxMethods() if installed else []
-        self.ui.deviceComboBox.toolTip = describeDevice("auto") if installed else ""
-        wanted = self._parameterNode.method if self._parameterNode else ""
+        names = ["auto"] + box_method_choices()
+        self.ui.deviceComboBox.toolTip = describeDevice("auto")
+        wanted = (self._parameterNode.method if self._parameterNode else "") or "auto"
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         for name in names:
             combo.addItem(name)
-        if names:
-            combo.setCurrentIndex(combo.findText(wanted if wanted in names else self.logic.defaultMethod(names)))
+        combo.setCurrentIndex(max(0, combo.findText(wanted)))
         combo.blockSignals(wasBlocked)
-        combo.toolTip = "" if names else "Press Segment once to install the packages LesionSeg needs."
+        combo.toolTip = "auto: tsfcn when its trained weights are installed, else classical-box"
         self.onMethodChanged()
 
     def onMethodChanged(self, index: int = 0) -> None:
         if self._parameterNode:
-            self._parameterNode.method = self.ui.methodComboBox.currentText
+            text = self.ui.methodComboBox.currentText
+            self._parameterNode.method = "" if text == "auto" else text
 
     def _updateButtons(self) -> None:
         ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.roi)
-        self.ui.segmentButton.enabled = ready
-        self.ui.segmentButton.toolTip = "Segment the lesion inside the box" if ready else "Select a volume and an ROI"
+        running = self.taskMonitor is not None and self.taskMonitor.running
+        self.ui.segmentButton.enabled = ready or running
+        self.ui.segmentButton.toolTip = ("Stop waiting for the running segmentation" if running else
+                                         "Segment the lesion inside the box" if ready else "Select a volume and an ROI")
         self.ui.placeRoiButton.enabled = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.undoButton.enabled = self.logic.canUndo()
+        self.ui.undoButton.enabled = self.logic.canUndo() and not running
 
     def onPlaceRoi(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not place the ROI.", waitCursor=True):
@@ -129,29 +134,15 @@ class LesionSegBoxPromptWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWi
 
     def onSegment(self) -> None:
         p = self._parameterNode
-        self.ui.statusLabel.text = "Segmenting..."
-        slicer.app.processEvents()
-        try:
-            with slicer.util.tryWithErrorDisplay("LesionSeg could not segment the box.", waitCursor=True):
-                if dependencies.ensure_installed():  # asks first; nothing is installed without consent
-                    self._fillMethods()
-                centre = self.logic.redSliceCenter() if p.currentSliceOnly else None
-                self.logic.process(p.inputVolume, p.roi, p.segmentation, p.method or None, p.currentSliceOnly,
-                                   p.device, sliceCenterRAS=centre)
-        except Exception as exc:  # already shown to the user by tryWithErrorDisplay
-            self.ui.statusLabel.text = f"Failed: {exc}"
-            return
-        result = self.logic.lastResult
-        p.segmentation = result.segmentationNode
+        self._startTask(lambda: self.logic.process(
+            p.inputVolume, p.roi, p.segmentation, p.method or None, p.currentSliceOnly, p.device,
+            sliceCenterRAS=self.logic.redSliceCenter() if p.currentSliceOnly else None, waitForCompletion=False))
+
+    def _taskDone(self, result) -> None:
+        self._parameterNode.segmentation = result.segmentationNode
         notes = "".join(f"\n{w}" for w in result.warnings)
         self.ui.statusLabel.text = f"Added '{result.name}' with {result.method} in {result.seconds:.2f} s{notes}"
-        self._updateButtons()
-
-    def onUndo(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
-            description = self.logic.undo()
-            self.ui.statusLabel.text = f"Undone: {description}" if description else "Nothing to undo."
-        self._updateButtons()
+        self._fillMethods()
 
 
 @dataclass(frozen=True)
@@ -166,8 +157,8 @@ class LesionSegBoxPromptResult:
     warnings: tuple
 
 
-class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
-    """Console-first logic; keeps the built segmenter and its set_image between calls for the same volume."""
+class LesionSegBoxPromptLogic(InteractiveLogic, ScriptedLoadableModuleLogic):
+    """Console-first logic; the session's warm model and its set_image are reused between calls (see the module)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -180,6 +171,7 @@ class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def boxMethods() -> list:
+        """The registered box methods that can run now (imports the backend's methods and torch)."""
         dependencies.require()
         from LesionSegLib import session
 
@@ -192,12 +184,16 @@ class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
         return session.default_method(names)
 
     def process(self, volumeNode, roiNode, segmentationNode=None, method: Optional[str] = None,
-                currentSliceOnly: bool = False, device: str = "auto", sliceCenterRAS=None) -> str:
+                currentSliceOnly: bool = False, device: str = "auto", sliceCenterRAS=None,
+                waitForCompletion: bool = True):
         """Segment the lesion in the ROI box of ``volumeNode``; returns the ID of the NEW segment.
 
         ``segmentationNode`` None creates a segmentation under the volume's study (see ``lastResult``).
         ``currentSliceOnly`` keeps one slice: the one through ``sliceCenterRAS`` (world RAS mm), or through
-        the ROI centre. Backend errors (``lesionseg.LesionSegError``) leave the scene unchanged.
+        the ROI centre. ``method`` None: tsfcn when its weights are installed, else classical-box. The model runs
+        on LesionSeg's worker thread; ``waitForCompletion=False`` returns its ``Task`` at once (``finish(task)``
+        then adds the segment, ``cancel()`` drops it). Backend errors (``lesionseg.LesionSegError``) leave the
+        scene unchanged.
         """
         dependencies.require()
         from lesionseg import InputError
@@ -205,9 +201,6 @@ class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
 
         if volumeNode is None:
             raise InputError("select an input volume")
-        method = method or session.default_method(self.boxMethods())
-        if method is None:
-            raise InputError("no box-prompt method is available (no trained weights found)")
         if self.segmenterSession is None:
             self.segmenterSession = session.SegmenterSession()
         t0 = time.perf_counter()
@@ -215,13 +208,21 @@ class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
         point = None
         if currentSliceOnly:
             point = (box.lo + box.hi) / 2 if sliceCenterRAS is None else scene.ras_to_lps(sliceCenterRAS)
-        result = session.segment_box(self.segmenterSession, method, device, nodes.volume_cache_key(volumeNode),
-                                     lambda: nodes.volume_to_image(volumeNode), box, point)
-        added = nodes.add_lesion_segment(volumeNode, segmentationNode, result.patch, method, result.prompt)
-        self._undo.push(f"{added.name} in {added.segmentationNode.GetName()}", added.revert)
-        self.lastResult = LesionSegBoxPromptResult(added.segmentationNode, added.segmentId, added.name, method,
-                                                   time.perf_counter() - t0, result.warnings)
-        return added.segmentId
+        key = nodes.volume_cache_key(volumeNode)
+        image = self.segmenterSession.cached_image(key)
+        if image is None:
+            image = nodes.volume_to_image(volumeNode)  # MRML is read on the main thread only
+
+        def apply(result) -> str:
+            added = nodes.add_lesion_segment(volumeNode, segmentationNode, result.patch, result.method,
+                                             result.prompt)
+            self._undo.push(f"{added.name} in {added.segmentationNode.GetName()}", added.revert)
+            self.lastResult = LesionSegBoxPromptResult(added.segmentationNode, added.segmentId, added.name,
+                                                       result.method, time.perf_counter() - t0, result.warnings)
+            return added.segmentId
+
+        return self._start(session.segment_box_job, (self.segmenterSession, method, device, key, image, box, point),
+                           apply, waitForCompletion, "box segmentation")
 
     def placeRoi(self, volumeNode, sliceNodeID: str = "vtkMRMLSliceNodeRed"):
         """A new ROI centred in a slice view, a few slices thick, aligned with the volume's voxels."""
@@ -241,32 +242,15 @@ class LesionSegBoxPromptLogic(ScriptedLoadableModuleLogic):
         view = nodes.slice_view_geometry()
         return None if view is None else view[0][:3, 3]
 
-    def undo(self) -> Optional[str]:
-        """Remove the last result (the segment, or the segmentation node it created); its description."""
-        return self._undo.undo()
 
-    def canUndo(self) -> bool:
-        return len(self._undo) > 0
-
-    def reset(self) -> None:
-        """Forget the undo history and free the warm segmenter (scene closed)."""
-        self._undo.clear()
-        if self.segmenterSession is not None:
-            self.segmenterSession.clear()
-
-
-class LesionSegBoxPromptTest(ScriptedLoadableModuleTest):
+class LesionSegBoxPromptTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
     """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegLib.selftests."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def test_SegmentSphere(self) -> None:
-        from LesionSegLib import selftests
-
         selftests.segment_sphere(self, LesionSegBoxPromptLogic())
 
     def test_BadInputLeavesSceneUnchanged(self) -> None:
-        from LesionSegLib import selftests
-
         selftests.bad_input_leaves_scene_unchanged(self, LesionSegBoxPromptLogic())

@@ -9,7 +9,10 @@ The modules list it in their ``dependencies`` so it loads first. Console use::
 """
 from __future__ import annotations
 
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+from LesionSegLib import selftests  # pure (numpy); this module's folder holds LesionSegLib
 
 
 class LesionSegCommon(ScriptedLoadableModule):
@@ -22,3 +25,25 @@ class LesionSegCommon(ScriptedLoadableModule):
         self.parent.contributors = ["LesionSeg contributors"]
         self.parent.helpText = "Shared code of the LesionSeg modules (no panel)."
         self.parent.acknowledgementText = "Methods and their references: see the LesionSeg README."
+
+
+class LesionSegCommonTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Self Tests module, ctest); scenarios in LesionSegLib.selftests_hidden."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_DependencyReport(self) -> None:
+        from LesionSegLib import selftests_hidden
+
+        selftests_hidden.dependency_report(self)
+
+    def test_VolumeRoundTrip(self) -> None:
+        from LesionSegLib import selftests_hidden
+
+        selftests_hidden.volume_round_trip(self)
+
+    def test_BackgroundProcess(self) -> None:
+        from LesionSegLib import selftests_hidden
+
+        selftests_hidden.background_process(self)

@@ -3,8 +3,9 @@
 Thin module (the work is in LesionSegRECISTLib and LesionSegCommon/LesionSegLib): the widget reads the
 panel and calls the logic; the logic is console-first
 (``LesionSegRECISTLogic().process(volumeNode, longLineNode, shortLineNode, segmentationNode)``) and never
-touches the widget. The result's own long/short axes are added as markups lines and shown (mm) next to
-the drawn ones.
+touches the widget. The model runs on LesionSeg's worker thread (the GUI stays responsive; the Segment button
+cancels while it runs), one warm model per method and device for the session. The result's own long/short axes
+are added as markups lines and shown (mm) next to the drawn ones.
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies, undo  # pure; the backend is imported only in the logic
+from LesionSegLib import dependencies, selftests, undo  # pure; the backend is imported only in the logic
 from LesionSegLib.device import DEVICE_CHOICES
+from LesionSegLib.interactive import InteractiveLogic
+from LesionSegLib.interactive_ui import InteractivePanelMixin
 from LesionSegLib.panel import ParameterNodePanelMixin
 
 
@@ -61,7 +64,8 @@ class LesionSegRECISTParameterNode:
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
-class LesionSegRECISTWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+class LesionSegRECISTWidget(InteractivePanelMixin, ParameterNodePanelMixin, ScriptedLoadableModuleWidget,
+                            VTKObservationMixin):
     _defaultVolumeParameters = ("inputVolume",)
 
     def __init__(self, parent=None) -> None:
@@ -71,20 +75,21 @@ class LesionSegRECISTWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidge
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         self._loadPanel(LesionSegRECISTLogic())
+        self._watchTasks()
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.placeLongButton.connect("clicked(bool)", lambda: self.onPlaceLine("longLine", "long axis"))
         self.ui.placeShortButton.connect("clicked(bool)", lambda: self.onPlaceLine("shortLine", "short axis"))
         self.initializeParameterNode()
 
-    def _resetPanel(self) -> None:
-        self.logic.reset()
-
     def _updateButtons(self) -> None:
         ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.longLine)
-        self.ui.segmentButton.enabled = ready
-        self.ui.segmentButton.toolTip = "Segment the lesion under the axes" if ready else "Select a volume and a long axis"
-        self.ui.undoButton.enabled = self.logic.canUndo()
+        running = self.taskMonitor is not None and self.taskMonitor.running
+        self.ui.segmentButton.enabled = ready or running
+        self.ui.segmentButton.toolTip = ("Stop waiting for the running segmentation" if running else
+                                         "Segment the lesion under the axes" if ready else
+                                         "Select a volume and a long axis")
+        self.ui.undoButton.enabled = self.logic.canUndo() and not running
 
     def onPlaceLine(self, parameter: str, name: str) -> None:
         """Create a line node and enter place mode (two clicks on the axial view)."""
@@ -96,28 +101,14 @@ class LesionSegRECISTWidget(ParameterNodePanelMixin, ScriptedLoadableModuleWidge
 
     def onSegment(self) -> None:
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("LesionSeg could not segment the lesion.", waitCursor=True):
-            self.ui.statusLabel.text = "Checking the Python packages..."
-            dependencies.ensure_installed()
-            self.ui.statusLabel.text = "Segmenting..."
-            slicer.app.processEvents()
-            try:
-                self.logic.process(p.inputVolume, p.longLine, p.shortLine, p.segmentation, p.method or None, p.device)
-            except Exception as exc:
-                self.ui.statusLabel.text = f"Failed: {exc}"
-                raise
-            result = self.logic.lastResult
-            p.segmentation = result.segmentationNode
-            notes = "".join(f"\n{w}" for w in result.warnings)
-            self.ui.statusLabel.text = (f"Added '{result.name}' with {result.method} in {result.seconds:.2f} s\n"
-                                        f"{result.axes}{notes}")
-        self._updateButtons()
+        self._startTask(lambda: self.logic.process(p.inputVolume, p.longLine, p.shortLine, p.segmentation,
+                                                   p.method or None, p.device, waitForCompletion=False))
 
-    def onUndo(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Undo failed.", waitCursor=True):
-            description = self.logic.undo()
-            self.ui.statusLabel.text = f"Undone: {description}" if description else "Nothing to undo."
-        self._updateButtons()
+    def _taskDone(self, result) -> None:
+        self._parameterNode.segmentation = result.segmentationNode
+        notes = "".join(f"\n{w}" for w in result.warnings)
+        self.ui.statusLabel.text = (f"Added '{result.name}' with {result.method} in {result.seconds:.2f} s\n"
+                                    f"{result.axes}{notes}")
 
 
 @dataclass(frozen=True)
@@ -134,12 +125,12 @@ class LesionSegRECISTLogicResult:
     warnings: tuple
 
 
-class LesionSegRECISTLogic(ScriptedLoadableModuleLogic):
-    """Console-first logic; keeps the built segmenter and its set_image between calls for the same volume."""
+class LesionSegRECISTLogic(InteractiveLogic, ScriptedLoadableModuleLogic):
+    """Console-first logic; the session's warm model and its set_image are reused between calls."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._session = None
+        self.segmenterSession = None  # LesionSegLib.session.SegmenterSession, made on first use (tests inject one)
         self._undo = undo.UndoStack()
         self.lastResult: Optional[LesionSegRECISTLogicResult] = None
 
@@ -147,13 +138,15 @@ class LesionSegRECISTLogic(ScriptedLoadableModuleLogic):
         return LesionSegRECISTParameterNode(super().getParameterNode())
 
     def process(self, volumeNode, longLineNode, shortLineNode=None, segmentationNode=None,
-                method: Optional[str] = None, device: str = "auto") -> str:
+                method: Optional[str] = None, device: str = "auto", waitForCompletion: bool = True):
         """Segment the lesion under the drawn axes; returns the ID of the NEW segment (2D, RECIST slice).
 
         ``segmentationNode`` None creates a segmentation under the volume's study (see ``lastResult``).
-        Backend errors (``lesionseg.LesionSegError``: zero-length line, axes on different slices, a line
-        outside the volume) leave the scene unchanged; a projected oblique line or a short axis that does
-        not cross the long one are reported in ``lastResult.warnings``.
+        The model runs on LesionSeg's worker thread; ``waitForCompletion=False`` returns its ``Task`` at once
+        (``finish(task)`` then adds the segment, ``cancel()`` drops it). Backend errors
+        (``lesionseg.LesionSegError``: zero-length line, axes on different slices, a line outside the volume)
+        leave the scene unchanged; a projected oblique line or a short axis that does not cross the long one are
+        reported in ``lastResult.warnings``.
         """
         dependencies.require()
         from lesionseg import InputError
@@ -162,30 +155,34 @@ class LesionSegRECISTLogic(ScriptedLoadableModuleLogic):
 
         if volumeNode is None:
             raise InputError("select an input volume")
-        method = method or recist.default_method(recist.recist_methods())
-        if method is None:
-            raise InputError("no RECIST method is available (no trained weights found)")
-        if self._session is None:
-            self._session = session.SegmenterSession()
+        if self.segmenterSession is None:
+            self.segmenterSession = session.SegmenterSession()
         t0 = time.perf_counter()
         prompt = nodes.line_to_recist(longLineNode, shortLineNode)
-        result = recist.segment_recist(self._session, method, device, nodes.volume_cache_key(volumeNode),
-                                       lambda: nodes.volume_to_image(volumeNode), prompt)
-        added = nodes.add_lesion_segment(volumeNode, segmentationNode, result.patch, method, prompt)
-        lines = tuple(self._addLine(f"{added.name} {axis} (result)", scene.lps_to_ras(points))
-                      for axis, points in (("long", result.measured_long_lps), ("short", result.measured_short_lps)))
+        key = nodes.volume_cache_key(volumeNode)
+        image = self.segmenterSession.cached_image(key)
+        if image is None:
+            image = nodes.volume_to_image(volumeNode)  # MRML is read on the main thread only
 
-        def revert() -> None:
-            for line in lines:
-                if slicer.mrmlScene.IsNodePresent(line):
-                    slicer.mrmlScene.RemoveNode(line)
-            added.revert()
+        def apply(result) -> str:
+            added = nodes.add_lesion_segment(volumeNode, segmentationNode, result.patch, result.method, prompt)
+            lines = tuple(self._addLine(f"{added.name} {axis} (result)", scene.lps_to_ras(points)) for axis, points
+                          in (("long", result.measured_long_lps), ("short", result.measured_short_lps)))
 
-        self._undo.push(f"{added.name} in {added.segmentationNode.GetName()}", revert)
-        self.lastResult = LesionSegRECISTLogicResult(added.segmentationNode, added.segmentId, added.name, method,
-                                                     time.perf_counter() - t0, result.summary(), lines,
-                                                     result.warnings)
-        return added.segmentId
+            def revert() -> None:
+                for line in lines:
+                    if slicer.mrmlScene.IsNodePresent(line):
+                        slicer.mrmlScene.RemoveNode(line)
+                added.revert()
+
+            self._undo.push(f"{added.name} in {added.segmentationNode.GetName()}", revert)
+            self.lastResult = LesionSegRECISTLogicResult(added.segmentationNode, added.segmentId, added.name,
+                                                         result.method, time.perf_counter() - t0, result.summary(),
+                                                         lines, result.warnings)
+            return added.segmentId
+
+        return self._start(recist.segment_recist_job, (self.segmenterSession, method, device, key, image, prompt),
+                           apply, waitForCompletion, "RECIST segmentation")
 
     @staticmethod
     def _addLine(name: str, points_ras) -> object:
@@ -198,21 +195,8 @@ class LesionSegRECISTLogic(ScriptedLoadableModuleLogic):
         lineNode.GetDisplayNode().SetSelectedColor(0.2, 0.9, 0.2)
         return lineNode
 
-    def undo(self) -> Optional[str]:
-        """Remove the last result (segment and measured lines); returns its description."""
-        return self._undo.undo()
 
-    def canUndo(self) -> bool:
-        return len(self._undo) > 0
-
-    def reset(self) -> None:
-        """Forget the undo history and free the warm segmenter (scene closed)."""
-        self._undo.clear()
-        if self._session is not None:
-            self._session.clear()
-
-
-class LesionSegRECISTTest(ScriptedLoadableModuleTest):
+class LesionSegRECISTTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
     """Runs inside Slicer: a synthetic nodule, drawn axes -> one new segment on one slice; undo removes it."""
 
     def setUp(self) -> None:
@@ -220,9 +204,8 @@ class LesionSegRECISTTest(ScriptedLoadableModuleTest):
 
     def test_SegmentNodule(self) -> None:
         import numpy as np
-        from LesionSegLib import selftests
 
-        selftests.skip_without_dependencies(self)
+        selftests.skip_without_crf(self)
         ct = selftests.synthetic_ct()
         volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="ct")
         ijk = np.argwhere(ct.sphere > 0)

@@ -26,7 +26,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies, wholevolume  # pure; the backend is imported only in the logic
+from LesionSegLib import dependencies, selftests, wholevolume  # pure; the backend is imported only in the logic
 from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
 from LesionSegLib.jobs import BackgroundJobLogic
@@ -180,7 +180,7 @@ class LesionSegScreeningLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
         return report
 
 
-class LesionSegScreeningTest(ScriptedLoadableModuleTest):
+class LesionSegScreeningTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
     """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegScreeningLib."""
 
     def setUp(self) -> None:

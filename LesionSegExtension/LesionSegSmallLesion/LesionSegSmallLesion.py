@@ -27,7 +27,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
-from LesionSegLib import dependencies, lesiontable, wholevolume  # pure; the backend is imported only in the logic
+from LesionSegLib import dependencies, lesiontable, selftests, wholevolume  # pure; backend imported in the logic
 from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
 from LesionSegLib.jobs import BackgroundJobLogic
@@ -214,7 +214,7 @@ class LesionSegSmallLesionLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic)
         return run.preview_files(volumeNode, smalllesion.prior_choice(prior), priorSegmentationNode, weights)
 
 
-class LesionSegSmallLesionTest(ScriptedLoadableModuleTest):
+class LesionSegSmallLesionTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
     """Runs inside Slicer (Reload and Test, Self Tests module, ctest); scenarios in LesionSegSmallLesionLib."""
 
     def setUp(self) -> None:

@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import slicer
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest
+
+try:
+    import LesionSegLib  # noqa: F401  (beside this module once built/installed)
+except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "LesionSegCommon"))
+from LesionSegLib import selftests  # pure (numpy)
 
 
 class SegmentEditorLesionRefine(ScriptedLoadableModule):
@@ -28,3 +36,20 @@ class SegmentEditorLesionRefine(ScriptedLoadableModule):
                                       "SegmentEditorEffect.py")
         instance.setPythonSource(effectFilename.replace("\\", "/"))
         instance.self().register()
+
+
+class SegmentEditorLesionRefineTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
+    """Runs inside Slicer (Self Tests module, ctest); scenarios in LesionSegLib.selftests_hidden."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def test_EffectRegistered(self) -> None:
+        from LesionSegLib import selftests_hidden
+
+        selftests_hidden.effect_registered(self)
+
+    def test_RefineWithStrokes(self) -> None:
+        from LesionSegLib import selftests_hidden
+
+        selftests_hidden.refine_with_strokes(self)

@@ -1,8 +1,8 @@
 """autopet-l2snet: networks, the adaptive threshold, the PET/CT protocol with pointwise fake networks, bad input,
-training end to end on tiny phantoms, the CLI hooks (reading PET units, lesion table and MIP)."""
+options, the reader (PET units) and the extra outputs (lesion table and MIP), data sampling, the ablation
+evaluation. Training end to end through the CLI is in test_autopet_train.py."""
 from __future__ import annotations
 
-import argparse
 import csv
 
 import numpy as np
@@ -12,12 +12,11 @@ from torch import nn
 
 from lesionseg import Image
 from lesionseg.errors import InputError, OutputExistsError, WeightsError
-from lesionseg.io import read_image, write_image
-from lesionseg.methods.autopet.data import held_out, list_cases, load_volumes, sample_patch, sample_slice, write_cohort
+from lesionseg.io import write_image
+from lesionseg.methods.autopet import lesion_table, mip
 from lesionseg.methods.autopet.network import L2SLocNet, loc_network, seg_network
-from lesionseg.methods.autopet.segmenter import (L2SNetSegmenter, L2SPreprocessing, scale, threshold_maps,
-                                                 working_grid)
-from lesionseg.methods.autopet.train import soft_dice_loss, weighted_bce
+from lesionseg.methods.autopet.segmenter import (L2SNetSegmenter, L2SOptions, L2SPreprocessing, read_inputs, scale,
+                                                 threshold_maps, working_grid)
 from lesionseg.phantoms.wholebody import wholebody_petct
 
 TINY = dict(shape=(64, 32, 32), spacing=(12.5, 8.0, 16.0))
@@ -155,11 +154,13 @@ def test_mode_switches_and_networks():
         seg.predict(prompt=[1, 2])
     with pytest.raises(WeightsError, match="seg_plain"):
         seg.probability("plain")
-    only_loc = L2SNetSegmenter(None, "cpu", loc_net=Pointwise(1.5), preprocessing=seg.prep)  # --stage loc model
-    only_loc.apply_predict_args(argparse.Namespace(mode=None, no_adaptive=False))
-    assert only_loc.mode == "2d" and _segmenter().mode == "l2snet" and _segmenter().adaptive
+    only_loc = L2SNetSegmenter(None, "cpu", L2SOptions(), loc_net=Pointwise(1.5), preprocessing=seg.prep)
+    assert only_loc.mode == "2d" and _segmenter().mode == "l2snet" and _segmenter().adaptive  # --stage loc model
     with pytest.raises(WeightsError, match="seg.pt"):
         only_loc.set_mode("l2snet")
+    assert only_loc.mode == "2d" and only_loc.options.mode is None  # a refused change leaves the settings as they were
+    with pytest.raises(WeightsError, match="seg.pt"):
+        L2SNetSegmenter(None, "cpu", L2SOptions(mode="3d"), loc_net=Pointwise(1.5), preprocessing=seg.prep)
     plain = _segmenter(plain_net=Pointwise(1.5))  # "3D only" uses the net trained without the cue when there is one
     plain.set_image(pet, ct)
     assert plain.label("3d").array.sum() == 4 * 5 * 4 + 4 * 6 * 5 and plain.label("l2snet", False).array.sum() == 120
@@ -191,18 +192,116 @@ def test_bad_input_is_one_clear_error():
         _segmenter().predict()
 
 
-# --- data, losses, training ------------------------------------------------------------------------------------
+def test_options_are_the_predict_flags_and_switch_rows():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    L2SOptions.add_arguments(parser)
+    opts = L2SOptions.from_namespace(parser.parse_args(["--pet-units", "bqml", "--weight-kg", "70", "--dose-bq",
+                                                        "3e8", "--decay-s", "0", "--half-life-s", "6586.2",
+                                                        "--pet-series", "1.2.3", "--mode", "3d", "--no-adaptive"]))
+    assert opts == L2SOptions(pet_units="bqml", weight_kg=70.0, dose_bq=3e8, decay_s=0.0, half_life_s=6586.2,
+                              pet_series="1.2.3", mode="3d", adaptive=False)
+    assert L2SOptions.from_namespace(parser.parse_args([])) == L2SOptions()
+    assert {"--decayed-dose-bq", "--mode"} <= {row["flag"] for row in L2SOptions.describe()}
+    with pytest.raises(InputError, match="--pet-units"):
+        L2SOptions(pet_units="kBq")
+    with pytest.raises(InputError, match="mode"):
+        L2SOptions(mode="nnunet")
+    pet, ct = _pair()
+    seg = _segmenter()
+    seg.set_image(pet, ct)
+    seg.set_options(L2SOptions(mode="2d"))   # the maps of the new row are computed from the cached image
+    assert seg.mode == "2d" and seg.predict().array.sum() == 4 * 5 * 4 + 4 * 6 * 5
+    seg.set_options(L2SOptions(adaptive=False))
+    assert (seg.mode, seg.adaptive) == ("l2snet", False) and seg.predict().array.sum() == 120
+    assert _segmenter(mode="3d", adaptive=False).options == L2SOptions(mode="3d", adaptive=False)
+
+
+def test_reader_honours_pet_units(tmp_path):
+    pet, ct = _pair()
+    write_image(pet, tmp_path / "pet.nii.gz")
+    write_image(pet.with_array(pet.array * 4000.0), tmp_path / "pet_bqml.nii.gz")  # factor 2.5e-4 g/Bq
+    write_image(ct, tmp_path / "ct.nii.gz")
+    paths = [tmp_path / "pet.nii.gz", tmp_path / "ct.nii.gz"]
+    suv, ct_in = read_inputs(paths, L2SOptions(pet_units="suv"))
+    assert suv.meta["units"] == "SUVbw" and np.allclose(suv.array, pet.array) and ct_in.same_grid(ct)
+    converted, _ = read_inputs([tmp_path / "pet_bqml.nii.gz", paths[1]],
+                               L2SOptions(pet_units="bqml", weight_kg=70.0, decayed_dose_bq=2.8e8))
+    np.testing.assert_allclose(converted.array, pet.array, rtol=1e-6)
+    with pytest.raises(InputError, match="units"):
+        read_inputs(paths, L2SOptions())
+    with pytest.raises(InputError, match="two images"):
+        read_inputs(paths[:1], L2SOptions(pet_units="suv"))
+
+
+def test_output_writers_write_table_and_mip(tmp_path):
+    pet, ct = _pair()
+    seg = _segmenter(mode="3d")
+    seg.set_image(pet, ct)
+    label = seg.predict()
+    assert lesion_table.write_output(seg, label, tmp_path / "lesions.csv") == tmp_path / "lesions.csv"
+    assert mip.write_output(seg, label, tmp_path / "mip.png") == tmp_path / "mip.png"
+    rows = list(csv.DictReader(open(tmp_path / "lesions.csv")))
+    assert len(rows) == 1 and float(rows[0]["suv_max"]) == 4.0 and float(rows[0]["volume_ml"]) == pytest.approx(7.68)
+    assert (tmp_path / "mip.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(OutputExistsError):
+        lesion_table.write_output(seg, label, tmp_path / "lesions.csv")
+
+
+def test_spec_names_options_entries_and_outputs():
+    from lesionseg.methods.autopet.data import SYNTHETIC
+    from lesionseg.methods.autopet.evaluate import L2SEvaluation
+    from lesionseg.methods.autopet.train import TRAINING
+
+    spec = L2SNetSegmenter.spec
+    assert [(o.flag, o.suffixes) for o in spec.outputs] == [("--table", (".csv", ".json")), ("--mip", (".png",))]
+    assert spec.verbs == ("lesionseg.cli_suv",) and spec.inputs == ("PET", "CT") and spec.options is L2SOptions
+    assert spec.classes == ("background", "lesion") and spec.demo_case == "wholebody_petct"
+    assert (spec.load("training"), spec.load("evaluation"), spec.load("synthetic")) == (TRAINING, L2SEvaluation,
+                                                                                       SYNTHETIC)
+    assert spec.load("reader") is read_inputs
+    for hook in ("add_predict_arguments", "apply_predict_args", "read_inputs", "write_extras", "add_train_arguments",
+                 "train"):
+        assert not hasattr(L2SNetSegmenter, hook), hook
+
+
+# --- data, sampling, split -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
+    from lesionseg.methods.autopet.data import SyntheticSettings, write_synthetic
+
     folder = tmp_path_factory.mktemp("wb") / "cohort"
-    write_cohort(folder, 4, seed=5, **TINY)
-    return folder
+    return write_synthetic(folder, SyntheticSettings(cases=4, seed=5, shape=TINY["shape"], spacing=TINY["spacing"]))
+
+
+def test_synthetic_dataset_holds_the_cohorts_phantoms(cohort):
+    """The same phantoms, seeds and case names as the cohort writer before the dataset convention (which wrote
+    ``wholebody_petct(seed=spec seed, with_lesions=spec)`` per case); the CT is on the PET grid already."""
+    from lesionseg.data import Dataset
+    from lesionseg.phantoms.wholebody import wholebody_cohort
+
+    ds = Dataset(cohort)
+    ds.check()
+    assert ds.synthetic and ds.channel_names == ("PET", "CT") and ds.labels == {"background": 0, "lesion": 1}
+    specs = wholebody_cohort(4, 5)
+    assert [c.name for c in ds.cases()] == [s["case"] for s in specs] == ["wb_000", "wb_001", "wb_002", "wb_003"]
+    assert [p["seed"] for p in ds.meta["phantoms"]] == [s["seed"] for s in specs]
+    for case, spec in list(zip(ds.cases(), specs))[:2]:
+        pet, ct, label, _ = wholebody_petct(seed=spec["seed"], with_lesions=spec["with_lesions"], **TINY)
+        got_pet, got_ct = case.read_images()
+        for got, want in ((got_pet, pet), (got_ct, ct), (case.read_label(), label)):
+            np.testing.assert_array_equal(got.array, want.array)
+            assert got.array.dtype == want.array.dtype and got.same_grid(want)
 
 
 def test_sampling_shapes_fraction_and_weight(cohort):
+    from lesionseg.data import Dataset
+    from lesionseg.methods.autopet.data import load_volumes, sample_patch, sample_slice
+
     prep = L2SPreprocessing(spacing_mm=16.0, loc_size=(32, 32), seg_patch=(16, 16, 16))
-    volumes = load_volumes(list_cases(cohort), prep)
+    volumes = load_volumes(Dataset(cohort).cases(), prep, {1: [1]})
     assert sum(v.label.any() for v in volumes) == 2
     rng = np.random.default_rng(0)
     slices = [sample_slice(volumes, (32, 24), rng, max_angle=0.0) for _ in range(300)]
@@ -215,168 +314,86 @@ def test_sampling_shapes_fraction_and_weight(cohort):
     assert set(np.unique(weight)) <= {1.0, 1.25} and (weight == 1.25).any()
     with pytest.raises(InputError, match="cue"):
         sample_patch(volumes[1], (16, 16, 16), rng)
+    assert not any(v.label.any() for v in load_volumes(Dataset(cohort).cases(), prep, {1: [7]}))  # label map applies
 
 
-def test_losses_and_held_out_split(cohort):
-    target = torch.zeros(2, 4, 4)
-    target[0, 1:3, 1:3] = 1.0
-    assert soft_dice_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert soft_dice_loss(torch.zeros_like(target), target).item() == pytest.approx(1.0, abs=1e-4)
-    prob = torch.full((2, 4, 4), 0.3, requires_grad=True)
-    empty = soft_dice_loss(prob, torch.zeros_like(target))  # no lesion in the batch: no Dice push towards P = 0
-    empty.backward()
-    assert empty.item() == 0.0 and torch.count_nonzero(prob.grad) == 0
-    logits, weight = torch.randn(2, 4, 4), 1.0 + torch.rand(2, 4, 4)
-    manual = (weight * nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")).sum() / weight.sum()
-    assert weighted_bce(logits, target, weight).item() == pytest.approx(manual.item())
-    cases = list_cases(cohort)
-    folds = [held_out(cases, 0, folds=2, fold=f) for f in range(2)]
-    assert sorted(folds[0] + folds[1]) == [c.name for c in cases] and not set(folds[0]) & set(folds[1])
-    assert len(held_out(cases, 0, val_fraction=0.25)) >= 1 and held_out(cases, 0) == []
+def test_split_deals_positives_and_negatives_apart(cohort):
+    """The stratified split is the one the method made itself before the dataset convention: per group
+    (positives first, names sorted) a seeded permutation, then round-robin folds or a share of each group."""
+    from lesionseg.data import Dataset, fold_split, holdout_split
+    from lesionseg.methods.autopet.data import is_positive
+    from lesionseg.methods.autopet.train import TRAINING
 
-
-def test_train_command_writes_a_loadable_model(cohort, tmp_path, capsys):
-    from lesionseg import cli
-    from lesionseg.modelfolder import load_model_folder
-    from lesionseg.registry import build
-
-    common = ["--progress", "none", "train", "autopet-l2snet", "--data", str(cohort), "--device", "cpu",
-              "--minutes-loc", "0.005", "--minutes-seg", "0.005", "--spacing", "16", "--loc-size", "32", "32",
-              "--seg-patch", "16", "16", "16", "--train-patch", "16", "16", "16", "--loc-encoder", "4", "8", "16",
-              "--loc-decoder", "8", "4", "--seg-channels", "4", "8", "16", "--steps-per-epoch", "1", "--loc-batch", "2",
-              "--folds", "2", "--fold", "1"]
-    assert cli.main([*common, "-o", str(tmp_path / "seg_only"), "--stage", "seg"]) == 2
-    assert "needs a localisation net" in capsys.readouterr().err
-    assert cli.main([*common, "-o", str(tmp_path / "m"), "--stage", "all"]) == 0
-    card = load_model_folder(tmp_path / "m", "autopet-l2snet").card
-    assert set(card["files"]) == {"loc.pt", "seg.pt", "seg_plain.pt"} and card["training"]["synthetic"] is True
-    assert card["training"]["held_out_cases"] == held_out(list_cases(cohort), 0, folds=2, fold=1)
-    assert card["preprocessing"]["ct_window"] == [100.0, 250.0] and card["networks"]["seg.pt"]["kwargs"]["norm"] == "layer"
-    start = card["training"]["stages"]["seg"]["initial_lesion_probability"]  # 'auto': the patches' lesion fraction
-    assert 0.0 < start < 0.5
-    assert cli.main([*common, "-o", str(tmp_path / "bad"), "--stage", "all", "--initial-probability", "1.5"]) == 2
-    assert "--initial-probability" in capsys.readouterr().err and not (tmp_path / "bad").exists()
-    seg = build("autopet-l2snet", weights=tmp_path / "m", device="cpu")
-    pet, ct, _, _ = wholebody_petct(seed=9, **TINY)
-    seg.set_image(pet, ct)
-    label = seg.predict()
-    assert label.same_grid(pet) and label.array.dtype == np.uint8 and set(np.unique(label.array)) <= {0, 1}
-    write_image(pet, tmp_path / "pet.nii.gz")
-    write_image(ct, tmp_path / "ct.nii.gz")
-    predict = ["--progress", "none", "predict", "autopet-l2snet", str(tmp_path / "pet.nii.gz"), str(tmp_path / "ct.nii.gz"),
-               "--weights", str(tmp_path / "m"), "--device", "cpu"]
-    assert cli.main([*predict, "-o", str(tmp_path / "seg.nii.gz")]) == 2            # PET units not stated
-    assert "--pet-units" in capsys.readouterr().err and not (tmp_path / "seg.nii.gz").exists()
-    assert cli.main([*predict, "-o", str(tmp_path / "seg.nii.gz"), "--pet-units", "suv", "--table",
-                     str(tmp_path / "t.csv"), "--mip", str(tmp_path / "m.png")]) == 0
-    assert all((tmp_path / f).is_file() for f in ("seg.nii.gz", "t.csv", "m.png"))
-    tuned = [*common, "-o", str(tmp_path / "m2"), "--stage", "seg", "--finetune", "--seg-channels", "2", "4", "8"]
-    assert cli.main(tuned) == 2 and "--finetune needs --base" in capsys.readouterr().err
-    assert cli.main([*tuned, "--base", str(tmp_path / "m")]) == 0
-    card2 = load_model_folder(tmp_path / "m2", "autopet-l2snet").card
-    assert set(card2["files"]) == {"loc.pt", "seg.pt", "seg_plain.pt"} and card2["training"]["finetune"] is True
-    assert card2["networks"]["seg.pt"]["kwargs"]["channels"] == [4, 8, 16]  # the base's architecture is kept
-    assert card2["training"]["stages"]["seg"]["initial_lesion_probability"] is None  # fine-tuned, not re-initialised
-
-
-# --- CLI hooks -------------------------------------------------------------------------------------------------
-
-def _predict_args(argv):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--overwrite", action="store_true")
-    L2SNetSegmenter.add_predict_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def test_read_inputs_honours_pet_units(tmp_path):
-    pet, ct = _pair()
-    write_image(pet, tmp_path / "pet.nii.gz")
-    write_image(pet.with_array(pet.array * 4000.0), tmp_path / "pet_bqml.nii.gz")  # factor 2.5e-4 g/Bq
-    write_image(ct, tmp_path / "ct.nii.gz")
-    paths = [tmp_path / "pet.nii.gz", tmp_path / "ct.nii.gz"]
-    suv, ct_in = L2SNetSegmenter.read_inputs(paths, _predict_args(["--pet-units", "suv"]))
-    assert suv.meta["units"] == "SUVbw" and np.allclose(suv.array, pet.array) and ct_in.same_grid(ct)
-    args = _predict_args(["--pet-units", "bqml", "--weight-kg", "70", "--decayed-dose-bq", "2.8e8"])
-    converted, _ = L2SNetSegmenter.read_inputs([tmp_path / "pet_bqml.nii.gz", paths[1]], args)
-    np.testing.assert_allclose(converted.array, pet.array, rtol=1e-6)
-    with pytest.raises(InputError, match="units"):
-        L2SNetSegmenter.read_inputs(paths, _predict_args([]))
-    with pytest.raises(InputError, match="two images"):
-        L2SNetSegmenter.read_inputs(paths[:1], _predict_args(["--pet-units", "suv"]))
-
-
-def test_write_extras_writes_table_and_mip(tmp_path):
-    pet, ct = _pair()
-    seg = _segmenter()
-    args = _predict_args(["--table", str(tmp_path / "lesions.csv"), "--mip", str(tmp_path / "mip.png"),
-                          "--mode", "3d"])
-    seg.apply_predict_args(args)
-    assert seg.mode == "3d"
-    seg.set_image(pet, ct)
-    label = seg.predict()
-    written = seg.write_extras(args, label)
-    assert written == [tmp_path / "lesions.csv", tmp_path / "mip.png"]
-    rows = list(csv.DictReader(open(tmp_path / "lesions.csv")))
-    assert len(rows) == 1 and float(rows[0]["suv_max"]) == 4.0 and float(rows[0]["volume_ml"]) == pytest.approx(7.68)
-    assert (tmp_path / "mip.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(OutputExistsError):
-        seg.apply_predict_args(args)
-    with pytest.raises(InputError, match=".csv or .json"):
-        seg.apply_predict_args(_predict_args(["--table", str(tmp_path / "t.txt")]))
+    ds = Dataset(cohort)
+    group = lambda case: TRAINING.stratify(case, {1: [1]})  # noqa: E731
+    positive = sorted(c.name for c in ds.cases() if is_positive(c, {1: [1]}))
+    negative = sorted(c.name for c in ds.cases() if c.name not in positive)
+    assert len(positive) == len(negative) == 2
+    rng = np.random.default_rng(0)
+    order = [g[i] for g in (positive, negative) for i in rng.permutation(len(g))]
+    folds = [fold_split(ds, 2, f, 0, group).held_out for f in range(2)]
+    assert [list(f) for f in folds] == [sorted(order[f::2]) for f in range(2)]
+    assert all(len(set(f) & set(positive)) == 1 for f in folds)
+    held = holdout_split(ds, 0.5, 0, group).held_out
+    assert len(set(held) & set(positive)) == 1 and len(set(held) & set(negative)) == 1
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
 
+def _score_rows(seg, cases):
+    """Records as :func:`lesionseg.evaluation.evaluate` makes them, for ``(name, pet, ct, truth)`` cases."""
+    from lesionseg.methods.autopet.evaluate import L2SEvaluation
+
+    evaluation = L2SEvaluation(L2SNetSegmenter.spec, None, {1: [1]})
+    records = []
+    for name, pet, ct, truth in cases:
+        seg.set_image(pet, ct)
+        for row, options in evaluation.rows(seg).items():
+            seg.set_options(options)
+            records.append({"case": name, "row": row, "scores": evaluation.score(seg.predict(), truth, None)})
+    return evaluation, records
+
+
 def test_evaluation_follows_autopet_conventions():
-    from lesionseg.methods.autopet.evaluate import ROWS, available_rows, markdown, score_cases, summarise
+    from lesionseg.methods.autopet.evaluate import PLAIN_MISSING, ROWS, L2SEvaluation, available_rows
 
     pet, ct = _pair()
     truth = pet.with_array((pet.array > 3.0).astype(np.uint8))  # region B (120 voxels of 0.064 mL)
     empty = pet.with_array(np.zeros(pet.shape, np.uint8))
-    seg = _segmenter()
+    seg = _segmenter(plain_net=Pointwise(3.0))
     assert list(available_rows(seg)) == list(ROWS)
-    records = score_cases(seg, iter([("pos", pet, ct, truth), ("neg", pet, ct, empty)]), "toy")
-    assert records[0]["rows"]["L2SNet"]["dice"] == 1.0 and records[1]["rows"]["L2SNet"]["dice"] == 0.0
-    assert records[0]["rows"]["2D only"]["fpv_ml"] == pytest.approx(80 * 0.064)  # region A touches no lesion
-    summary = summarise(records)["toy"]
-    assert summary["rows"]["L2SNet"]["dice"] == 1.0  # Dice and FNV over cases with lesions only
-    assert summary["rows"]["2D only"]["fpv_ml"] == pytest.approx((80 + 200) * 0.064 / 2)  # FPV over all cases
-    assert summary["rows"]["2D only"]["fnv_ml"] == 0.0
-    text = markdown(summarise(records), None)
+    evaluation, records = _score_rows(seg, [("pos", pet, ct, truth), ("neg", pet, ct, empty)])
+    by = {(r["case"], r["row"]): r["scores"] for r in records}
+    assert by["pos", "L2SNet"]["dice"] == 1.0 and by["neg", "L2SNet"]["dice"] == 0.0
+    assert by["pos", "2D only"]["fpv_ml"] == pytest.approx(80 * 0.064)  # region A touches no lesion
+    summary = evaluation.summary(records)
+    assert summary["L2SNet"]["autopet"]["dice"] == 1.0 and summary["L2SNet"]["positive_cases"] == 1
+    assert summary["2D only"]["autopet"]["fpv_ml"] == pytest.approx((80 + 200) * 0.064 / 2)  # FPV over all cases
+    assert summary["2D only"]["autopet"]["fnv_ml"] == 0.0 and summary["2D only"]["cases"] == 2
+    text = L2SEvaluation.markdown({"method": "autopet-l2snet", "dataset": "toy", "synthetic": True,
+                                   "models": ["m"], "cases": 2, "summary": summary})
     assert "| 2D only | 0.750 | 8.960 | 0.000 |" in text  # Dice 2 * 120 / (200 + 120) on the positive case
     assert "lowest first: 2D only = L2SNet + adaptive threshold < 3D only = L2SNet." in text
+    assert "| 2D only | 2 | 0.375 (0.375, 0) |" in text  # the base table below: every case
     loc_only = L2SNetSegmenter(None, "cpu", loc_net=Pointwise(1.5), preprocessing=seg.prep, mode="2d")
     assert list(available_rows(loc_only)) == ["2D only"]
+    assert list(available_rows(_segmenter())) == ["2D only", PLAIN_MISSING, "L2SNet", "L2SNet + adaptive threshold"]
 
 
-def test_sts_crops_copy_into_the_training_layout(shared_data, tmp_path):
-    from lesionseg.methods.autopet.data import copy_sts_cases
-    from lesionseg.methods.autopet.train import _synthetic
+def test_sts_crops_are_scored_as_an_imported_dataset(shared_data, tmp_path):
+    from lesionseg.data import Dataset
+    from lesionseg.data.importers import import_dataset
 
-    copy_sts_cases(shared_data / "ibsi-sts-petct", tmp_path / "real", ["STS_002"])
-    cases = list_cases(tmp_path / "real")
-    assert [c.name for c in cases] == ["STS_002"] and cases[0].positive and not _synthetic(tmp_path / "real")
-    with pytest.raises(OutputExistsError):
-        copy_sts_cases(shared_data / "ibsi-sts-petct", tmp_path / "real", ["STS_002"])
-
-
-def test_sts_crops_are_scored_on_the_pet_grid(shared_data):
-    from lesionseg.methods.autopet.evaluate import score_cases, sts_cases
-
+    names = [f"STS_00{n}" for n in range(1, 6)]
+    ds = Dataset(import_dataset("ibsi-sts", shared_data / "ibsi-sts-petct", tmp_path / "sts", names=names))
+    assert [c.name for c in ds.cases()] == names and not ds.synthetic
     seg = L2SNetSegmenter(None, "cpu", loc_net=Pointwise(1.5), seg_net=Pointwise(3.0),
                           preprocessing=L2SPreprocessing(loc_size=(64, 64), seg_patch=(32, 32, 32)))
-    names = [f"STS_00{n}" for n in range(1, 6)]
-    records = score_cases(seg, sts_cases(shared_data / "ibsi-sts-petct", names), "sts")
-    assert [r["case"] for r in records] == names and all(r["positive"] for r in records)
-    assert np.mean([r["rows"]["3D only"]["dice"] for r in records]) > 0.2  # SUV > 3 overlaps the expert masks
-
-
-def test_sts_crops_can_be_limited_to_named_cases(shared_data):
-    from lesionseg.methods.autopet.evaluate import sts_cases
-
-    assert [c[0] for c in sts_cases(shared_data / "ibsi-sts-petct", ["STS_005", "STS_004"])] == ["STS_004", "STS_005"]
-    with pytest.raises(InputError, match="STS_999"):
-        sts_cases(shared_data / "ibsi-sts-petct", ["STS_004", "STS_999"])  # at once, before any case is read
+    cases = ((c.name, *c.read_images(), c.read_label()) for c in ds.cases())
+    evaluation, records = _score_rows(seg, cases)
+    summary = evaluation.summary(records)
+    assert summary["3D only (cue-weighted net)"]["positive_cases"] == 5
+    assert summary["3D only (cue-weighted net)"]["autopet"]["dice"] > 0.2  # SUV > 3 overlaps the expert masks
 
 
 @pytest.mark.parametrize("source, flags, message", [

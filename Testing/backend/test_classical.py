@@ -6,7 +6,7 @@ import pytest
 import lesionseg
 from lesionseg import Box, Image, InputError, LesionSegWarning, Points, RecistLine
 from lesionseg.geometry import box_to_index, index_box_to_world, index_to_world
-from lesionseg.methods.classical import ClassicalBox, box_prior, threshold_in_box
+from lesionseg.methods.classical import ClassicalBox, ClassicalBoxOptions, box_prior, threshold_in_box
 
 CENTRE = np.array([20, 18, 10])  # (i, j, k)
 
@@ -126,8 +126,10 @@ def test_bad_prompts_raise(segmenter):
         segmenter.predict(Points(index_to_world(image, [CENTRE]), [1]))
     with pytest.raises(InputError, match="outside"):
         segmenter.predict(Box((1e4, 1e4, 1e4), (1e4 + 5, 1e4 + 5, 1e4 + 5)))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="--margin-mm"):
         ClassicalBox(margin_mm=-1)
+    with pytest.raises(InputError, match="--iterations"):
+        ClassicalBoxOptions(iterations=0)
 
 
 @pytest.mark.parametrize("k", [int(CENTRE[2]), 0])
@@ -179,3 +181,50 @@ def test_cli_accepts_a_one_voxel_box_ijk(tmp_path, capsys):
     outside = label.array.copy()
     outside[CENTRE[2], CENTRE[1], CENTRE[0]] = 0
     assert not outside.any()                        # nothing outside the one voxel of the box
+
+
+def test_options_keywords_and_flags_are_one_setting(tmp_path, capsys):
+    """``use_crf=False`` (Python), ``options=ClassicalBoxOptions(crf=False)``, ``set_options`` and ``--no-crf``
+    (CLI) all give GrabCut alone; the CRF changes the label on this phantom."""
+    from lesionseg import cli
+
+    image, _ = nodule_image()
+    box = box_around(image, half=7)
+    keyword = ClassicalBox(use_crf=False, iterations=3)
+    assert keyword.options == ClassicalBoxOptions(crf=False, iterations=3)
+    keyword.set_image(image)
+    grabcut = keyword.predict(box).array
+    seg = ClassicalBox()
+    seg.set_image(image)
+    with_crf = seg.predict(box).array
+    seg.set_options(ClassicalBoxOptions(crf=False, iterations=3))
+    assert np.array_equal(seg.predict(box).array, grabcut) and not np.array_equal(with_crf, grabcut)
+    lesionseg.write_image(image, tmp_path / "ct.nii.gz")
+    lo, hi = CENTRE - 7, CENTRE + 7
+    assert cli.main(["--progress", "none", "predict", "classical-box", str(tmp_path / "ct.nii.gz"), "--box-ijk",
+                     *map(str, lo), *map(str, hi), "--no-crf", "--iterations", "3",
+                     "-o", str(tmp_path / "m.nii.gz")]) == 0
+    assert np.array_equal(lesionseg.read_image(tmp_path / "m.nii.gz").array, grabcut)
+
+
+def test_evaluate_without_a_model_scores_every_lesion(tmp_path, capsys):
+    """``lesionseg evaluate classical-box --data D --baselines``: no model, every case, one jittered box per
+    lesion; the threshold baseline is fixed at -400 HU as there are no training cases."""
+    import json
+
+    from lesionseg import cli
+    from lesionseg.data import DatasetWriter
+
+    with DatasetWriter(tmp_path / "D", ("CT",), {"background": 0, "nodule": 1}) as writer:
+        for seed in (0, 1):
+            image, truth = nodule_image(seed=seed)
+            writer.add(f"case{seed}", [image], image.with_array(truth.astype(np.uint8)))
+    out = tmp_path / "e.json"
+    assert cli.main(["--progress", "none", "evaluate", "classical-box", "--data", str(tmp_path / "D"), "--baselines",
+                     "--json", str(out), "--no-crf"]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert list(summary) == ["classical-box", "HU threshold"]
+    assert summary["classical-box"]["lesion_dice"]["lesions"] == 2
+    assert summary["classical-box"]["lesion_dice"]["mean"] > 0.8
+    assert summary["HU threshold"]["chosen"] == [{"hu": -400.0, "training_lesions": 0, "train_dice": {}}]
+    assert "| classical-box | 2 |" in capsys.readouterr().out

@@ -182,12 +182,14 @@ def test_train_logs_its_epochs_by_default_and_other_commands_stay_quiet():
 
 
 def test_train_refuses_an_unwritable_output_before_training(tmp_path, monkeypatch, capsys):
-    from lesionseg.registry import get_method
+    import dataclasses
+
+    from lesionseg.methods.tsfcn import train as tsfcn_train
 
     def must_not_train(args):
         raise AssertionError("training started although the output cannot be written")
 
-    monkeypatch.setattr(get_method("tsfcn"), "train", must_not_train)
+    monkeypatch.setattr(tsfcn_train, "TRAINING", dataclasses.replace(tsfcn_train.TRAINING, train=must_not_train))
     data = tmp_path / "data"
     data.mkdir()
     assert main(["train", "tsfcn", "--data", str(data), "-o", str(tmp_path / "missing" / "model")]) == 2

@@ -56,6 +56,7 @@ def test_an_automatic_multi_class_label_reaches_the_method_and_the_output_unbina
     """s4c's demo verdict reads tumour (2) and duct (3) labels: the demo must not flatten them to 1."""
     import lesionseg.registry
     from lesionseg.demo import _run_method
+    from lesionseg.methods.s4c.evaluate import S4CEvaluation
 
     case = CASES["pancreas_ct"](0)
     seen = {}
@@ -69,11 +70,12 @@ def test_an_automatic_multi_class_label_reaches_the_method_and_the_output_unbina
         def predict(self, prompt=None):
             return case.truth
 
-        def demo_extras(self, pred, truth):
-            seen["labels"] = sorted(np.unique(pred.array).tolist())
-            return {"notes": "fake"}
+    def notes(cls, segmenter, pred, truth):
+        seen["labels"] = sorted(np.unique(pred.array).tolist())
+        return {"notes": "fake"}
 
     monkeypatch.setattr(lesionseg.registry, "build", lambda name, device="cpu": Truthful())
-    result = _run_method("fake", case, "cpu")
+    monkeypatch.setattr(S4CEvaluation, "demo_notes", classmethod(notes))
+    result = _run_method("s4c", case, "cpu")
     assert seen["labels"] == sorted(np.unique(case.truth.array).tolist()) and 2 in seen["labels"]
     assert result["dice"] == 1.0 and int(result["_pred"].array.max()) == int(case.truth.array.max())

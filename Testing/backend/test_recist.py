@@ -1,26 +1,26 @@
-"""recist-coseg: crop frame, GrabCut seeding, network, pairs, segmenter (shipped weights), bad input, refine CLI."""
+"""recist-coseg: crop frame, GrabCut seeding, network, pairs, segmenter (shipped weights) and its options, bad
+input, refine CLI. Training, evaluation and the dataset samples: ``test_recist_train.py``."""
 from __future__ import annotations
 
 import argparse
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from lesionseg import Image, InputError, LesionSegWarning, OutputExistsError, RecistLine
+from lesionseg import Image, InputError, LesionSegWarning, OutputExistsError, RecistLine, build
 from lesionseg.geometry import RecistIndex, index_to_world
 from lesionseg.io import read_image, write_image
 from lesionseg.metrics import dice, recist_axes
 from lesionseg.modelfolder import find_model_folder
 from lesionseg.methods.recist import cli_refine
-from lesionseg.methods.recist.dataset import find_cases, network_input, slice_axes
-from lesionseg.methods.recist.initial_mask import crop_frame, grabcut_from_recist, recist_classes
+from lesionseg.methods.recist.initial_mask import (crop_frame, grabcut_from_recist, network_input, recist_classes,
+                                                  slice_axes)
 from lesionseg.methods.recist.network import RecistCoSeg
 from lesionseg.methods.recist.pairs import cluster_lesions, partners, stratified_split
-from lesionseg.methods.recist.segmenter import RecistCoSegSegmenter
+from lesionseg.methods.recist.segmenter import RecistCoSegSegmenter, RecistOptions
 from lesionseg.nets.unet import build_network
 
 
@@ -137,20 +137,6 @@ def test_slice_axes_and_network_input():
     np.testing.assert_allclose(x[:, 0], [[0, 825 / 1400, 1275 / 1400, 1], [0, 0, 1, 1]])
 
 
-def test_find_cases_layouts(tmp_path):
-    image, truth = nodule_case()
-    for sub in ("image", "nodule_mask"):
-        (tmp_path / "lidc" / sub).mkdir(parents=True)
-    write_image(image, tmp_path / "lidc" / "image" / "LIDC-IDRI-0001_R_2.nii.gz")
-    write_image(truth, tmp_path / "lidc" / "nodule_mask" / "LIDC-IDRI-0001_R_2.nii.gz")
-    write_image(truth, tmp_path / "CT_Lesion_000007_01_img_uint8win.nii.gz")
-    write_image(truth, tmp_path / "CT_Lesion_000007_01_lesion_mask.nii.gz")
-    cases = find_cases(tmp_path)
-    assert sorted((c[2], c[3]) for c in cases) == [("DL000007", True), ("LIDC-IDRI-0001", False)]
-    with pytest.raises(InputError):
-        find_cases(tmp_path / "lidc" / "image" / "none")
-
-
 def test_shipped_weights_segment_a_nodule():
     seg = shipped()
     image, truth = nodule_case()
@@ -251,35 +237,6 @@ def test_refine_cli_names_the_flags_and_checks_the_grid_first(tmp_path, capsys, 
     assert not (tmp_path / "out.nii.gz").exists()
 
 
-def test_train_writes_a_model_folder(tmp_path):
-    from lesionseg.methods.recist import train
-    from lesionseg.modelfolder import load_model_folder
-
-    for sub in ("image", "nodule_mask"):
-        (tmp_path / "data" / sub).mkdir(parents=True)
-    for n in range(3):
-        image, truth = nodule_case(seed=n, radius_mm=5.0 + n)
-        write_image(image, tmp_path / "data" / "image" / f"LIDC-IDRI-000{n}_R_1.nii.gz")
-        write_image(truth, tmp_path / "data" / "nodule_mask" / f"LIDC-IDRI-000{n}_R_1.nii.gz")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path)
-    parser.add_argument("-o", "--output", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    train.add_arguments(parser)
-    args = parser.parse_args(["--data", str(tmp_path / "data"), "-o", str(tmp_path / "model"), "--minutes", "0.001",
-                              "--fcn-minutes", "0.001", "--batch", "2", "--val-fraction", "0.34", "--threads", "1",
-                              "--channels", "4", "8", "--blocks", "1", "1"])
-    folder = train.run(args)
-    card = load_model_folder(folder.path, "recist-coseg").card
-    assert card["network"]["kwargs"]["attention"] == "csa" and card["network"]["kwargs"]["channels"] == [4, 8]
-    assert len(card["training"]["heldout_patients"]) == 1 and card["training"]["train_patients"] == 2
-    assert card["training"]["stage"]["steps"] >= 1 and card["training"]["fcn_stage"]["steps"] >= 1
-    RecistCoSegSegmenter(model=folder)  # the written folder loads
-    with pytest.raises(InputError, match="--batch"):
-        train.run(parser.parse_args(["--data", str(tmp_path / "data"), "-o", str(tmp_path / "m2"),
-                                     "--batch", "500"]))
-
-
 def test_cli_predict(tmp_path):
     from lesionseg.cli import main
 
@@ -313,5 +270,31 @@ def test_propagation_to_neighbouring_slices():
     filled = grown.array.reshape(5, -1).any(axis=1)
     assert filled.sum() >= 3 and filled[k - 1] and filled[k + 1]
     assert dice(grown, truth) > dice(flat, truth) + 0.2
-    with pytest.raises(InputError, match="propagate"):
-        seg.apply_predict_args(argparse.Namespace(no_crf=False, propagate=-1))
+    assert seg.options == RecistOptions(propagate=10)
+    with pytest.raises(InputError, match="--propagate must be a whole number >= 0, got -1"):
+        seg.propagate = -1
+    assert seg.propagate == 10
+
+
+def test_options_and_the_api_of_before():
+    """``RecistOptions`` carries every predict setting; ``use_crf``/``threshold`` keywords and the ``use_crf`` /
+    ``propagate`` / ``threshold`` attributes of before read and set them."""
+    folder = find_model_folder("recist-coseg")
+    if folder is None:
+        pytest.skip("no recist-coseg weights shipped in this installation")
+    assert RecistOptions() == RecistOptions(use_crf=True, propagate=0, threshold=0.5)
+    assert [(d["name"], d["flag"]) for d in RecistOptions.describe()] == [
+        ("use_crf", "--crf"), ("propagate", "--propagate"), ("threshold", "--threshold")]
+    parser = argparse.ArgumentParser()
+    RecistOptions.add_arguments(parser)
+    assert RecistOptions.from_namespace(parser.parse_args(["--no-crf", "--propagate", "3"])) == \
+        RecistOptions(use_crf=False, propagate=3)
+    for bad, message in (({"propagate": -1}, "--propagate must be a whole number >= 0, got -1"),
+                         ({"threshold": 1.0}, "--threshold must be a number between 0 and 1, got 1.0")):
+        with pytest.raises(InputError, match=message):
+            RecistOptions(**bad)
+    seg = RecistCoSegSegmenter(model=folder, use_crf=False, threshold=0.4)
+    assert seg.options == RecistOptions(use_crf=False, threshold=0.4) and not seg.use_crf
+    seg.use_crf, seg.propagate = True, 2
+    assert seg.options == RecistOptions(use_crf=True, propagate=2, threshold=0.4)
+    assert build("recist-coseg", device="cpu", options=RecistOptions(propagate=1)).propagate == 1

@@ -20,7 +20,7 @@ def _runnable(name: str) -> bool:
 def test_method_metadata(name):
     cls = get_method(name)
     assert cls.name == name and cls.summary and cls.prompt_kind in ("box", "recist", "none")
-    assert getattr(cls, "demo_case", "chest_ct") in CASES
+    assert cls.spec.demo_case in CASES
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -28,7 +28,7 @@ def test_predict_keeps_geometry(name):
     if not _runnable(name):
         pytest.skip(f"{name}: no weights in this installation")
     cls = get_method(name)
-    case = CASES[getattr(cls, "demo_case", "chest_ct")](seed=3)
+    case = CASES[cls.spec.demo_case](seed=3)
     seg = lesionseg.build(name, device="cpu")
     with pytest.raises(InputError, match="set_image"):
         seg.predict(lesion_prompts(case, cls.prompt_kind)[0])

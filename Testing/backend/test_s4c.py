@@ -1,4 +1,5 @@
-"""S4C: rules, majority-vote sliding window, resampling, the segmenter with a small network."""
+"""S4C: rules, majority-vote sliding window, resampling, the segmenter and its options, the synthetic dataset
+and training with a small network."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from lesionseg.errors import InputError
 from lesionseg.methods.s4c.network import S4CNet
 from lesionseg.methods.s4c.rules import ScreeningRule, fuse, phase_findings, postprocess
 from lesionseg.intensity import looks_like_ct
-from lesionseg.methods.s4c.segmenter import S4CPreprocessing, S4CSegmenter
+from lesionseg.methods.s4c.segmenter import S4COptions, S4CPreprocessing, S4CSegmenter
 from lesionseg.methods.s4c.voting import count_windows, majority_vote, window_starts
 from lesionseg.resample import check_overlap, resample_to_grid, resample_to_spacing
 
@@ -262,51 +263,94 @@ def test_segmenter_rejects_non_ct():
     assert looks_like_ct(_ct().array)
 
 
+# --- options -------------------------------------------------------------------------------------------
+
+def test_stride_is_an_option_of_the_segmenter_and_of_set_stride():
+    seg = S4CSegmenter(net=S4CNet(channels=(4, 8, 16)), preprocessing=S4CPreprocessing(patch=16, stride=8))
+    assert seg.options == S4COptions() and seg.prep.stride == 8 and seg.model_prep.stride == 8
+    seg.set_stride(4)
+    assert seg.options == S4COptions(stride=4) and seg.prep.stride == 4 and seg.model_prep.stride == 8
+    seg.set_options(S4COptions())
+    assert seg.prep.stride == 8
+    with pytest.raises(InputError, match="stride must be between 1 and 16 voxels"):
+        seg.set_options(S4COptions(stride=17))
+    assert seg.options == S4COptions() and seg.prep.stride == 8          # a refused option changes nothing
+    with pytest.raises(InputError, match="stride must be between 1 and 16 voxels"):
+        S4CSegmenter(options=S4COptions(stride=0), net=S4CNet(channels=(4, 8, 16)),
+                     preprocessing=S4CPreprocessing(patch=16, stride=8))
+    with pytest.raises(InputError, match="--stride must be a whole number"):
+        S4COptions(stride=2.5)
+    assert S4COptions.describe()[0]["flag"] == "--stride" and S4COptions.from_dict({"stride": "12"}).stride == 12
+
+
+def test_spec_names_the_classes_options_and_entries():
+    from lesionseg.registry import get_spec
+
+    spec = get_spec("s4c")
+    assert spec.classes == ("background", "pancreas", "tumour", "duct") and spec.options is S4COptions
+    assert spec.demo_case == "pancreas_ct" and spec.verbs == ("lesionseg.methods.s4c.cli_screen",)
+    for what in ("training", "evaluation", "synthetic"):
+        assert spec.load(what) is not None
+    for hook in ("add_predict_arguments", "apply_predict_args", "read_inputs", "write_extras", "add_train_arguments",
+                 "train"):
+        assert not hasattr(S4CSegmenter, hook), hook
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory):
+    """``lesionseg data synthetic s4c --cases 4 --seed 3`` (2 positive, 2 normal), written once."""
+    from lesionseg import cli
+
+    out = tmp_path_factory.mktemp("s4c") / "cohort"
+    assert cli.main(["--progress", "none", "data", "synthetic", "s4c", "-o", str(out), "--cases", "4",
+                     "--seed", "3"]) == 0
+    return out
+
+
+def test_synthetic_dataset_holds_the_phantoms_of_the_old_cohort(cohort_dir):
+    """The same cases, seeds and arrays as the cohort folder written before #16 (``cohort`` + ``pancreas_ct``,
+    which the old writer called): both phases of one anatomy on one grid, the label on it."""
+    from lesionseg.data import Dataset
+    from lesionseg.phantoms.pancreas import cohort, pancreas_ct
+
+    ds = Dataset(cohort_dir)
+    assert ds.synthetic and ds.channel_names == ("venous", "arterial")
+    assert ds.labels == {"background": 0, "pancreas": 1, "tumour": 2, "duct": 3}
+    specs = cohort(4, 3)
+    assert [c.name for c in ds.cases()] == [s["case"] for s in specs] == ["s4c_000", "s4c_001", "s4c_002", "s4c_003"]
+    assert [p["seed"] for p in ds.meta["phantoms"]] == [s["seed"] for s in specs]
+    ds.check()
+    for spec, case in list(zip(specs, ds.cases()))[:2]:
+        arterial, venous, label, _ = pancreas_ct(seed=spec["seed"], kind=spec["kind"])
+        got_venous, got_arterial = case.read_images()
+        got_label = case.read_label()
+        for got, want in ((got_venous, venous), (got_arterial, arterial), (got_label, label)):
+            assert got.same_grid(want, tol=1e-6) and np.array_equal(got.array, want.array)
+
+
+def test_volumes_are_every_phase_with_mapped_labels(cohort_dir):
+    from lesionseg.data import Dataset
+    from lesionseg.methods.s4c.data import IGNORE, load_volumes, positive
+
+    case = Dataset(cohort_dir).cases()[0]
+    prep = S4CPreprocessing(spacing_mm=3.0, patch=16, stride=16)
+    identity = {1: [1], 2: [2], 3: [3]}
+    vols = load_volumes([case], identity, prep, hide_invisible=False)
+    assert [v.phase for v in vols] == ["venous", "arterial"] and vols[0].image.shape == vols[1].label.shape
+    organ_only = load_volumes([case], {1: [1, 2, 3]}, prep, hide_invisible=False)[0].label   # all as pancreas
+    assert set(np.unique(organ_only)) <= {0, 1} and (organ_only == 1).sum() == (vols[0].label > 0).sum()
+    assert set(np.unique(load_volumes([case], identity, prep)[1].label)) <= {0, 1, 2, 3, IGNORE}
+    truth = bool(np.isin(case.read_label().array, (2, 3)).any())
+    assert positive(case, identity) is truth and positive(case, {1: [1]}) is False
+
+
 # --- training -------------------------------------------------------------------------------------------
 
-def test_soft_dice_loss_is_zero_for_a_perfect_prediction_and_high_for_a_wrong_one():
-    from lesionseg.methods.s4c.train import soft_dice_loss
-
-    target = torch.zeros(1, 6, 6, 6, dtype=torch.int64)
-    target[0, 1:3, 1:3, 1:3] = 2
-    perfect = torch.nn.functional.one_hot(target, 4).permute(0, 4, 1, 2, 3).float() * 50.0
-    assert soft_dice_loss(perfect, target).item() < 0.01
-    wrong = torch.nn.functional.one_hot(torch.full_like(target, 1), 4).permute(0, 4, 1, 2, 3).float() * 50.0
-    assert soft_dice_loss(wrong, target).item() > 0.6
-
-
-def test_train_command_writes_a_usable_model(tmp_path):
-    from lesionseg import cli
-    from lesionseg.methods.s4c.data import folds, list_cases, write_cohort
-    from lesionseg.modelfolder import load_model_folder
-    from lesionseg.registry import build
-
-    data = tmp_path / "cohort"
-    write_cohort(data, 4, seed=3)
-    cases = list_cases(data)
-    assert len(cases) == 4 and all(set(c.phases) == {"arterial", "venous"} for c in cases)
-    parts = folds(cases, 2, seed=0)
-    assert sorted(sum(parts, [])) == sorted(c.name for c in cases)
-    code = cli.main(["--progress", "none", "train", "s4c", "--data", str(data), "-o", str(tmp_path / "m"),
-                     "--minutes", "0.02", "--train-patch", "16", "--patch", "16", "--channels", "4", "8", "16",
-                     "--steps-per-epoch", "1", "--folds", "2", "--fold", "1", "--device", "cpu"])
-    assert code == 0
-    card = load_model_folder(tmp_path / "m", "s4c").card
-    assert card["training"]["held_out_cases"] == parts[1] and card["training"]["synthetic"] is True
-    assert card["preprocessing"]["patch"] == 16 and card["network"]["kwargs"]["channels"] == [4, 8, 16]
-    assert card["preprocessing"]["stride"] == 16          # the paper's 20 does not fit a 16-voxel window
-    seg = build("s4c", weights=tmp_path / "m", device="cpu")
-    assert seg.prep.patch == 16 and seg.rule.tumour_min_mm3 == 40.0
-    more = ["--progress", "none", "train", "s4c", "--data", str(data), "--minutes", "0.01", "--train-patch", "16",
-            "--patch", "16", "--steps-per-epoch", "1", "--folds", "2", "--device", "cpu", "--init", str(tmp_path / "m")]
-    assert cli.main([*more, "--fold", "0", "-o", str(tmp_path / "leak")]) == 2        # other held-out cases
-    assert cli.main([*more, "--fold", "1", "-o", str(tmp_path / "m2")]) == 0
-    assert load_model_folder(tmp_path / "m2", "s4c").card["training"]["initialised_from"]["folder"] == str(tmp_path / "m")
-
-
 def test_hide_invisible_tumours_uses_the_phase_contrast():
+    from lesionseg.losses import multiclass_soft_dice_loss
     from lesionseg.methods.s4c.data import IGNORE, hide_invisible_tumours
-    from lesionseg.methods.s4c.train import soft_dice_loss
 
     label = np.zeros((20, 30, 30), np.uint8)
     label[2:18, 5:25, 5:25] = 1
@@ -318,11 +362,55 @@ def test_hide_invisible_tumours_uses_the_phase_contrast():
     out, hidden = hide_invisible_tumours(hu, label, 1.5)
     assert hidden == 1 and (out[5:9, 8:12, 8:12] == 2).all() and (out[12:16, 15:19, 15:19] == IGNORE).all()
     assert (out[label == 1] == 1).all()
-    # ignored voxels count for nothing in the Dice loss
+    # ignored voxels count for nothing in the training loss's Dice term
     target = torch.from_numpy(out[None].astype(np.int64))
     logits = torch.nn.functional.one_hot(torch.from_numpy(np.where(out == IGNORE, 1, out)[None].astype(np.int64)),
                                          4).permute(0, 4, 1, 2, 3).float() * 50.0
-    assert soft_dice_loss(logits, target).item() < 0.01
+    assert multiclass_soft_dice_loss(logits, target, eps=1.0, ignore_index=IGNORE).item() < 0.01
+
+
+TINY = ["--minutes", "0.02", "--train-patch", "16", "--patch", "16", "--channels", "4", "8", "16", "16",
+        "--steps-per-epoch", "1", "--batch-size", "2", "--spacing", "3", "--device", "cpu"]
+"""A network and a budget small enough for a test."""
+
+
+def test_train_command_writes_a_usable_model(cohort_dir, tmp_path):
+    from lesionseg import cli
+    from lesionseg.data import Dataset, fold_split
+    from lesionseg.methods.s4c.data import positive
+    from lesionseg.modelfolder import load_model_folder
+    from lesionseg.registry import build
+
+    identity = {1: [1], 2: [2], 3: [3]}
+    split = fold_split(Dataset(cohort_dir), 2, 1, 0, lambda case: positive(case, identity))
+    assert cli.main(["--progress", "none", "train", "s4c", "--data", str(cohort_dir), "-o", str(tmp_path / "m"),
+                     "--folds", "2", "--fold", "1", *TINY]) == 0
+    card = load_model_folder(tmp_path / "m", "s4c").card
+    assert card["training"]["held_out_cases"] == list(split.held_out) and card["training"]["synthetic"] is True
+    assert card["training"]["label_map"] == "pancreas=1,tumour=2,duct=3" and card["training"]["steps"] >= 1
+    assert card["training"]["config"]["epochs"] is None and card["training"]["settings"]["batch_size"] == 2
+    assert card["preprocessing"]["patch"] == 16 and card["networks"]["weights.pt"]["kwargs"]["channels"] == [4, 8, 16, 16]
+    assert card["preprocessing"]["stride"] == 16          # the paper's 20 does not fit a 16-voxel window
+    assert card["labels"] == {"background": 0, "pancreas": 1, "tumour": 2, "duct": 3}
+    assert not (tmp_path / "m.checkpoints").exists()
+    seg = build("s4c", weights=tmp_path / "m", device="cpu")
+    assert seg.prep.patch == 16 and seg.rule.tumour_min_mm3 == 40.0
+    more = ["--progress", "none", "train", "s4c", "--data", str(cohort_dir), "--folds", "2", *TINY,
+            "--init", str(tmp_path / "m")]
+    assert cli.main([*more, "--fold", "0", "-o", str(tmp_path / "leak")]) == 2        # other held-out cases
+    assert not (tmp_path / "leak").exists()
+    assert cli.main([*more, "--fold", "1", "-o", str(tmp_path / "m2")]) == 0
+    assert load_model_folder(tmp_path / "m2", "s4c").card["training"]["initialised_from"]["folder"] == str(tmp_path / "m")
+
+
+def test_train_flags_are_checked_before_training(cohort_dir, tmp_path, capsys):
+    from lesionseg import cli
+
+    base = ["--progress", "none", "train", "s4c", "--data", str(cohort_dir), "-o", str(tmp_path / "m")]
+    assert cli.main([*base, "--batch-size", "0"]) == 2 and "--batch-size must be >= 1" in capsys.readouterr().err
+    assert cli.main([*base, "--train-patch", "8"]) == 2 and "--train-patch must be >= 16" in capsys.readouterr().err
+    assert cli.main([*base, "--labels", "liver=1"]) == 2 and "liver" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
 
 
 def test_preprocessing_refuses_a_stride_larger_than_the_window():

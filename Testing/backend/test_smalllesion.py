@@ -1,4 +1,5 @@
-"""small-lesion-il segmenter: exact labels through fake networks, priors, variants, ROI, lesion table, CLI."""
+"""small-lesion-il segmenter: exact labels through fake networks, priors, variants, ROI, options, lesion table,
+CLI."""
 from __future__ import annotations
 
 import hashlib
@@ -13,10 +14,11 @@ from torch import nn
 
 from lesionseg import Image
 from lesionseg.errors import InputError, LesionSegWarning, OutputExistsError, WeightsError
-from lesionseg.lesions import read_lesion_table
+from lesionseg.lesions import read_lesion_table, write_lesion_table
+from lesionseg.methods.smalllesion.options import SmallLesionOptions
 from lesionseg.methods.smalllesion.prior import IntensityPrior
 from lesionseg.methods.smalllesion.segmenter import (TABLE_COLUMNS, SmallLesionPreprocessing,
-                                                     SmallLesionSegmenter, body_box, normalise, write_lesion_table)
+                                                     SmallLesionSegmenter, body_box, normalise, write_table)
 from lesionseg.modelfolder import load_model_folder, save_model_folder
 from lesionseg.nets.unet import UNet
 from lesionseg.prompts import Box
@@ -51,9 +53,9 @@ class Threshold(nn.Module):
         return self.gain * (torch.stack(picks, dim=1) - self.level)
 
 
-def _segmenter(net=None, variant="seg+il", prior=None, prep=PREP) -> SmallLesionSegmenter:
+def _segmenter(net=None, variant="seg+il", prior=None, prep=PREP, options=None) -> SmallLesionSegmenter:
     net = net if net is not None else Threshold(2 if variant in ("seg+il", "seg+il-shifted") else 1)
-    return SmallLesionSegmenter(net=net, preprocessing=prep, variant=variant, prior=prior)
+    return SmallLesionSegmenter(options=options, net=net, preprocessing=prep, variant=variant, prior=prior)
 
 
 def test_preprocessing_round_trip_and_validation():
@@ -179,6 +181,65 @@ def test_roi_crops_the_work_and_bad_rois_raise():
     with pytest.warns(LesionSegWarning, match="nothing to segment"):    # re-runs the image already set
         seg.set_roi(Box(ct.origin + [0, 0, 0], ct.origin + [31.0, 27.0, 0.0]))  # one slice of air only
     assert not seg.predict().array.any() and not seg.probability().array.any()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"prior_mean": 150.0}, "--prior-mean and --prior-sd go together"),
+    ({"prior_sd": 10.0}, "--prior-mean and --prior-sd go together"),
+    ({"prior_mean": 150.0, "prior_sd": 10.0, "prior_table": "p.json"},
+     "give either --prior-table or --prior-mean/--prior-sd, not both"),
+    ({"prior_mean": 150.0, "prior_sd": 2000.0}, "--prior-sd (the prior SD) must be > 0 and <= 1000 HU, got 2000"),
+    ({"roi": (0, 0, 0, 1, 1, float("nan"))}, "--roi takes 6 finite numbers"),
+    ({"variant": "seg+il"}, "--variant takes seg+pp"),
+])
+def test_options_are_checked_naming_their_flags(values, message):
+    with pytest.raises(InputError) as info:
+        SmallLesionOptions.from_dict(values)
+    assert str(info.value).startswith(message)
+
+
+def test_options_drive_the_prior_the_variant_and_the_roi():
+    ct = _ct()
+    prior = IntensityPrior.gaussian(150.0, 10.0)
+    seg = _segmenter(Threshold(1, constant=np.log(4.0)), variant="seg", prior=prior,
+                     options=SmallLesionOptions(prior_mean=150.0, prior_sd=10.0))
+    assert np.array_equal(seg.user_prior.values, prior.values)
+    seg.set_image(ct)
+    gated = seg.predict().array.copy()
+    seg.set_options(SmallLesionOptions())                                  # no prior: P = 0.8 everywhere
+    everywhere = seg.predict().array.copy()
+    assert seg.user_prior is None and everywhere.sum() > gated.sum()
+    seg.set_variant("seg+pp")                                              # the model's own prior, through options
+    assert seg.options.variant == "seg+pp" and np.array_equal(seg.predict().array, gated)
+    seg.set_variant("seg")
+    assert seg.options.variant is None and np.array_equal(seg.predict().array, everywhere)
+    typed = IntensityPrior.gaussian(150.0, 10.0)
+    seg.set_prior(typed)                                                   # a prior object stays ...
+    seg.set_roi(Box(ct.origin, ct.origin + [31.0, 27.0, 23.0]))
+    seg.set_variant("seg")
+    assert seg.user_prior is typed and np.array_equal(seg.predict().array, gated)
+    with pytest.raises(InputError, match="outside"):                        # an error changes nothing
+        seg.set_options(SmallLesionOptions(prior_mean=0.0, prior_sd=5.0, roi=(-900, -900, -900, -800, -800, -800)))
+    assert seg.user_prior is typed and seg.options.prior_mean is None and np.array_equal(seg.predict().array, gated)
+    seg.set_options(SmallLesionOptions())                                  # ... until options name no ROI
+    assert seg.roi is None and seg.user_prior is typed
+    seg.set_prior(None)
+    assert np.array_equal(seg.predict().array, everywhere)
+    with pytest.raises(InputError, match="runs as"):                       # checked when the options arrive
+        _segmenter(options=SmallLesionOptions(variant="seg+pp"))
+
+
+def test_table_writer_of_the_spec(tmp_path):
+    from lesionseg.registry import get_spec, load_object
+
+    seg = _segmenter()
+    seg.set_image(_ct())
+    (output,) = get_spec("small-lesion-il").outputs
+    assert output.flag == "--table" and load_object(output.writer) is write_table
+    path = write_table(seg, seg.predict(), tmp_path / "t.json")
+    assert read_lesion_table(path)["lesions"] == seg.lesions()
+    with pytest.raises(OutputExistsError):
+        write_table(seg, seg.predict(), tmp_path / "t.json")
 
 
 def test_non_ct_is_refused():

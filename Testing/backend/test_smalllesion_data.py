@@ -1,6 +1,8 @@
-"""small-lesion-il data folders: listing, folds, the synthetic cohort and lesions inserted into a real CT."""
+"""small-lesion-il data: the synthetic cohort as a dataset (the same arrays as before the dataset convention),
+lesions inserted into a real CT, the generator's settings and ``lesionseg data synthetic small-lesion-il``."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,73 +11,139 @@ import pytest
 from scipy import ndimage
 
 from lesionseg import Image, InputError, OutputExistsError, read_image
+from lesionseg.data import Dataset, fold_split
 from lesionseg.geometry import world_to_index
 from lesionseg.methods.smalllesion import data
-from lesionseg.methods.smalllesion.data import Case, folds, insert_lesions, list_cases, write_cohort, write_inserted
+from lesionseg.methods.smalllesion.data import SmallLesionDataSettings, insert_lesions, write_dataset
 
 LESION_KEYS = {"id", "centre_lps", "diameter_mm", "volume_mm3", "mean_hu", "hu", "shape"}
+BEFORE = {
+    "sb_000": "45a6d4c5a7622d2639e2ff52c0c29cd2ef2ba9d58a560d56bb6bd0bbd5c080f0",
+    "sb_001": "88823e1cb7a0ca7b87490e38c4b2b11d25ba8a7c4b3ebc897b0747bfbe22e8cb",
+    "ins_000": "85920076dab04c0338cac25bd35df2c7577dc3d76cc7c08476aaab32eb9f9ace",
+    "ins_001": "6c63f687ff2f52b499cd651b6a6903ec16c935dd14d234d02eccd04934941ea1",
+}
+"""sha256 of CT array + label array + spacing + origin of the cases the method's own writers (``write_cohort(DIR,
+2, seed=0)`` and ``write_inserted(DIR, totalseg, 2, seed=0)``) wrote at commit e0320ce, before the dataset
+convention (``DIR/<case>_ct.nii.gz`` + ``<case>_label.nii.gz``)."""
+TINY = {"shape": (24, 48, 48), "spacing": (1.2, 1.2, 1.6)}
 
 
 def components(array: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(array, ndimage.generate_binary_structure(3, 3))
 
 
+def digest(ct: Image, label: Image) -> str:
+    return hashlib.sha256(ct.array.tobytes() + label.array.tobytes() + np.asarray(ct.spacing, np.float64).tobytes()
+                          + np.asarray(ct.origin, np.float64).tobytes()).hexdigest()
+
+
+def totalseg(shared_data: Path) -> Path:
+    source = shared_data / "totalseg-example-ct"
+    if not (source / data.TOTALSEG_CT).is_file():
+        pytest.skip("totalseg-example-ct is not in ../shared/data")
+    return source
+
+
+def test_the_cohort_holds_the_same_arrays_as_before(tmp_path):
+    out = write_dataset(tmp_path / "D", SmallLesionDataSettings(cases=2, seed=0))
+    dataset = Dataset(out)
+    assert [c.name for c in dataset.cases()] == ["sb_000", "sb_001"]
+    for case in dataset.cases():
+        ct, label = case.read_images()[0], case.read_label()
+        assert ct.array.dtype == np.int16 and label.array.dtype == np.uint8 and label.same_grid(ct)
+        assert digest(ct, label) == BEFORE[case.name], case.name
+
+
+def test_inserted_cases_hold_the_same_arrays_as_before_and_share_one_patient(shared_data, tmp_path):
+    source = totalseg(shared_data)
+    out = write_dataset(tmp_path / "D", SmallLesionDataSettings(cases=0, inserted=2, totalseg=source, seed=0))
+    dataset = Dataset(out)
+    assert [(c.name, c.patient) for c in dataset.cases()] == [("ins_000", data.PATIENT_INSERTED),
+                                                              ("ins_001", data.PATIENT_INSERTED)]
+    for case in dataset.cases():
+        assert digest(case.read_images()[0], case.read_label()) == BEFORE[case.name], case.name
+    assert "synthetic lesions" in dataset.meta["description"] and dataset.synthetic
+
+
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, list[dict]]:
-    folder = tmp_path_factory.mktemp("sl") / "cohort"
-    return folder, write_cohort(folder, 2, seed=5)
+def cohort(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("sl") / "cohort", SmallLesionDataSettings(cases=3, seed=5, **TINY))
 
 
-def test_write_cohort_lists_cases_and_records_provenance(cohort):
-    folder, records = cohort
-    cases = list_cases(folder)
-    assert [c.name for c in cases] == ["sb_000", "sb_001"] == [r["name"] for r in records]
-    doc = json.loads((folder / "cohort.json").read_text())
-    assert doc["synthetic"] is True and doc["seed"] == 5 and "smallbowel" in doc["generator"]
-    for case, record in zip(cases, doc["cases"]):
-        ct, label = read_image(case.ct), read_image(case.label)
-        assert label.same_grid(ct) and ct.array.dtype == np.int16
+def test_dataset_layout_and_provenance(cohort):
+    dataset = Dataset(cohort)
+    dataset.check()
+    assert dataset.channel_names == ("CT",) and dataset.labels == {"background": 0, "lesion": 1}
+    assert dataset.synthetic and dataset.meta["seed"] == 5 and "no real data" in dataset.meta["description"]
+    assert sorted(p.name for p in (cohort / "imagesTr").iterdir()) == [f"sb_00{i}_0000.nii.gz" for i in range(3)]
+    assert [c.patient for c in dataset.cases()] == ["sb_000", "sb_001", "sb_002"]  # every phantom its own patient
+    records = dataset.meta["cases"]
+    for case in dataset.cases():
+        label = case.read_label()
+        assert label.shape == TINY["shape"] and np.allclose(label.spacing, TINY["spacing"])
+        record = records[case.name]
+        assert record["source"] == "phantom" and record["seed"] == data._case_seed(5, int(case.name[-3:]), 0)
         parts, n = components(label.array)
         assert n == len(record["lesions"]) >= 1
         for lesion in record["lesions"]:
             assert set(lesion) == LESION_KEYS
             i, j, k = np.rint(world_to_index(label, [lesion["centre_lps"]])[0]).astype(int)
-            inside = parts == parts[k, j, i]
             assert parts[k, j, i] > 0
+            inside = parts == parts[k, j, i]
             assert lesion["volume_mm3"] == round(float(inside.sum() * np.prod(label.spacing)), 3)
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["cohort"]  # no temporary sibling left
+    assert sorted(p.name for p in cohort.parent.iterdir()) == ["cohort"]  # no temporary sibling left
 
 
-def test_write_cohort_refuses_a_non_empty_folder(cohort):
-    folder, _ = cohort
-    before = sorted(p.name for p in folder.iterdir())
+def test_writing_refuses_a_folder_it_did_not_write(tmp_path, cohort):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="not a LesionSeg output"):
+        write_dataset(tmp_path / "mine", SmallLesionDataSettings(cases=1, **TINY), overwrite=True)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    before = sorted(p.name for p in (cohort / "imagesTr").iterdir())
     with pytest.raises(OutputExistsError):
-        write_cohort(folder, 1, seed=9)
-    assert sorted(p.name for p in folder.iterdir()) == before
-    with pytest.raises(InputError):
-        write_cohort(folder.parent / "other", 0)
+        write_dataset(cohort, SmallLesionDataSettings(cases=1, **TINY))
+    assert sorted(p.name for p in (cohort / "imagesTr").iterdir()) == before
 
 
-def test_list_cases_errors(tmp_path):
-    with pytest.raises(InputError, match="no such"):
-        list_cases(tmp_path / "missing")
-    with pytest.raises(InputError, match="holds no"):
-        list_cases(tmp_path)
-    (tmp_path / "a_ct.nii.gz").write_bytes(b"")
-    with pytest.raises(InputError, match="no label"):
-        list_cases(tmp_path)
+@pytest.mark.parametrize("values, flag", [
+    ({"cases": 0}, "nothing to write"), ({"cases": -1}, "--cases"), ({"inserted": 1}, "--totalseg"),
+    ({"seed": -2}, "--seed"),
+])
+def test_settings_are_checked(values, flag):
+    with pytest.raises(InputError, match=flag):
+        SmallLesionDataSettings(**values)
 
 
-def test_folds_are_deterministic_disjoint_and_balanced():
-    cases = [Case(f"c{i:02d}", Path(f"c{i:02d}_ct.nii.gz"), Path(f"c{i:02d}_label.nii.gz")) for i in range(11)]
-    split = folds(cases, 3, seed=1)
-    assert split == folds(list(reversed(cases)), 3, seed=1)
-    assert sorted(sum(split, [])) == sorted(c.name for c in cases)
-    assert sorted(len(f) for f in split) == [3, 4, 4] and all(f == sorted(f) for f in split)
-    assert split != folds(cases, 3, seed=2)
-    for k in (1, 12, 2.0):
-        with pytest.raises(InputError):
-            folds(cases, k)
+def test_inserted_cases_need_the_example_ct_and_nothing_is_written(tmp_path):
+    with pytest.raises(InputError, match="example_ct_sm"):
+        write_dataset(tmp_path / "out", SmallLesionDataSettings(cases=1, inserted=2, totalseg=tmp_path / "nope"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_inserted_cases_keep_together_in_folds(shared_data, tmp_path):
+    source = totalseg(shared_data)
+    out = write_dataset(tmp_path / "D", SmallLesionDataSettings(cases=3, inserted=2, totalseg=source, seed=3, **TINY))
+    dataset = Dataset(out)
+    for fold in range(2):
+        held = set(fold_split(dataset, 2, fold).held_out)
+        assert {"ins_000", "ins_001"} <= held or not {"ins_000", "ins_001"} & held
+    original = read_image(source / data.TOTALSEG_CT)
+    bowel = read_image(source / data.TOTALSEG_SEG).array == data.SMALL_BOWEL_LABEL
+    spacing = original.spacing[::-1]
+    distance = ndimage.distance_transform_edt(~bowel, sampling=spacing) + \
+        ndimage.distance_transform_edt(bowel, sampling=spacing)
+    for name in ("ins_000", "ins_001"):
+        case, record = dataset.case(name), dataset.meta["cases"][name]
+        ct, label = case.read_images()[0], case.read_label()
+        assert ct.same_grid(original) and "real CT" in record["source"]
+        assert components(label.array)[1] == len(record["lesions"]) >= 1
+        for lesion in record["lesions"]:
+            i, j, k = np.rint(world_to_index(ct, [lesion["centre_lps"]])[0]).astype(int)
+            assert label.array[k, j, i] == 1 and distance[k, j, i] <= data.NEAR_BOWEL_MM
+        far = ndimage.distance_transform_edt(label.array == 0, sampling=spacing) > 20.0
+        assert np.array_equal(ct.array[far], original.array[far])
 
 
 def synthetic_ct() -> tuple[Image, np.ndarray]:
@@ -107,40 +175,29 @@ def test_insert_lesions_mixes_partial_volume_and_labels_half_full_voxels():
     assert np.all(np.array([r["volume_mm3"] for r in records]) <= ball * 1.3)
 
 
-def test_write_inserted_skips_cleanly_without_the_example_ct(tmp_path):
-    with pytest.raises(InputError, match="example_ct_sm"):
-        write_inserted(tmp_path / "out", tmp_path / "nope", 2)
-    assert not (tmp_path / "out").exists()
+def test_command_line(tmp_path, capsys):
+    from lesionseg import cli
+
+    base = ["--progress", "none", "data", "synthetic", "small-lesion-il"]
+    assert cli.main([*base, "-o", str(tmp_path / "D"), "--cases", "1", "--seed", "2", "--shape", "24", "48", "48",
+                     "--spacing", "1.2", "1.2", "1.6"]) == 0
+    assert "1 training and 0 test cases" in capsys.readouterr().out
+    assert json.loads((tmp_path / "D" / "dataset.json").read_text())["seed"] == 2
+    assert cli.main([*base, "-o", str(tmp_path / "E"), "--cases", "0", "--inserted", "1"]) == 2
+    assert "--inserted needs --totalseg" in capsys.readouterr().err and not (tmp_path / "E").exists()
 
 
-def test_write_inserted_puts_lesions_next_to_the_small_bowel(shared_data, tmp_path):
-    source = shared_data / "totalseg-example-ct"
-    if not (source / data.TOTALSEG_CT).is_file():
-        pytest.skip("totalseg-example-ct is not in ../shared/data")
-    records = write_inserted(tmp_path / "ins", source, 2, seed=3)
-    original = read_image(source / data.TOTALSEG_CT)
-    bowel = read_image(source / data.TOTALSEG_SEG).array == data.SMALL_BOWEL_LABEL
-    spacing = original.spacing[::-1]
-    distance = ndimage.distance_transform_edt(~bowel, sampling=spacing) + \
-        ndimage.distance_transform_edt(bowel, sampling=spacing)
-    doc = json.loads((tmp_path / "ins" / "cohort.json").read_text())
-    assert doc["synthetic"] is True and "real CT" in doc["note"] and len(records) == 2
-    for case, record in zip(list_cases(tmp_path / "ins"), records):
-        ct, label = read_image(case.ct), read_image(case.label)
-        assert ct.same_grid(original) and label.same_grid(original)
-        assert components(label.array)[1] == len(record["lesions"]) >= 1
-        for lesion in record["lesions"]:
-            i, j, k = np.rint(world_to_index(ct, [lesion["centre_lps"]])[0]).astype(int)
-            assert label.array[k, j, i] == 1 and distance[k, j, i] <= data.NEAR_BOWEL_MM
-        far = ndimage.distance_transform_edt(label.array == 0, sampling=spacing) > 20.0
-        assert np.array_equal(ct.array[far], original.array[far])
+def test_the_shipped_models_split_is_the_common_fold_0_of_3():
+    """The shipped model was trained with the method's own ``folds`` (before the dataset convention); the common
+    patient-wise split deals 24 phantoms (each its own patient) into the same folds."""
+    from lesionseg.data import Case
+    from lesionseg.modelfolder import PACKAGE_WEIGHTS
 
-
-def test_main_writes_phantoms_and_checks_its_options(tmp_path):
-    assert data.main(["-o", str(tmp_path / "one"), "--cases", "1", "--seed", "2"]) == 0
-    assert [c.name for c in list_cases(tmp_path / "one")] == ["sb_000"]
-    with pytest.raises(InputError, match="--totalseg"):
-        data.main(["-o", str(tmp_path / "two"), "--cases", "0", "--inserted", "1"])
-    with pytest.raises(InputError, match="nothing"):
-        data.main(["-o", str(tmp_path / "two"), "--cases", "0"])
-    assert not (tmp_path / "two").exists()
+    card_path = PACKAGE_WEIGHTS / "small-lesion-il" / "model.json"
+    if not card_path.is_file():
+        pytest.skip("the small-lesion-il model is not installed")
+    training = json.loads(card_path.read_text())["training"]
+    cases = [Case(f"sb_{i:03d}", (Path(f"sb_{i:03d}_0000.nii.gz"),), Path(f"sb_{i:03d}.nii.gz"), f"sb_{i:03d}")
+             for i in range(24)]
+    split = fold_split(cases, training["folds"], training["fold"], training["seed"])
+    assert list(split.held_out) == training["held_out_cases"] and list(split.train) == training["train_cases"]

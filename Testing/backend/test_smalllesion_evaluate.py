@@ -1,8 +1,8 @@
-"""small-lesion-il evaluation: global vs per-case vs per-tumour Dice on hand-made masks, tests, the command."""
+"""small-lesion-il evaluation: global vs per-case vs per-tumour Dice on hand-made masks, the paired tests,
+``lesionseg evaluate small-lesion-il`` per variant and the pooled Table 1 (``--pool``)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +10,7 @@ from scipy.stats import ttest_rel
 
 from lesionseg import Image
 from lesionseg.errors import InputError
-from lesionseg.methods.smalllesion.evaluate import (main, markdown, parse_models, score_case, summarise,
-                                                    tumour_dice)
+from lesionseg.methods.smalllesion.evaluate import score_case, summarise, table, tumour_dice
 
 
 def _pair(shape, spacing, truth_boxes, pred_boxes):
@@ -40,7 +39,7 @@ def test_global_per_case_and_per_tumour_dice_differ_as_designed():
     assert score_a["dice"] == pytest.approx(62 / 74) and score_b["dice"] == 0.0
     assert [t["dice"] for t in score_a["tumours"]] == [1.0, pytest.approx(2 / 3)]
     assert [t["volume_mm3"] for t in score_a["tumours"] + score_b["tumours"]] == [27.0, 8.0, 512.0]
-    records = [{"variant": "seg", "case": name, **score} for name, score in (("a", score_a), ("b", score_b))]
+    records = [{"row": "seg", "case": name, "scores": score} for name, score in (("a", score_a), ("b", score_b))]
     summary = summarise(records)["seg"]
     assert summary["global_dice"] == round(100 * 62 / (39 + 99), 2)             # 44.93: voxels pooled
     assert summary["per_case"]["mean"] == round(100 * 31 / 74, 2)               # 41.89: mean of 83.8 and 0
@@ -65,8 +64,9 @@ def test_tumour_box_is_padded_in_voxels_and_ignores_other_tumours():
 
 def test_paired_tests_and_table():
     def record(variant, case, dice, tumour_dice):
-        return {"variant": variant, "case": case, "dice": dice, "intersection": 1, "pred_voxels": 2,
-                "truth_voxels": 2, "tumours": [{"tumour": 1, "dice": tumour_dice, "volume_mm3": 200.0}]}
+        return {"row": variant, "case": case, "scores": {
+            "dice": dice, "intersection": 1, "pred_voxels": 2, "truth_voxels": 2,
+            "tumours": [{"tumour": 1, "dice": tumour_dice, "volume_mm3": 200.0}]}}
 
     seg, il = [0.2, 0.5, 0.4, 0.1], [0.3, 0.55, 0.6, 0.1]
     records = [record("seg", f"c{i}", d, d) for i, d in enumerate(seg)]
@@ -75,39 +75,34 @@ def test_paired_tests_and_table():
     assert summary["seg"]["p_per_case"] is None
     assert summary["seg+il"]["p_per_case"] == pytest.approx(ttest_rel(il, seg).pvalue)
     assert summary["seg+il"]["p_per_tumour"] == pytest.approx(ttest_rel(np.array(il) / 2, seg).pvalue)
-    table = markdown(summary).splitlines()
-    assert table[0].startswith("| variant | cases | tumours | global Dice %") and len(table) == 4
-    assert table[3].startswith("| seg+il | 4 | 4 | 50.0 | 38.8 ± 23.2 | 19.4 ± 11.6 | 19.4 ± 11.6 |")
+    lines = table(summary).splitlines()
+    assert lines[0].startswith("| variant | cases | tumours | global Dice %") and len(lines) == 4
+    assert lines[3].startswith("| seg+il | 4 | 4 | 50.0 | 38.8 ± 23.2 | 19.4 ± 11.6 | 19.4 ± 11.6 |")
     assert summarise(records[:4] + [record("seg+pp", "c0", 0.2, 0.2)])["seg+pp"]["p_per_case"] is None  # one pair
 
 
-def test_parse_models():
-    assert parse_models(["seg=a,b", "seg+il=c"]) == {"seg": [Path("a"), Path("b")], "seg+il": [Path("c")]}
-    for bad in (["seg"], ["=a"], ["seg="], ["seg=a", "seg=b"]):
-        with pytest.raises(InputError):
-            parse_models(bad)
+def _dataset(folder, n):
+    """``n`` cases c0, c1, ...: a (20, 24, 28) CT at 1 mm with one 4^3 lesion of 150 HU, shifted per case."""
+    from lesionseg.data import DatasetWriter
 
-
-def _write_case(folder, name, shift):
-    from lesionseg.io import write_image
-
-    arr = np.full((20, 24, 28), -1000, np.int16)
-    arr[1:19, 2:22, 2:26] = 40
-    arr[6:10, 6 + shift:10 + shift, 8:12] = 150
-    ct = Image(arr, (1.0, 1.0, 1.0), (3.0, -4.0, 5.0))
-    write_image(ct, folder / f"{name}_ct.nii.gz")
-    write_image(ct.with_array((arr == 150).astype(np.uint8)), folder / f"{name}_label.nii.gz")
+    with DatasetWriter(folder, ("CT",), {"background": 0, "lesion": 1}, meta={"synthetic": True}) as writer:
+        for i in range(n):
+            arr = np.full((20, 24, 28), -1000, np.int16)
+            arr[1:19, 2:22, 2:26] = 40
+            arr[6:10, 6 + 4 * i:10 + 4 * i, 8:12] = 150
+            ct = Image(arr, (1.0, 1.0, 1.0), (3.0, -4.0, 5.0))
+            writer.add(f"c{i}", [ct], ct.with_array((arr == 150).astype(np.uint8)))
+    return folder
 
 
 def _model(path, variant, held_out):
-    from lesionseg.methods.smalllesion.prior import IntensityPrior
-    from lesionseg.methods.smalllesion.segmenter import CHANNELS, SmallLesionPreprocessing
-    from lesionseg.modelfolder import save_model_folder
-    from lesionseg.nets.unet import UNet
-
     import hashlib
 
+    from lesionseg.methods.smalllesion.prior import IntensityPrior
+    from lesionseg.methods.smalllesion.segmenter import CHANNELS, SmallLesionPreprocessing
     from lesionseg.methods.smalllesion.train import prior_json_text
+    from lesionseg.modelfolder import save_model_folder
+    from lesionseg.nets.unet import UNet
 
     net = UNet(3, *CHANNELS[variant], channels=(4, 8), norm="group")
     text = prior_json_text(IntensityPrior.gaussian(150.0, 20.0))
@@ -119,38 +114,56 @@ def _model(path, variant, held_out):
     return str(path)
 
 
-def test_command_pools_folds_adds_seg_pp_and_writes_outputs(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        _write_case(data, f"c{i}", 4 * i)
+def _evaluate(*argv):
+    from lesionseg import cli
+
+    return cli.main(["--progress", "none", "evaluate", "small-lesion-il", *map(str, argv)])
+
+
+def test_variants_are_scored_one_by_one_then_pooled_into_table_1(tmp_path):
+    data = _dataset(tmp_path / "data", 2)
     f0, f1 = _model(tmp_path / "f0", "seg", ["c0"]), _model(tmp_path / "f1", "seg", ["c1"])
     il = _model(tmp_path / "il", "seg+il", ["c0", "c1"])
-    out_json, out_md = tmp_path / "eval.json", tmp_path / "eval.md"
+    seg_json, il_json, out_json, out_md = (tmp_path / n for n in ("seg.json", "il.json", "t1.json", "t1.md"))
+    assert _evaluate("--data", data, "--model", f0, "--model", f1, "--json", seg_json, "--device", "cpu") == 0
+    assert _evaluate("--data", data, "--model", il, "--json", il_json, "--device", "cpu") == 0
+    seg = json.loads(seg_json.read_text())
+    assert [(r["row"], r["case"]) for r in seg["records"]] == [("seg", "c0"), ("seg+pp", "c0"), ("seg", "c1"),
+                                                               ("seg+pp", "c1")]
+    assert list(seg["summary"]) == ["seg", "seg+pp"] and seg["summary"]["seg"]["cases"] == 2
     out_md.write_text("old")
-    args = ["--data", str(data), "--model", f"seg={f0},{f1}", "--model", f"seg+il={il}", "--pp", "seg",
-            "--json", str(out_json), "--markdown", str(out_md)]
-    assert main(args) == 2 and not out_json.exists()                            # the table exists: no work done
-    assert main([*args, "--overwrite"]) == 0
-    result = json.loads(out_json.read_text())
-    rows = [(r["variant"], r["case"]) for r in result["records"]]
-    assert rows == [("seg", "c0"), ("seg+pp", "c0"), ("seg", "c1"), ("seg+pp", "c1"), ("seg+il", "c0"),
-                    ("seg+il", "c1")]
-    assert list(result["summary"]) == ["seg", "seg+pp", "seg+il"] and result["summary"]["seg"]["cases"] == 2
-    assert out_md.read_text(encoding="utf-8") == markdown(result["summary"])
-    assert main(["--data", str(data), "--model", f"seg={f0},{f0}"]) == 2        # c0 held out twice
-    assert main(["--data", str(data), "--model", f"seg+il={il}", "--pp", "seg+il"]) == 2   # not a seg model
+    data.rename(tmp_path / "moved")                                            # pooling needs no dataset
+    args = ["--pool", seg_json, "--pool", il_json, "--json", out_json, "--markdown", out_md]
+    assert _evaluate(*args) == 2 and not out_json.exists()                     # the table exists: no work done
+    assert _evaluate(*args, "--overwrite") == 0
+    pooled = json.loads(out_json.read_text())
+    assert list(pooled["summary"]) == ["seg", "seg+pp", "seg+il"]
+    records = pooled["records"]
+    assert pooled["summary"] == summarise(records)
+    for row in ("seg+pp", "seg+il"):                                            # paired with seg, case by case
+        dice = {r["case"]: r["scores"]["dice"] for r in records if r["row"] == row}
+        base = {r["case"]: r["scores"]["dice"] for r in records if r["row"] == "seg"}
+        expected = None if [dice[c] for c in sorted(dice)] == [base[c] for c in sorted(dice)] else \
+            pytest.approx(ttest_rel([dice[c] for c in sorted(dice)], [base[c] for c in sorted(dice)]).pvalue)
+        assert pooled["summary"][row]["p_per_case"] == expected
+    assert out_md.read_text(encoding="utf-8").endswith(table(pooled["summary"]))
+    assert _evaluate("--data", tmp_path / "moved", "--model", f0, "--model", f0) == 2   # c0 held out twice
+    assert _evaluate("--pool", seg_json, "--pool", seg_json) == 2              # a case twice in one row
 
 
-def test_all_cases_scores_every_case_with_one_model_per_row(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(3):
-        _write_case(data, f"c{i}", 4 * i)
+def test_seg_pp_can_be_asked_for_alone_and_not_of_other_variants(tmp_path):
+    data = _dataset(tmp_path / "data", 1)
+    f0, il = _model(tmp_path / "f0", "seg", ["c0"]), _model(tmp_path / "il", "seg+il", ["c0"])
+    out = tmp_path / "pp.json"
+    assert _evaluate("--data", data, "--model", f0, "--variant", "seg+pp", "--json", out, "--device", "cpu") == 0
+    assert list(json.loads(out.read_text())["summary"]) == ["seg+pp"]
+    assert _evaluate("--data", data, "--model", il, "--variant", "seg+pp", "--device", "cpu") == 2
+
+
+def test_all_cases_scores_every_case(tmp_path):
+    data = _dataset(tmp_path / "data", 3)
     il = _model(tmp_path / "il", "seg+il", ["c0"])
     out_json = tmp_path / "eval.json"
-    assert main(["--data", str(data), "--model", f"seg+il={il}", "--all-cases", "--json", str(out_json)]) == 0
+    assert _evaluate("--data", data, "--model", il, "--all-cases", "--json", out_json, "--device", "cpu") == 0
     records = json.loads(out_json.read_text())["records"]
     assert [r["case"] for r in records] == ["c0", "c1", "c2"]                   # not only the held-out c0
-    f1 = _model(tmp_path / "f1", "seg", ["c1"])
-    assert main(["--data", str(data), "--model", f"seg={il},{f1}", "--all-cases"]) == 2

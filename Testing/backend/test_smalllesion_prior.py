@@ -213,16 +213,22 @@ def test_cli_image_mask_and_data_modes(tmp_path, capsys):
     assert "KDE bandwidth" in capsys.readouterr().out
     one = IntensityPrior.load(tmp_path / "one.json")
     assert abs(one.info["mean_hu"] - 110.0) < 5.0
+    from lesionseg.data import DatasetWriter
+
     data = tmp_path / "data"
-    data.mkdir()
-    for n, mean in enumerate((100.0, 140.0)):
-        ct, lab = lesion_case(mean=mean, seed=n)
-        write_image(ct, data / f"c{n}_ct.nii.gz")
-        write_image(lab, data / f"c{n}_label.nii.gz")
+    with DatasetWriter(data, ("CT",), {"background": 0, "bowel": 1, "tumour": 2}) as writer:
+        for n, mean in enumerate((100.0, 140.0)):
+            ct, lab = lesion_case(mean=mean, seed=n)
+            bowel = np.zeros_like(lab.array)
+            bowel[:2] = 1                                           # fat at -100 HU, labelled 'bowel'
+            writer.add(f"c{n}", [ct], lab.with_array(np.where(lab.array > 0, 2, bowel).astype(np.uint8)))
     assert run_cli("--data", data, "-o", tmp_path / "both.json", "--bandwidth", "4") == 0
     both = IntensityPrior.load(tmp_path / "both.json")
     assert both.info["cases"] == ["c0", "c1"] and both.info["bandwidth_hu"] == pytest.approx(4.0)
-    assert abs(both.info["mean_hu"] - 120.0) < 5.0
+    assert abs(both.info["mean_hu"] - 120.0) < 5.0                   # 'tumour' is the lesion, by name
+    assert both.info["n_voxels"] == 2 * 6 * 12 * 12
+    assert run_cli("--data", data, "--labels", "lesion=1+2", "-o", tmp_path / "all.json") == 0
+    assert IntensityPrior.load(tmp_path / "all.json").info["n_voxels"] == 2 * (6 * 12 * 12 + 2 * 40 * 40)
 
 
 def test_cli_weights_mode_reads_the_model_prior(tmp_path, monkeypatch):
@@ -256,6 +262,7 @@ def test_cli_weights_mode_reads_the_model_prior(tmp_path, monkeypatch):
     (("--mean", "100", "--sd", "10", "--bandwidth", "3", "-o", "p.json"), InputError),
     (("--mean", "100", "--sd", "10", "-o", "exists.json"), OutputExistsError),
     (("--data", "missing", "-o", "p.json"), InputError),
+    (("--mean", "100", "--sd", "10", "--labels", "lesion=1", "-o", "p.json"), InputError),
 ])
 def test_cli_bad_input_fails_before_writing(tmp_path, monkeypatch, argv, error):
     monkeypatch.chdir(tmp_path)

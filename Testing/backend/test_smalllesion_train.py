@@ -1,4 +1,5 @@
-"""small-lesion-il training: the generalized Dice loss, lesion-centred patches, volumes, a tiny CLI run."""
+"""small-lesion-il training: lesion-centred patches, volumes, and ``lesionseg train`` / ``evaluate`` end to end
+on a tiny synthetic dataset. (The generalized Dice loss is :mod:`lesionseg.losses`', tested in test_losses.py.)"""
 from __future__ import annotations
 
 import json
@@ -10,22 +11,8 @@ import torch
 from lesionseg import Image
 from lesionseg.methods.smalllesion.prior import IntensityPrior
 from lesionseg.methods.smalllesion.segmenter import SmallLesionPreprocessing, SmallLesionSegmenter
-from lesionseg.methods.smalllesion.train import TrainVolume, generalized_dice_loss, load_volume, sample_patch
-
-
-def test_generalized_dice_loss_exact_values():
-    target = torch.tensor([1.0, 1.0, 0.0, 0.0]).reshape(1, 1, 1, 1, 4)
-    half = torch.zeros_like(target)                   # p = 0.5 everywhere
-    # lesion: w = 1/4, sum p*r = 1, sum p+r = 4; background the same -> 1 - (2*0.5 + s) / (2 + s)
-    assert generalized_dice_loss(half, target).item() == pytest.approx(1 - (1 + 1e-5) / (2 + 1e-5), abs=1e-7)
-    perfect = (target * 2 - 1) * 100.0
-    assert generalized_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
-    # no lesion in the target: its weight becomes the background's (1/16) instead of infinity
-    empty = torch.zeros_like(target)
-    assert generalized_dice_loss(half, empty).item() == pytest.approx(1 - (0.25 + 1e-5) / (0.5 + 1e-5), abs=1e-6)
-    # a batch is the mean of its samples
-    both = generalized_dice_loss(torch.cat([half, perfect]), torch.cat([target, target])).item()
-    assert both == pytest.approx(0.5 * (1 - (1 + 1e-5) / (2 + 1e-5)), abs=1e-6)
+from lesionseg.methods.smalllesion.train import SmallLesionTrainer, TrainVolume, load_volume, sample_patch
+from lesionseg.training import TrainConfig
 
 
 def _volume(with_il: bool = True) -> TrainVolume:
@@ -83,20 +70,25 @@ def test_load_volume_channels_targets_and_padding(variant):
                        SmallLesionPreprocessing(), (8, 8, 8)) is None
 
 
+def test_batches_stack_batch_size_patches():
+    volume = _volume()
+    config = TrainConfig(epochs=1, steps_per_epoch=2)
+    trainer = SmallLesionTrainer(torch.nn.Conv3d(1, 2, 1), config, [volume], (8, 8, 8), batch_size=3)
+    x, y, il = next(iter(trainer.train_batches(0)))
+    assert x.shape == (3, 1, 8, 8, 8) and y.shape == (3, 1, 8, 8, 8) and il.shape == (3, 1, 8, 8, 8)
+    assert y.dtype == torch.uint8 and y.sum() == 3                 # one lesion voxel in each patch
+    assert torch.isfinite(trainer.loss((x, y, il)))
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """Three small-bowel phantoms of 24 x 48 x 48 voxels in the data layout (the default cohort's 80 x 160 x 160
-    would make the test's anisotropic diffusion alone take seconds)."""
-    from lesionseg.io import write_image
-    from lesionseg.phantoms.smallbowel import smallbowel_ct
+    """Three small-bowel phantoms of 24 x 48 x 48 voxels, written by ``lesionseg data synthetic`` (the default
+    cohort's 80 x 160 x 160 would make the anisotropic diffusion alone take seconds)."""
+    from lesionseg import cli
 
     folder = tmp_path_factory.mktemp("sl") / "cohort"
-    folder.mkdir()
-    for seed in range(3):
-        ct, label, _ = smallbowel_ct(seed=seed, shape=(24, 48, 48), spacing=(1.2, 1.2, 1.6))
-        write_image(ct, folder / f"sb{seed}_ct.nii.gz")
-        write_image(label, folder / f"sb{seed}_label.nii.gz")
-    (folder / "cohort.json").write_text(json.dumps({"synthetic": True, "generator": "test"}))
+    assert cli.main(["--progress", "none", "data", "synthetic", "small-lesion-il", "-o", str(folder), "--cases", "3",
+                     "--shape", "24", "48", "48", "--spacing", "1.2", "1.2", "1.6"]) == 0
     return folder
 
 
@@ -109,35 +101,38 @@ def _train(cohort, output, *extra):
 
 
 def test_tiny_training_run_writes_a_usable_model(cohort, tmp_path):
-    from lesionseg.io import read_image
-    from lesionseg.methods.smalllesion.data import folds, list_cases
+    from lesionseg.data import Dataset, fold_split
     from lesionseg.modelfolder import load_model_folder
 
-    cases = list_cases(cohort)
-    assert _train(cohort, tmp_path / "m", "--variant", "seg+il-shifted", "--folds", "3", "--fold", "2") == 0
+    dataset = Dataset(cohort)
+    assert _train(cohort, tmp_path / "m", "--variant", "seg+il-shifted", "--folds", "3", "--fold", "2",
+                  "--batch-size", "2") == 0
+    assert not (tmp_path / "m.checkpoints").exists()
     folder = load_model_folder(tmp_path / "m", "small-lesion-il")
-    card, held = folder.card, folds(cases, 3, 0)[2]
+    card, held = folder.card, list(fold_split(dataset, 3, 2).held_out)
     assert card["variant"] == "seg+il-shifted" and card["prior_shift_hu"] == 100.0
     assert card["training"]["held_out_cases"] == held and card["training"]["synthetic"] is True
-    assert card["training"]["generator"] == "test"
-    assert sorted(card["training"]["train_cases"]) == sorted(c.name for c in cases if c.name not in held)
+    assert card["training"]["folds"] == 3 and card["training"]["fold"] == 2 and card["training"]["batch_size"] == 2
+    assert card["training"]["settings"]["channels"] == [4, 8] and card["training"]["config"]["epochs"] is None
+    assert sorted(card["training"]["train_cases"]) == sorted(c.name for c in dataset.cases() if c.name not in held)
     assert card["training"]["steps"] >= 1 and len(card["training"]["loss_first_last"]) == 2
     assert card["training"]["initial_lesion_probability"] == 0.01
-    assert card["network"]["kwargs"]["in_channels"] == 1 and card["network"]["kwargs"]["out_channels"] == 2
+    kwargs = folder.model_card.networks["weights.pt"]["kwargs"]
+    assert kwargs["in_channels"] == 1 and kwargs["out_channels"] == 2
     assert card["preprocessing"]["patch"] == [64, 64, 64] and card["prior"]["sha256"]
     state = torch.load(folder.path / "weights.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     # the stored prior is the UNshifted KDE of the training cases only
-    train = [c for c in cases if c.name not in held]
-    refit = IntensityPrior.fit([read_image(c.ct) for c in train], [read_image(c.label) for c in train], seed=0,
+    train = [c for c in dataset.cases() if c.name not in held]
+    refit = IntensityPrior.fit([c.read_images()[0] for c in train], [c.read_label() for c in train], seed=0,
                                names=[c.name for c in train])
     stored = IntensityPrior.load(folder.path / "prior.json")
     assert stored.source == "kde" and np.array_equal(stored.hu, refit.hu)
     assert np.array_equal(stored.values, refit.values)
     seg = SmallLesionSegmenter(folder)
-    case = next(c for c in cases if c.name == held[0])
-    seg.set_image(read_image(case.ct))
-    assert seg.predict().same_grid(read_image(case.label))
+    case = dataset.case(held[0])
+    seg.set_image(case.read_images()[0])
+    assert seg.predict().same_grid(case.read_label())
 
 
 def test_training_bad_input_is_one_clear_error(cohort, tmp_path):
@@ -145,10 +140,34 @@ def test_training_bad_input_is_one_clear_error(cohort, tmp_path):
     assert _train(cohort, tmp_path / "b", "--patch", "4", "16", "16") == 2
     assert _train(cohort, tmp_path / "c", "--channels", "4") == 2
     assert _train(cohort, tmp_path / "d", "--minutes", "0") == 2
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    assert _train(cohort, tmp_path / "g", "--batch-size", "0") == 2
+    assert not any((tmp_path / n).exists() for n in "abcdg")
     assert _train(cohort, tmp_path / "m", "--variant", "seg", "--minutes", "0.01", "--folds", "3") == 0
     assert _train(cohort, tmp_path / "m", "--variant", "seg") == 2              # the model exists
     assert _train(cohort, tmp_path / "e", "--variant", "seg", "--folds", "3", "--fold", "1",
                   "--init", str(tmp_path / "m")) == 2                            # other held-out cases: a leak
     assert _train(cohort, tmp_path / "f", "--variant", "seg+il", "--folds", "3", "--init", str(tmp_path / "m")) == 2
     assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
+    assert _train(cohort, tmp_path / "i", "--variant", "seg", "--folds", "3", "--init", str(tmp_path / "m")) == 0
+    card = json.loads((tmp_path / "i" / "model.json").read_text())
+    assert card["training"]["initialised_from"]["folder"] == str(tmp_path / "m")
+    assert card["training"]["initial_lesion_probability"] is None
+
+
+def test_end_to_end_data_train_evaluate(tmp_path):
+    """The issue's done-means: a small-lesion dataset -> ``train --minutes 0.2`` -> ``evaluate`` -> JSON."""
+    from lesionseg import cli
+
+    data, model, out = tmp_path / "D", tmp_path / "M", tmp_path / "out.json"
+    assert cli.main(["--progress", "none", "data", "synthetic", "small-lesion-il", "-o", str(data), "--cases", "4",
+                     "--shape", "24", "48", "48", "--spacing", "1.2", "1.2", "1.6"]) == 0
+    assert cli.main(["--progress", "none", "train", "small-lesion-il", "--data", str(data), "--minutes", "0.2",
+                     "-o", str(model), "--patch", "16", "16", "16", "--infer-patch", "32", "32", "32",
+                     "--channels", "4", "8", "--device", "cpu"]) == 0
+    assert cli.main(["--progress", "none", "evaluate", "small-lesion-il", "--data", str(data), "--model", str(model),
+                     "--json", str(out), "--device", "cpu"]) == 0
+    result = json.loads(out.read_text())
+    held = json.loads((model / "model.json").read_text())["training"]["held_out_cases"]
+    assert len(held) == 1 and [r["case"] for r in result["records"]] == held and result["synthetic"] is True
+    row = result["summary"]["seg+il"]
+    assert row["cases"] == 1 and {"global_dice", "per_case", "per_tumour", "per_tumour_large"} <= set(row)

@@ -1,11 +1,11 @@
-"""TS-FCN: network layout, the liberal-box pipeline and its inverse, the segmenter, data and training.
+"""TS-FCN: network layout, the liberal-box pipeline and its inverse, the segmenter, data, evaluation, training.
 
 Geometry tests use a *tiny randomly initialised* TS-FCN or a fake network (all tumour), never the
 shipped weights; ``test_shipped_weights_*`` run the shipped model (skipped when it is not installed).
+Data, evaluation and training: ``test_tsfcn_data.py``.
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
@@ -15,10 +15,9 @@ from torch import nn
 
 import lesionseg
 from lesionseg import Box, Image, InputError, LesionSegWarning
-from lesionseg.geometry import IndexBox, box_to_index, index_box_to_world
-from lesionseg.io import write_image
+from lesionseg.geometry import IndexBox, index_box_to_world
 from lesionseg.metrics import dice
-from lesionseg.methods.tsfcn import TSFCN, data, evaluate, network, train
+from lesionseg.methods.tsfcn import TSFCN
 from lesionseg.methods.tsfcn.network import TSFCNNet, bilinear_kernel, count_parameters
 from lesionseg.methods.tsfcn.preprocess import (PAPER_WINDOW, Preprocessing, crop_slices, liberal_box,
                                                 mask_to_network, paste_probability, to_network)
@@ -195,62 +194,6 @@ def test_non_ct_intensities_warn():
         seg.set_image(_ct())
 
 
-# --- data ----------------------------------------------------------------------------------------------
-
-def _write_cases(root, layout=("image", "nodule_mask"), patients=("LIDC-IDRI-0001", "LIDC-IDRI-0002",
-                                                                     "LIDC-IDRI-0003", "LIDC-IDRI-0004")):
-    image = _ct()
-    mask = image.with_array((image.array > -400).astype(np.uint8))
-    for name in layout:
-        (root / name).mkdir(parents=True)
-    for n, patient in enumerate(patients):
-        write_image(image, root / layout[0] / f"{patient}_R_{n}.nii.gz")
-        write_image(mask, root / layout[1] / f"{patient}_R_{n}.nii.gz")
-    return image, mask
-
-
-@pytest.mark.parametrize("layout", [("image", "nodule_mask"), ("images", "labels")])
-def test_find_pairs_layouts_and_patient_split(tmp_path, layout):
-    _write_cases(tmp_path, layout)
-    cases = data.load_cases(tmp_path)
-    assert [c.patient for c in cases] == [f"LIDC-IDRI-000{n}" for n in range(1, 5)]
-    train_cases, val_cases = data.split_by_patient(cases, 0.25, seed=3)
-    assert len(val_cases) == 1 and not {c.patient for c in train_cases} & {c.patient for c in val_cases}
-    assert [c.name for c in data.split_by_patient(cases, 0.25, seed=3)[1]] == [c.name for c in val_cases]
-    with pytest.raises(InputError, match="no image/mask pairs"):
-        data.find_pairs(tmp_path / layout[0])
-
-
-def test_unjittered_box_gives_the_mask_bounding_voxels(tmp_path):
-    _write_cases(tmp_path)
-    case = data.load_cases(tmp_path)[0]
-    box = data.jittered_box(case, np.random.default_rng(0), scale=0.0, shift=0.0)
-    index_box = box_to_index(case.image, box)
-    lo, hi = case.tight
-    np.testing.assert_array_equal(index_box.lo, lo)
-    np.testing.assert_array_equal(index_box.hi, hi)
-    a, b = data.jitter_boxes([case] * 3, seed=5), data.jitter_boxes([case] * 3, seed=5)
-    assert all(np.array_equal(x.lo, y.lo) for x, y in zip(a, b)) and not np.array_equal(a[0].lo, a[1].lo)
-
-
-def test_mean_dice_is_the_per_nodule_3d_dice(tmp_path):
-    _write_cases(tmp_path)
-    cases = data.load_cases(tmp_path)[:2]
-    half = cases[1].mask.astype(np.float32)
-    half[: half.shape[0] // 2 + 1] = 0  # drop the slices up to the centre: Dice = 2|P| / (|P| + |G|)
-    kept, total = half.sum(), cases[1].mask.sum()
-    expected = (1.0 + 2 * kept / (kept + total)) / 2
-    probs = [cases[0].mask.astype(np.float32), half]
-    assert evaluate.mean_dice(cases, probs, 0.5) == pytest.approx(expected)
-    assert evaluate.mean_dice(cases, [np.zeros_like(p) for p in probs], 0.5) == 0.0
-
-
-def test_dihedral_gives_eight_distinct_variants():
-    x = np.arange(12.0).reshape(3, 4)[None].repeat(2, 0)[..., :3]
-    variants = {data.dihedral(x, t).tobytes() for t in range(8)}
-    assert len(variants) == 8
-
-
 # --- generic trainer -----------------------------------------------------------------------------------
 
 class _LineTrainer(Trainer):
@@ -291,22 +234,6 @@ def test_schedules_and_config_validation():
         TrainConfig(optimizer="lbfgs")
 
 
-def test_train_end_to_end_writes_a_loadable_model(tmp_path, monkeypatch):
-    monkeypatch.setitem(network.CONFIGS, "tiny", TINY)
-    _write_cases(tmp_path / "data")
-    parser = argparse.ArgumentParser()
-    train.add_train_arguments(parser)
-    args = parser.parse_args(["--epochs", "1", "--val-fraction", "0.25"])
-    args.config, args.data, args.output, args.seed, args.device = "tiny", tmp_path / "data", tmp_path / "m", 0, "cpu"
-    folder = train.train(args)
-    card = folder.card
-    assert card["method"] == "tsfcn" and card["training"]["split"]["validation_nodules"] == 1
-    assert 0.0 <= card["metrics"]["validation_mean_dice_3d"] <= 1.0
-    seg = lesionseg.build("tsfcn", weights=folder.path, device="cpu")
-    seg.set_image(_ct())
-    assert seg.predict(_box(_ct(), (32, 22, 1), (48, 38, 3))).shape == (5, 60, 80)
-
-
 # --- shipped weights -----------------------------------------------------------------------------------
 
 def _shipped():
@@ -325,18 +252,19 @@ def test_shipped_weights_segment_a_synthetic_nodule():
     assert dice(label, truth) > 0.7
 
 
-def test_shipped_weights_on_real_lidc_nodules(shared_data):
+def test_shipped_weights_on_real_lidc_nodules(shared_data, tmp_path):
+    """Five held-out nodules of the shipped card (its old ``split.validation_patients``), imported and scored by
+    ``lesionseg.evaluation.evaluate`` on the card's held-out patients."""
+    from lesionseg.data.importers import import_dataset
+    from lesionseg.evaluation import evaluate
+
     seg = _shipped()
     folder = shared_data / "lidc-nodule-vois"
     if not folder.is_dir():
         pytest.skip("lidc-nodule-vois is absent")
-    val = set(seg.model.card["training"]["split"]["validation_patients"])
-    cases = [c for c in data.load_cases(folder) if c.patient in val][:5]
-    scores = []
-    for case, box in zip(cases, data.jitter_boxes(cases, seed=2016)):
-        seg.set_image(case.image)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LesionSegWarning)
-            label = seg.predict(box)
-        scores.append(dice(label, case.image.with_array(case.mask.astype(np.uint8))))
-    assert np.mean(scores) > 0.6
+    held_out = set(seg.model.model_card.held_out_patients)
+    names = sorted(p.name[:-7] for p in (folder / "image").glob("*.nii.gz") if p.name[:14] in held_out)[:5]
+    dataset = import_dataset("lidc-vois", folder, tmp_path / "lidc", names=names)
+    result = evaluate("tsfcn", dataset, [seg.model.path], device="cpu")
+    assert result["cases"] == 5 and result["summary"]["tsfcn"]["lesion_dice"]["lesions"] == 5
+    assert result["summary"]["tsfcn"]["lesion_dice"]["mean"] > 0.6

@@ -44,6 +44,8 @@ RECEIVER_CLASSES = {
     "scene": "vtkMRMLScene",
     "logic": "vtkSlicerSegmentationsModuleLogic",
     "sliceNode": "vtkMRMLSliceNode",
+    "tableNode": "vtkMRMLTableNode",
+    "editorNode": "vtkMRMLSegmentEditorNode",
 }
 """Variable names the LesionSeg sources use for MRML/VTK objects, and their classes (be specific)."""
 
@@ -51,10 +53,12 @@ OUTSIDE_DUMP = {
     "vtkMRMLSliceNode": ("vtkMRMLNode", {"GetSliceToRAS", "GetFieldOfView"}),
     "vtkDataSetAttributes": (None, {"GetScalars"}),
     "vtkSlicerMarkupsLogic": ("vtkSlicerModuleLogic", {"StartPlaceMode", "SetActiveList", "JumpSlicesToLocation"}),
+    "vtkMRMLTableNode": ("vtkMRMLStorableNode", {"AddColumn", "RemoveAllColumns", "GetNumberOfColumns"}),
 }
 """Classes the dump does not cover: ``(base class in the dump, the only own methods allowed)`` (names stable for
 years: vtkMRMLSliceNode.h ``GetSliceToRAS``/``GetFieldOfView``; vtkDataSetAttributes ``GetScalars``;
-vtkSlicerMarkupsLogic.h ``StartPlaceMode``/``SetActiveList``/``JumpSlicesToLocation``)."""
+vtkSlicerMarkupsLogic.h ``StartPlaceMode``/``SetActiveList``/``JumpSlicesToLocation``; vtkMRMLTableNode.h at v5.8.1
+``AddColumn`` (line 145), ``RemoveAllColumns`` (162), ``GetNumberOfColumns`` (208), a vtkMRMLStorableNode)."""
 
 CREATORS = ("AddNewNodeByClass", "GetFirstNodeByClass", "CreateNodeByClass")
 """Scene methods whose first argument names the class of the node they return."""
@@ -162,7 +166,7 @@ class SlicerAPI:
         return method in self.classes.get(cls, {}).get("not_in_v5.8.1", [])
 
     def is_mrml_node_class(self, name: str) -> bool:
-        return name in self.classes and "vtkMRMLNode" in self.chain(name)
+        return (name in self.classes or name in OUTSIDE_DUMP) and "vtkMRMLNode" in self.chain(name)
 
 
 def dotted_name(node: ast.AST) -> Optional[str]:

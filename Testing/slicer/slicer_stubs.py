@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from LesionSegLib import dependencies, labelmaps, process
 
 from lesionseg.io import write_image
@@ -54,8 +56,64 @@ def stub_modules(tmp_path: Path, node_classes: Iterable[str]) -> dict[str, types
         setattr(slicer, name, type(name, (), {}))
     slicer.app = types.SimpleNamespace(processEvents=lambda: None)
     slicer.util, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper = util, slm, pnw
+    vtk, vtk_util, numpy_support = (types.ModuleType(n) for n in ("vtk", "vtk.util", "vtk.util.numpy_support"))
+    numpy_support.numpy_to_vtk = lambda num_array, deep=False, array_type=None: FakeVTKArray(num_array, array_type)
+    vtk.util, vtk_util.numpy_support = vtk_util, numpy_support
     return {"slicer": slicer, "slicer.util": util, "slicer.ScriptedLoadableModule": slm,
-            "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": types.ModuleType("vtk")}
+            "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": vtk, "vtk.util": vtk_util,
+            "vtk.util.numpy_support": numpy_support}
+
+
+class FakeVTKArray:
+    """What ``vtk.util.numpy_support.numpy_to_vtk`` returns: the values (a copy, their numpy type kept unless
+    ``array_type`` forces one, as Slicer 5.8's ``updateTableFromArray`` does with VTK_FLOAT) and a name."""
+
+    def __init__(self, values: Any, array_type: Any = None) -> None:
+        self.values = np.array(values, dtype=np.float32 if array_type is not None else None)
+        self.name = ""
+
+    def SetName(self, name: str) -> None:
+        self.name = name
+
+
+class FakeTable:
+    """A ``vtkMRMLTableNode``: name, attributes, and ``columns`` ``{name: values}`` in column order."""
+
+    def __init__(self, name: str = "table") -> None:
+        self.name, self.attributes, self.columns = name, {}, {}
+
+    def GetName(self) -> str:
+        return self.name
+
+    def SetName(self, name: str) -> None:
+        self.name = name
+
+    def GetAttribute(self, key: str) -> Any:
+        return self.attributes.get(key)
+
+    def SetAttribute(self, key: str, value: str) -> None:
+        self.attributes[key] = value
+
+    def RemoveAllColumns(self) -> bool:
+        self.columns = {}
+        return True
+
+    def AddColumn(self, array: FakeVTKArray) -> FakeVTKArray:
+        self.columns[array.name] = array.values
+        return array
+
+
+def add_tables_to_scene(slicer: Any, tables: list) -> None:
+    """``slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)`` appends a :class:`FakeTable` to ``tables``;
+    ``slicer.util.getNodesByClass("vtkMRMLTableNode")`` lists them (other classes: nothing)."""
+    def add(cls: str, name: str = "") -> FakeTable:
+        if cls != "vtkMRMLTableNode":
+            raise AssertionError(f"unexpected node class {cls}")
+        tables.append(FakeTable(name))
+        return tables[-1]
+
+    slicer.mrmlScene.AddNewNodeByClass = add
+    slicer.util.getNodesByClass = lambda cls: tables if cls == "vtkMRMLTableNode" else []
 
 
 def load_module(monkeypatch: Any, stubs: dict[str, types.ModuleType], module_dir: Path) -> types.ModuleType:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import EXTENSION
 from LesionSegLib import lesiontable, nodes, process
-from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
+from slicer_stubs import add_tables_to_scene, check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
 from test_slicer_lesiontable import IJK_TO_RAS, two_lesion_pet
 
 from lesionseg import Image, InputError
@@ -85,16 +85,7 @@ def module(monkeypatch, tmp_path):
     stubs = stub_modules(tmp_path, ("vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"))
     slicer = stubs["slicer"]
 
-    def update_table(tableNode, narrays, columnNames=None):
-        if tableNode is None:
-            tableNode = FakeVolume("table", fake_scene["volumes"][0].image)
-            fake_scene["tables"].append(tableNode)
-        tableNode.columns = dict(zip(columnNames, narrays))
-        return tableNode
-
-    slicer.util.updateTableFromArray = update_table
     slicer.util.arrayFromVolume = lambda node: node.image.array
-    slicer.util.getNodesByClass = lambda name: fake_scene["tables" if name == "vtkMRMLTableNode" else "volumes"]
     shNode = types.SimpleNamespace(  # scene item 1; study item 5 holds the items 10 (PET) and 11 (CT)
         GetInvalidItemID=lambda: 0, GetSceneItemID=lambda: 1, GetItemByDataNode=lambda node: node.item,
         GetItemParent=lambda item: 5 if item in (10, 11) else 1, GetItemUID=lambda item, name: "",
@@ -103,6 +94,8 @@ def module(monkeypatch, tmp_path):
     slicer.mrmlScene = types.SimpleNamespace(
         IsNodePresent=lambda node: node not in fake_scene["removed"],
         GetNodeByID=lambda node_id: next(v for v in fake_scene["volumes"] if v.GetID() == node_id))
+    add_tables_to_scene(slicer, fake_scene["tables"])
+    slicer.util.getNodesByClass = lambda name: fake_scene["tables" if name == "vtkMRMLTableNode" else "volumes"]
     slicer.dicomDatabase = types.SimpleNamespace(fileForInstance=lambda uid: fake_scene["dicom"].get(uid, ""),
                                                  fileValue=lambda path, tag: "")
     mod = load_module(monkeypatch, stubs, MODULE)

@@ -1,4 +1,5 @@
-"""LesionSegRECIST offline: the pure helper (fake session), the panel's .ui and parameter names, CMake lists."""
+"""LesionSegRECIST offline: the pure helper (fake session), the panel's .ui and parameter names, CMake lists
+(the Lesion GrabCut/CRF effect is tested in test_refine_effect.py)."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import EXTENSION
 
-from lesionseg import Image, InputError, LesionSegError, LesionSegWarning, RecistLine
+from lesionseg import Image, LesionSegError, LesionSegWarning, RecistLine
 
 MODULE = EXTENSION / "LesionSegRECIST"
 sys.path.insert(0, str(MODULE))
@@ -23,7 +24,7 @@ class FakeSession:
     def __init__(self, label: Image, warn: str = "") -> None:
         self.label, self.warn, self.calls = label, warn, []
 
-    def prepare(self, method, device, key, load_image):
+    def prepare(self, method, device, key, load_image, report=None):
         self.calls.append((method, device, key))
         return load_image()
 
@@ -96,69 +97,3 @@ def test_cmake_lists_existing_files():
     assert "LesionSegRECISTLib/recist.py" in listed
     for name in listed:
         assert (MODULE / name.replace("${MODULE_NAME}", "LesionSegRECIST")).is_file(), name
-
-
-EFFECT = EXTENSION / "SegmentEditorLesionRefine"
-sys.path.insert(0, str(EFFECT))
-from SegmentEditorLesionRefineLib import refine as effect_refine  # noqa: E402
-
-
-def nodule() -> tuple[Image, np.ndarray]:
-    k, j, i = np.indices((3, 48, 48)).astype(float)
-    truth = ((i - 24) ** 2 + (j - 24) ** 2 <= 100) & (k == 1)
-    arr = np.where(truth, 40.0, -800.0) + np.random.default_rng(0).normal(0, 20, truth.shape)
-    return Image(arr.astype(np.float32), (0.7, 0.7, 2.0), (5.0, -3.0, 10.0)), truth
-
-
-def test_stroke_points_are_voxel_centres():
-    image, truth = nodule()
-    strokes = np.zeros(image.shape, np.uint8)
-    strokes[1, 24, 20:23] = 1
-    pts = effect_refine.stroke_points(image, strokes)
-    np.testing.assert_allclose(pts[:, 0], 5.0 + 0.7 * np.array([20, 21, 22]))
-    np.testing.assert_allclose(pts[:, 1:], [[-3.0 + 0.7 * 24, 12.0]] * 3)
-    assert effect_refine.stroke_points(image, np.zeros(image.shape)) is None
-    assert len(effect_refine.stroke_points(image, np.ones(image.shape), limit=10)) == 10
-    with pytest.raises(InputError):
-        effect_refine.stroke_points(image, strokes[0])
-
-
-def test_refine_grows_a_cut_mask_with_a_stroke():
-    image, truth = nodule()
-    cut = truth.copy()
-    cut[:, :, 26:] = False
-    fg = np.zeros(image.shape, np.uint8)
-    fg[1, 24, 28:31] = 1
-    bg = np.zeros(image.shape, np.uint8)
-    bg[1, 2, 2:5] = 1
-    out = effect_refine.refine(image, cut, fg, bg)
-    before = 2 * (cut & truth).sum() / (cut.sum() + truth.sum())
-    after = 2 * ((out > 0) & truth).sum() / ((out > 0).sum() + truth.sum())
-    assert out.dtype == np.uint8 and out[1, 24, 29] == 1 and out[1, 2, 3] == 0
-    assert after > max(before, 0.85)
-    with pytest.raises(InputError, match="empty"):
-        effect_refine.refine(image, np.zeros(image.shape), None, bg)
-    assert effect_refine.RefineSettings.names()[0] == "iterations"
-
-
-def test_effect_cmake_and_sliders():
-    text = (EFFECT / "CMakeLists.txt").read_text()
-    for name in re.findall(r"^\s+(\S+\.(?:py|png))\s*$", text, re.MULTILINE):
-        assert (EFFECT / name.replace("${MODULE_NAME}", "SegmentEditorLesionRefine")).is_file(), name
-    source = (EFFECT / "SegmentEditorLesionRefineLib" / "SegmentEditorEffect.py").read_text()
-    sliders = set(re.findall(r'^    \("(\w+)", "', source, re.MULTILINE))
-    assert sliders == set(effect_refine.RefineSettings.names()) - {"use_crf"}
-    assert len(source.splitlines()) <= 300
-
-
-def test_effect_slider_defaults_are_the_backends():
-    import inspect
-
-    from lesionseg.refiners import DenseCRFRefiner
-
-    backend = inspect.signature(DenseCRFRefiner).parameters
-    settings = effect_refine.RefineSettings()
-    for name in ("gaussian_sxy_mm", "gaussian_compat", "bilateral_sxy_mm", "bilateral_sintensity",
-                 "bilateral_compat"):
-        assert getattr(settings, name) == backend[name].default, name
-    assert settings.crf_iterations == backend["iterations"].default

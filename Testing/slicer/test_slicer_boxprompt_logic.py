@@ -36,6 +36,7 @@ def _stub_modules() -> dict:
     pnw.Choice = lambda choices: ("Choice", tuple(choices))
     for name in ("vtkMRMLScalarVolumeNode", "vtkMRMLMarkupsROINode", "vtkMRMLSegmentationNode"):
         setattr(slicer, name, type(name, (), {}))
+    slicer.app = types.SimpleNamespace(processEvents=lambda: None)
     slicer.util, slicer.ScriptedLoadableModule, slicer.parameterNodeWrapper = util, slm, pnw
     return {"slicer": slicer, "slicer.util": util, "slicer.ScriptedLoadableModule": slm,
             "slicer.parameterNodeWrapper": pnw, "qt": types.ModuleType("qt"), "vtk": types.ModuleType("vtk")}

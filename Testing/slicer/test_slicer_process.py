@@ -106,6 +106,31 @@ def test_cancel_kills_the_whole_process_tree():
     runner.cancel()  # already ended: no-op
 
 
+SCRIPT_IGNORES_TERM = r"""
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("READY", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signal test")
+def test_cancel_returns_at_once_and_poll_finishes_the_kill():
+    """Cancel runs on the GUI thread: it must not wait for the grace period (it used to block up to 2 s). A child
+    that ignores SIGTERM is still alive right after cancel(); polling SIGKILLs it once the grace period is over."""
+    runner = process.BackgroundProcess([sys.executable, "-c", SCRIPT_IGNORES_TERM]).start()
+    deadline = time.monotonic() + 30
+    while "READY" not in runner.output and time.monotonic() < deadline:
+        runner.poll()
+        time.sleep(0.02)
+    assert "READY" in runner.output
+    runner.cancel(grace=5.0)
+    assert _alive(runner.pid) and runner.poll() is None  # cancel did not wait for the child to end
+    runner.cancel(grace=5.0)  # a second click changes nothing
+    result = runner.wait(timeout=30)
+    assert result.cancelled and not _alive(runner.pid)
+
+
 def test_wait_timeout_kills_and_raises():
     runner = process.BackgroundProcess([sys.executable, "-c", "import time; time.sleep(60)"]).start()
     idle_calls = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import EXTENSION
 from LesionSegLib import lesiontable, nodes, scene
-from slicer_stubs import check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
+from slicer_stubs import add_tables_to_scene, check_cmake_lists, fake_backend, load_module, panel_widgets, stub_modules
 
 from lesionseg import InputError
 
@@ -121,18 +121,8 @@ def module(monkeypatch, tmp_path):
     slicer.util.arrayFromVolume = lambda node: node.image.array
     slicer.util.arrayFromVTKMatrix = np.asarray
 
-    def update_table(tableNode, narrays, columnNames=None):
-        if tableNode is None:
-            tableNode = FakeNode("table", attributes={})
-            tableNode.SetName = lambda name: setattr(tableNode, "name", name)
-            tableNode.GetAttribute, tableNode.SetAttribute = tableNode.attributes.get, tableNode.attributes.__setitem__
-            fake_scene["tables"].append(tableNode)
-        tableNode.columns = dict(zip(columnNames, narrays))
-        return tableNode
-
-    slicer.util.updateTableFromArray = update_table
-    slicer.util.getNodesByClass = lambda name: fake_scene["tables"]
     slicer.mrmlScene = types.SimpleNamespace(IsNodePresent=lambda node: node not in fake_scene["removed"])
+    add_tables_to_scene(slicer, fake_scene["tables"])
     mod = load_module(monkeypatch, stubs, MODULE)
     mod.fake_scene = fake_scene
     return mod

@@ -5,7 +5,11 @@ Submodules, each small and importable on its own:
 * :mod:`LesionSegLib.scene` -- Slicer RAS geometry <-> backend LPS geometry (pure numpy; the only RAS->LPS place).
 * :mod:`LesionSegLib.results` -- what a result looks like in a segmentation: names, colours, terminology,
   prompt tags, the changed region (pure numpy).
-* :mod:`LesionSegLib.session` -- keeps a built segmenter and its ``set_image`` between clicks (pure Python).
+* :mod:`LesionSegLib.session` -- keeps a built segmenter and its ``set_image`` between clicks.
+* :mod:`LesionSegLib.interactive` -- the one worker thread of interactive clicks, its tasks (progress, Cancel that
+  returns at once), the session's warm models (one per method, weights and device), the logic mixin (pure Python).
+* :mod:`LesionSegLib.interactive_ui` -- a task in a panel (status line, the run button cancels) and the panel mixin.
+* :mod:`LesionSegLib.refine` -- what the "Lesion GrabCut/CRF" effect computes (pure; backend imported lazily).
 * :mod:`LesionSegLib.undo` -- the undo stack of LesionSeg results (pure Python).
 * :mod:`LesionSegLib.device` -- the auto/cpu/cuda choice of the panels (pure Python).
 * :mod:`LesionSegLib.process` -- background runner of the backend command line with progress and Cancel.
@@ -18,10 +22,15 @@ Submodules, each small and importable on its own:
 * :mod:`LesionSegLib.lesiontable` -- the backend's one lesion table as panel rows (mL; SUV fields when present),
   cells, table-node columns, summaries and segment specs.
 * :mod:`LesionSegLib.labelmaps` -- export volumes, read back label files, replace only a panel's own segments.
-* :mod:`LesionSegLib.dependencies` -- which Python packages are missing; installs them only when asked.
+* :mod:`LesionSegLib.dependencies` -- which Python packages are missing or outdated; installs them only when asked.
+* :mod:`LesionSegLib.installer` -- pip in a child process with a progress dialog and Cancel; the backend from a copy.
 * :mod:`LesionSegLib.nodes` -- MRML nodes <-> backend images and prompts (needs Slicer).
-* :mod:`LesionSegLib.panel` -- the parameter-node / scene-close lifecycle every panel widget shares (a mixin).
+* :mod:`LesionSegLib.panel` -- the parameter-node / scene-close lifecycle every panel widget shares (a mixin), and
+  installing packages from a panel.
+* :mod:`LesionSegLib.selftests`, :mod:`LesionSegLib.selftests_hidden` -- the in-Slicer self-test scenarios.
 
-Nothing is imported here: ``scene``, ``results`` and ``session`` import the backend (``lesionseg``), which may
-not be installed before :func:`LesionSegLib.dependencies.ensure_installed` has run.
+Nothing is imported here: ``scene``, ``results``, ``nodes`` and ``session`` import the backend (``lesionseg``),
+which may not be installed before :func:`LesionSegLib.dependencies.ensure_installed` has run; the modules a panel
+imports when it is shown (``dependencies``, ``device``, ``interactive``, ``refine``, ``panel``, ...) import neither
+the backend nor torch.
 """

@@ -158,15 +158,17 @@ class BackgroundRunPanelMixin:
         self._showResult(None)
 
     def _startRun(self, failureTitle: str, start: Callable[[], BackgroundProcess], message: str) -> None:
-        """Install missing packages (asks first), ``start()`` the run without waiting and show it in the monitor;
-        on failure the error is shown (``failureTitle``) and the status line says ``Failed: <error>``."""
+        """Install missing packages (asks first, no wait cursor over its dialogs), ``start()`` the run without waiting
+        and show it in the monitor; on failure the error is shown (``failureTitle``) and the status line says
+        ``Failed: <error>``."""
         import slicer
 
-        from . import dependencies
+        from .panel import install_packages
 
+        if not install_packages("LesionSeg needs Python packages.", self.ui.statusLabel):
+            return
         try:
             with slicer.util.tryWithErrorDisplay(failureTitle, waitCursor=True):
-                dependencies.ensure_installed()  # asks first; nothing is installed without consent
                 runner = start()
         except Exception as exc:  # already shown to the user by tryWithErrorDisplay
             self.ui.statusLabel.text = f"Failed: {exc}"

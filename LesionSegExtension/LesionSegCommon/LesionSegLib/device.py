@@ -2,11 +2,14 @@
 
 The panels keep the user's *choice* (``"auto"`` by default) in their parameter node and hand it to the
 backend, which resolves it (``lesionseg.registry.resolve_device``). This module only tells the panels what
-the choices mean on this machine, without installing or importing anything that is missing.
+the choices mean on this machine, without installing or importing anything that is missing; :func:`describe`
+(shown when a panel is shown) never imports torch either: importing it takes seconds and freezes the GUI, so it
+says what it knows only once torch was imported by a run.
 """
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Callable, Optional
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -20,6 +23,12 @@ def cuda_available(find_spec: Callable[[str], object] = importlib.util.find_spec
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def cuda_if_imported() -> Optional[bool]:
+    """Whether torch sees a CUDA GPU when torch is already imported; ``None`` otherwise (nothing is imported)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else bool(torch.cuda.is_available())
 
 
 def check_choice(choice: str) -> str:
@@ -45,8 +54,12 @@ def resolve(choice: str, cuda: Optional[bool] = None) -> str:
 
 
 def describe(choice: str, cuda: Optional[bool] = None) -> str:
-    """One line for a tooltip or status label, e.g. ``"auto: runs on the CPU (no CUDA GPU found)"``."""
-    has_cuda = cuda_available() if cuda is None else cuda
+    """One line for a tooltip or status label, e.g. ``"auto: runs on the CPU (no CUDA GPU found)"``; ``cuda``
+    ``None``: known only when torch is already imported (:func:`cuda_if_imported`), else said in general terms."""
+    has_cuda = cuda_if_imported() if cuda is None else cuda
+    if has_cuda is None:
+        return {"auto": "auto: the CUDA GPU when torch finds one, else the CPU",
+                "cuda": "cuda: needs a CUDA GPU that torch can use"}.get(check_choice(choice), "cpu: runs on the CPU")
     where = "the CUDA GPU" if has_cuda else "the CPU"
     if choice == "auto":
         return f"auto: runs on {where}" + ("" if has_cuda else " (no CUDA GPU found)")

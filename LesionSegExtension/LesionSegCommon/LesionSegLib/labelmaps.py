@@ -184,8 +184,9 @@ def replace_owned_segments(segmentationNode: Any, labels: Sequence[LabelResult],
     old = owned_segment_ids(segmentation, owner)
     added: list[str] = []
     try:
+        # Always (a no-op when there is one): a segmentation made with a node combobox has no display node.
+        segmentationNode.CreateDefaultDisplayNodes()
         if createdNode:
-            segmentationNode.CreateDefaultDisplayNodes()
             segmentationNode.SetAndObserveTransformNodeID(volumes[0].GetTransformNodeID())
             nodes._place_under_study(volumes[0], segmentationNode)
         role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()

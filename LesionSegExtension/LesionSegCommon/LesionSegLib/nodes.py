@@ -228,8 +228,10 @@ def add_lesion_segment(volumeNode: Any, segmentationNode: Any, patch: results.La
     segmentation = segmentationNode.GetSegmentation()
     segmentId = ""
     try:
+        # Always: a segmentation made with a node combobox's "Create new Segmentation" has no display node, and
+        # its segments would stay invisible. A no-op when the node already has one.
+        segmentationNode.CreateDefaultDisplayNodes()
         if createdNode:
-            segmentationNode.CreateDefaultDisplayNodes()
             segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
             _place_under_study(volumeNode, segmentationNode)
         role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()

@@ -17,6 +17,9 @@ What differs between panels goes in small hooks (each has a default that does no
 * :meth:`ParameterNodePanelMixin._resetPanel` -- the scene is closing (cancel runs, clear results).
 * ``cleanup``/``enter``/``exit``/``setParameterNode`` -- override and call ``super()`` for anything else.
 
+:func:`install_packages` is how every panel installs missing packages before a run: it asks first, and its dialogs
+(the question, pip's progress, the restart question) are never shown under a wait cursor.
+
 ``slicer`` and ``vtk`` are imported inside the methods, so this module imports without Slicer.
 """
 from __future__ import annotations
@@ -102,3 +105,20 @@ class ParameterNodePanelMixin:
 
     def _resetPanel(self) -> None:
         """Hook: the scene is closing; forget what belonged to it (runs after the node is unbound). Default: nothing."""
+
+
+def install_packages(failureTitle: str, statusLabel: Any = None, optional: tuple = ()) -> bool:
+    """``dependencies.ensure_installed`` from a panel: its dialogs are shown without a wait cursor; False (after
+    showing the error and writing it to ``statusLabel``) when packages are missing and were not installed."""
+    import slicer
+
+    from . import dependencies
+
+    try:
+        with slicer.util.tryWithErrorDisplay(failureTitle):
+            dependencies.ensure_installed(optional=optional)
+    except Exception as exc:  # shown to the user by tryWithErrorDisplay
+        if statusLabel is not None:
+            statusLabel.text = f"Failed: {exc}"
+        return False
+    return True

@@ -12,8 +12,12 @@ Cancelling kills the whole process tree without psutil:
 * Linux / macOS: the child starts in a new session (``start_new_session=True``), so it leads a new process
   group; Cancel sends SIGTERM to the group, then SIGKILL to what is left after a grace period. Descendants
   that start their own session escape (the backend's workers do not).
-* Windows: the child starts with ``CREATE_NEW_PROCESS_GROUP`` (and no console window); Cancel runs
+* Windows: the child starts with ``CREATE_NEW_PROCESS_GROUP`` (and no console window); Cancel starts
   ``taskkill /F /T /PID <pid>``, which ends the process and every descendant.
+
+:meth:`BackgroundProcess.cancel` returns at once (it runs on the GUI thread): it only sends the first signal (or
+starts ``taskkill``); :meth:`BackgroundProcess.poll` sends SIGKILL once the grace period is over and reports the
+run as cancelled when the process has ended.
 
 Not hand-written elsewhere because ``slicer.util.launchConsoleProcess`` (5.12+ non-blocking mode) neither
 parses progress nor kills a process tree, and older Slicer versions have no non-blocking mode at all.
@@ -121,6 +125,10 @@ class BackgroundProcess:
         self._output: list[str] = []
         self._error: Optional[str] = None
         self._cancelled = False
+        self._kill_at = 0.0
+        self._eof = False
+        self._killed = False
+        self._killer: Optional[subprocess.Popen] = None
         self._exited_at: Optional[float] = None
 
     @property
@@ -162,17 +170,21 @@ class BackgroundProcess:
             raise RuntimeError("not started")
         if self._result is not None:
             return self._result
-        finished_reading = False
-        while True:
+        if self._cancelled:
+            self._finish_cancel()
+        while not self._eof:
             try:
                 line = self._lines.get_nowait()
             except queue.Empty:
                 break
             if line is None:
-                finished_reading = True
+                self._eof = True
                 break
             self._handle(line)
-        if not finished_reading and self._proc.poll() is not None:
+        if self._proc.poll() is None:
+            return None  # still running (its output may already be closed): never block the GUI thread here
+        finished_reading = self._eof
+        if not finished_reading:
             # Ended, but a descendant may still hold the output pipe open: stop waiting for it after a while.
             self._exited_at = self._exited_at or time.monotonic()
             finished_reading = self._cancelled or time.monotonic() - self._exited_at > self.PIPE_GRACE
@@ -209,30 +221,38 @@ class BackgroundProcess:
             if result is not None:
                 return result
             if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
+                self.cancel(grace=0.0)
+                while self.poll() is None:
+                    time.sleep(interval)
                 raise TimeoutError(f"{self.command[0]} did not finish within {timeout} s; it was killed")
             if idle is not None:
                 idle()
             time.sleep(interval)
 
     def cancel(self, grace: float = 2.0) -> None:
-        """Kill the process and all its descendants (no-op when it already ended)."""
-        if self._proc is None or self._result is not None:
+        """Start killing the process and all its descendants and return at once (no-op when it already ended or
+        is being cancelled); the next :meth:`poll` calls finish the job (SIGKILL after ``grace`` seconds)."""
+        if self._proc is None or self._result is not None or self._cancelled:
             return
         self._cancelled = True
+        self._kill_at = time.monotonic() + grace
         pid = self._proc.pid
         if os.name == "nt":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=False)
+            self._killer = subprocess.Popen(["taskkill", "/F", "/T", "/PID", str(pid)], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
         else:
             self._signal_group(pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-            self._signal_group(pid, signal.SIGKILL)
-        self._proc.wait()
-        logger.info("cancelled process tree of %s", pid)
+        logger.info("cancelling the process tree of %s", pid)
+
+    def _finish_cancel(self) -> None:
+        """While cancelled: SIGKILL the group after the grace period, and once the process ended (its descendants
+        may still hold the output open)."""
+        if os.name == "nt" or self._killed:
+            return
+        ended = self._proc.poll() is not None
+        if ended or time.monotonic() >= self._kill_at:
+            self._signal_group(self._proc.pid, signal.SIGKILL)
+            self._killed = ended
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:

@@ -251,18 +251,34 @@ def owned_table(segmentationNode: Any, owner: str) -> Optional[Any]:
 
 def write_table_node(rows: Sequence[lesiontable.LesionRow], volumeNode: Any, segmentationNode: Any, owner: str) -> Any:
     """Fill the lesion table node of ``segmentationNode`` (:func:`LesionSegLib.lesiontable.table_columns`, one row
-    per lesion); a new one is named ``"<segmentation> table"`` and put beside the volume in the subject hierarchy."""
+    per lesion, typed columns: :func:`set_table_columns`); a new one is named ``"<segmentation> table"`` and put
+    beside the volume in the subject hierarchy."""
     import slicer
 
     from . import nodes
     from .labelmaps import OWNER_TAG
 
     previous = owned_table(segmentationNode, owner)
-    names, columns = lesiontable.table_columns(rows)
-    tableNode = slicer.util.updateTableFromArray(previous, columns, columnNames=list(names))
+    tableNode = previous or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode",
+                                                                f"{segmentationNode.GetName()} table")
+    set_table_columns(tableNode, *lesiontable.table_columns(rows))
     if previous is None:
-        tableNode.SetName(f"{segmentationNode.GetName()} table")
         tableNode.SetAttribute(OWNER_TAG, owner)
         tableNode.SetAttribute(SEGMENTATION_ATTRIBUTE, segmentationNode.GetID())
         nodes._place_under_study(volumeNode, tableNode)
     return tableNode
+
+
+def set_table_columns(tableNode: Any, names: Sequence[str], columns: Sequence[np.ndarray]) -> None:
+    """Replace the columns of a table node, each VTK array of its numpy type (int32 -> vtkIntArray, float64 ->
+    vtkDoubleArray). Not ``slicer.util.updateTableFromArray``: up to Slicer 5.8 it stores every column as float32
+    (``array_type=vtk.VTK_FLOAT``), which would turn lesion ids into floats and round SUVs and volumes."""
+    from vtk.util import numpy_support
+
+    if len(names) != len(columns):
+        raise ValueError(f"{len(names)} column names for {len(columns)} columns")
+    tableNode.RemoveAllColumns()
+    for name, values in zip(names, columns):
+        array = numpy_support.numpy_to_vtk(np.ascontiguousarray(values), deep=True)
+        array.SetName(name)
+        tableNode.AddColumn(array)

@@ -56,8 +56,12 @@ def axes_text(prompt: RecistLine, long_mm: float, short_mm: float) -> str:
     return f"drawn {prompt.long_length_mm:.1f} x {drawn_short} mm, result {long_mm:.1f} x {short_mm:.1f} mm"
 
 
+def _quiet(message: str) -> None:
+    """A ``report`` that shows nothing."""
+
+
 def segment_recist(session, method: str, device: str, image_key: Hashable, load_image: Callable[[], Image],
-                   prompt: RecistLine) -> RecistResult:
+                   prompt: RecistLine, report: Callable[[str], None] = _quiet) -> RecistResult:
     """Segment the lesion under the RECIST axes; only the changed region is returned.
 
     Args:
@@ -65,6 +69,7 @@ def segment_recist(session, method: str, device: str, image_key: Hashable, load_
         method, device: registered RECIST method; ``"auto"``, ``"cpu"`` or ``"cuda"``.
         image_key, load_image: identify and (lazily) read the image.
         prompt: the drawn axes, LPS mm.
+        report: progress messages (a worker task's ``report``; it raises when the task was cancelled).
 
     Raises:
         LesionSegError: bad input (from the backend) or an empty result.
@@ -75,7 +80,8 @@ def segment_recist(session, method: str, device: str, image_key: Hashable, load_
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        session.prepare(method, device, image_key, load_image)
+        session.prepare(method, device, image_key, load_image, report)
+        report(f"Segmenting with {method}...")
         label = session.predict(prompt)
     patch = label_patch(label.array)
     if patch is None:
@@ -86,6 +92,20 @@ def segment_recist(session, method: str, device: str, image_key: Hashable, load_
         logger.warning("%s", message)
     return RecistResult(patch, prompt, method, time.perf_counter() - t0, messages, axes.long_endpoints_lps,
                         axes.short_endpoints_lps, axes.long_mm, axes.short_mm)
+
+
+def segment_recist_job(report: Callable[[str], None], session, method: Optional[str], device: str,
+                       image_key: Hashable, image: Image, prompt: RecistLine) -> RecistResult:
+    """:func:`segment_recist` as a worker task (``LesionSegLib.interactive``): the backend's registry is read here
+    (it imports torch) when ``method`` is ``None`` (the default method); ``image`` was read on the main thread."""
+    from lesionseg import InputError
+
+    if method is None:
+        report("Loading the LesionSeg backend...")
+        method = default_method(recist_methods())
+        if method is None:
+            raise InputError("no RECIST method is available (no trained weights found)")
+    return segment_recist(session, method, device, image_key, lambda: image, prompt, report)
 
 
 def recist_methods(method_classes: Optional[list] = None,

@@ -36,17 +36,21 @@ COLORS = {
 """RGB in 0..1; tumours red / orange, ducts blue / teal, pancreas sand / lavender (venous / arterial)."""
 
 _CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+_DICOM_CONTEXT = "Segmentation category and type - DICOM master list"
 _PANCREAS = "SCT^15776009^Pancreas"
 TERMINOLOGY = {
     "pancreas": f"{_CONTEXT}~SCT^123037004^Anatomical Structure~{_PANCREAS}~^^"
                 "~Anatomic codes - DICOM master list~^^~^^",
     "tumour": f"{_CONTEXT}~SCT^49755003^Morphologically Altered Structure~SCT^4147007^Mass~^^"
               f"~Anatomic codes - DICOM master list~{_PANCREAS}~^^",
-    "duct": f"{_CONTEXT}~SCT^123037004^Anatomical Structure~SCT^69930009^Pancreatic duct~^^"
+    "duct": f"{_DICOM_CONTEXT}~SCT^123037004^Anatomical Structure~SCT^69930009^Pancreatic duct~^^"
             "~Anatomic codes - DICOM master list~^^~^^",
 }
-"""Slicer's serialized terminology per label (SNOMED CT: pancreas 15776009, mass 4147007 in the pancreas,
-pancreatic duct 69930009)."""
+"""Slicer's serialized terminology per label (SNOMED CT: pancreas 15776009, mass 4147007 in the pancreas, pancreatic
+duct 69930009). Every entry exists in a terminology Slicer 5.8 and 5.10 load by default
+(``Modules/Loadable/Terminologies/Resources``): pancreas and mass in the General Anatomy list; the pancreatic duct is
+not in that list (15776009 there is the pancreas itself), so it uses the DICOM master list, which has it as
+Anatomical Structure / Pancreatic duct."""
 
 DEFAULT_STRIDE = 20
 MAX_STRIDE = 64

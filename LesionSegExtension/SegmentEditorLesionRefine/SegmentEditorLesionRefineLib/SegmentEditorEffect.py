@@ -2,13 +2,18 @@
 
 Work flow (Slicer's AutoComplete pattern: Initialize / Preview / Apply / Cancel):
 
-1. Initialize: the selected segment is the initial mask; two helper segments are added for strokes,
-   "<name> fg strokes" (green) and "<name> bg strokes" (red). Paint into them with the Paint effect
-   (the buttons select the helper segment and switch to Paint), then come back to this effect.
-2. Preview: GrabCut from the mask with the strokes as sure foreground / background, then DenseCRF with
-   the slider settings (:mod:`SegmentEditorLesionRefineLib.refine`); shown as "<name> preview".
+1. Initialize: the selected segment is the initial mask; helper segments "<name> fg strokes" (green) and
+   "<name> bg strokes" (red) are added. The Paint buttons select one and switch to Paint with the overwrite mode
+   "None", so strokes never erase other segments (the user's mode comes back on Preview, Apply, Cancel, or when
+   this effect is active again).
+2. Preview: GrabCut from the mask with the strokes as sure foreground / background, then DenseCRF with the slider
+   settings (:mod:`LesionSegLib.refine`) on LesionSeg's worker thread (click again to stop); shown as
+   "<name> preview". Without DenseCRF (pydensecrf2 not installed) GrabCut only, with a note.
 3. Apply: the preview replaces the selected segment (one Segment Editor undo step); helpers removed.
    Cancel: helpers removed, the segment unchanged.
+
+Slicer loads this file as a module named after its folder (``SegmentEditorLesionRefineLib``), so nothing is
+imported from that folder here (what the effect needs is in ``LesionSegLib``); the backend only inside Preview.
 """
 from __future__ import annotations
 
@@ -23,25 +28,16 @@ import slicer
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent))
 try:
-    import LesionSegLib  # noqa: F401
+    import LesionSegLib  # noqa: F401  (beside the scripted modules once built/installed)
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent.parent / "LesionSegCommon"))
+from LesionSegLib.refine import SLIDERS, RefineSettings  # pure: no backend import
 
 HELPERS = {"fg": ("fg strokes", (0.1, 0.9, 0.1)), "bg": ("bg strokes", (0.9, 0.1, 0.1)),
            "preview": ("preview", (1.0, 0.9, 0.1))}
-SLIDERS = (  # name, label, minimum, maximum, step, tooltip
-    ("iterations", "GrabCut iterations", 1, 20, 1, "GrabCut iterations per slice"),
-    ("stroke_radius_mm", "Stroke radius (mm)", 0.5, 10, 0.5, "radius of the disks painted at stroke voxels"),
-    ("band_mm", "Background band (mm)", 1, 30, 1, "probable-background band outside the mask"),
-    ("crf_iterations", "CRF iterations", 1, 20, 1, "DenseCRF mean-field iterations"),
-    ("gaussian_sxy_mm", "CRF smoothness width (mm)", 0.5, 20, 0.5, "Gaussian kernel width"),
-    ("gaussian_compat", "CRF smoothness weight", 0, 20, 0.5, "Gaussian kernel weight"),
-    ("bilateral_sxy_mm", "CRF appearance width (mm)", 1, 50, 1, "bilateral kernel spatial width"),
-    ("bilateral_sintensity", "CRF intensity width", 1, 100, 1, "bilateral kernel intensity width (grey levels)"),
-    ("bilateral_compat", "CRF appearance weight", 0, 20, 0.5, "bilateral kernel weight"),
-)
+SAVED_OVERWRITE_MODE = "SavedOverwriteMode"
+"""Effect parameter holding the editor's overwrite mode while strokes are painted ("" when nothing is saved)."""
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -51,6 +47,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.sliders = {}
+        self.task = None
+        self._timer = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -70,14 +68,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def setupOptionsFrame(self):
         self.initializeButton = qt.QPushButton("Initialize")
         self.initializeButton.setToolTip("Add the stroke segments for the selected segment")
-        self.paintFgButton = qt.QPushButton("Paint foreground")
-        self.paintBgButton = qt.QPushButton("Paint background")
+        self.paintFgButton, self.paintBgButton = qt.QPushButton("Paint foreground"), qt.QPushButton("Paint background")
         strokes = qt.QHBoxLayout()
         for button in (self.initializeButton, self.paintFgButton, self.paintBgButton):
             strokes.addWidget(button)
         self.scriptedEffect.addOptionsWidget(strokes)
-        from SegmentEditorLesionRefineLib.refine import RefineSettings
-
         defaults = RefineSettings()
         for name, label, lo, hi, step, tip in SLIDERS:
             slider = ctk.ctkSliderWidget()
@@ -92,29 +87,34 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.useCrfCheckBox.checked = True
         self.useCrfCheckBox.connect("toggled(bool)", self.updateMRMLFromGUI)
         self.scriptedEffect.addOptionsWidget(self.useCrfCheckBox)
-        self.previewButton = qt.QPushButton("Preview")
-        self.cancelButton = qt.QPushButton("Cancel")
-        self.applyButton = qt.QPushButton("Apply")
+        self.previewButton, self.cancelButton, self.applyButton = (qt.QPushButton(t) for t in ("Preview", "Cancel",
+                                                                                              "Apply"))
         finish = qt.QHBoxLayout()
         for button in (self.previewButton, self.cancelButton, self.applyButton):
             finish.addWidget(button)
         self.scriptedEffect.addOptionsWidget(finish)
+        self.statusLabel = qt.QLabel("")
+        self.scriptedEffect.addOptionsWidget(self.statusLabel)
         self.initializeButton.connect("clicked()", self.onInitialize)
         self.paintFgButton.connect("clicked()", lambda: self.onPaint("fg"))
         self.paintBgButton.connect("clicked()", lambda: self.onPaint("bg"))
         self.previewButton.connect("clicked()", self.onPreview)
         self.cancelButton.connect("clicked()", self.onCancel)
         self.applyButton.connect("clicked()", self.onApply)
+        self._timer = qt.QTimer()
+        self._timer.setInterval(50)
+        self._timer.connect("timeout()", self.pollPreview)
 
     def createCursor(self, widget):
         return slicer.util.mainWindow().cursor
 
-    def setMRMLDefaults(self):
-        from SegmentEditorLesionRefineLib.refine import RefineSettings
+    def activate(self):
+        self.restoreOverwriteMode()  # back from painting strokes
 
+    def setMRMLDefaults(self):
         for name, value in vars(RefineSettings()).items():
             self.scriptedEffect.setParameterDefault(name, float(value))
-        for key in ("TargetSegmentID",) + tuple(f"{k}SegmentID" for k in HELPERS):
+        for key in ("TargetSegmentID", SAVED_OVERWRITE_MODE) + tuple(f"{k}SegmentID" for k in HELPERS):
             self.scriptedEffect.setParameterDefault(key, "")
 
     def updateGUIFromMRML(self):
@@ -126,7 +126,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         started = bool(self._helperId("fg"))
         for widget in (self.paintFgButton, self.paintBgButton, self.previewButton, self.cancelButton):
             widget.enabled = started
-        self.applyButton.enabled = bool(self._helperId("preview"))
+        self.applyButton.enabled = bool(self._helperId("preview")) and self.task is None
 
     def updateMRMLFromGUI(self, *args):
         for name, slider in self.sliders.items():
@@ -138,8 +138,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return self.scriptedEffect.parameterSetNode().GetSegmentationNode()
 
     def _sourceVolume(self):
-        node = self.scriptedEffect.parameterSetNode()
-        getter = getattr(node, "GetSourceVolumeNode", None) or node.GetMasterVolumeNode
+        editorNode = self.scriptedEffect.parameterSetNode()
+        getter = getattr(editorNode, "GetSourceVolumeNode", None) or editorNode.GetMasterVolumeNode
         return getter()
 
     def _helperId(self, kind: str) -> str:
@@ -159,14 +159,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 segmentation.RemoveSegment(segmentId)
             self.scriptedEffect.setParameter(f"{kind}SegmentID", "")
 
+    def restoreOverwriteMode(self) -> None:
+        """Put back the overwrite mode saved when the stroke painting started (no-op when none is saved)."""
+        saved = self.scriptedEffect.parameter(SAVED_OVERWRITE_MODE)
+        if saved:
+            self.scriptedEffect.parameterSetNode().SetOverwriteMode(int(saved))
+            self.scriptedEffect.setParameter(SAVED_OVERWRITE_MODE, "")
+
     # -- actions -----------------------------------------------------------------------------------------
     def onInitialize(self):
         targetId = self.scriptedEffect.parameterSetNode().GetSelectedSegmentID()
-        if not targetId or any(targetId == self._helperId(k) for k in HELPERS):
+        segmentation = self._segmentation().GetSegmentation()
+        if not targetId or not segmentation.GetSegment(targetId) or targetId in map(self._helperId, HELPERS):
             slicer.util.errorDisplay("Select the lesion segment to correct first.")
             return
         self._removeHelpers()
-        segmentation = self._segmentation().GetSegmentation()
         name = segmentation.GetSegment(targetId).GetName()
         self.scriptedEffect.setParameter("TargetSegmentID", targetId)
         for kind in ("fg", "bg"):
@@ -177,40 +184,97 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.updateGUIFromMRML()
 
     def onPaint(self, kind: str):
+        """Select the helper segment and switch to Paint; strokes overwrite no other segment."""
         segmentId = self._helperId(kind)
-        if segmentId:
-            self.scriptedEffect.parameterSetNode().SetSelectedSegmentID(segmentId)
-            slicer.modules.segmenteditor.widgetRepresentation().self().editor.setActiveEffectByName("Paint")
+        if not segmentId:
+            return
+        editorNode = self.scriptedEffect.parameterSetNode()
+        if not self.scriptedEffect.parameter(SAVED_OVERWRITE_MODE):
+            self.scriptedEffect.setParameter(SAVED_OVERWRITE_MODE, str(editorNode.GetOverwriteMode()))
+        editorNode.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+        editorNode.SetSelectedSegmentID(segmentId)
+        self.scriptedEffect.selectEffect("Paint")
 
     def onPreview(self):
-        from LesionSegLib import dependencies
+        """Start the refinement on the worker thread (or stop the running one)."""
+        if self.task is not None:
+            self.task.cancel()
+            self.pollPreview()
+            return
+        self.restoreOverwriteMode()
+        try:
+            self.runPreview()
+        except Exception:  # already shown to the user by tryWithErrorDisplay
+            logging.debug("Lesion GrabCut/CRF preview failed", exc_info=True)
 
-        with slicer.util.tryWithErrorDisplay("Lesion GrabCut/CRF failed.", waitCursor=True):
+    def runPreview(self, waitForCompletion: bool = False):
+        """Refine into the preview segment on the worker thread (``waitForCompletion``: wait, raise its error)."""
+        from LesionSegLib import dependencies, interactive
+
+        with slicer.util.tryWithErrorDisplay("Lesion GrabCut/CRF needs Python packages."):  # a dialog: no wait cursor
             dependencies.ensure_installed()
-            from LesionSegLib import nodes
-            from SegmentEditorLesionRefineLib.refine import RefineSettings, refine
+        with slicer.util.tryWithErrorDisplay("Lesion GrabCut/CRF failed."):
+            from LesionSegLib import nodes, refine
 
             targetId = self.scriptedEffect.parameter("TargetSegmentID")
-            settings = RefineSettings(**{name: (int(v) if name.endswith("iterations") else v) for name, v in
-                                         ((n, self.scriptedEffect.doubleParameter(n)) for n in RefineSettings.names()
-                                          if n != "use_crf")},
-                                      use_crf=bool(self.scriptedEffect.doubleParameter("use_crf")))
-            volumeNode = self._sourceVolume()
-            result = refine(nodes.volume_to_image(volumeNode), self._array(targetId), self._array(self._helperId("fg")),
-                            self._array(self._helperId("bg")), settings)
-            previewId = self._helperId("preview")
-            if not previewId:
-                suffix, colour = HELPERS["preview"]
-                name = self._segmentation().GetSegmentation().GetSegment(targetId).GetName()
-                previewId = self._segmentation().GetSegmentation().AddEmptySegment("", f"{name} {suffix}", colour)
-                self.scriptedEffect.setParameter("previewSegmentID", previewId)
-            slicer.util.updateSegmentBinaryLabelmapFromArray(result, self._segmentation(), previewId, volumeNode)
-            logging.info("Lesion GrabCut/CRF preview: %d voxels", int(result.sum()))
+            settings = RefineSettings.from_parameters(self.scriptedEffect.doubleParameter)
+            self.task = interactive.WORKER.submit(
+                refine.refine_job, nodes.volume_to_image(self._sourceVolume()), self._array(targetId),
+                self._array(self._helperId("fg")), self._array(self._helperId("bg")), settings,
+                dependencies.crf_available(), label="Lesion GrabCut/CRF")
+        self.previewButton.text = "Stop"
+        self.statusLabel.text = "Starting..."
+        self.applyButton.enabled = False
+        if not waitForCompletion:
+            self._timer.start()
+            return
+        self.task.join(idle=slicer.app.processEvents)
+        error = self.pollPreview()
+        if error is not None:
+            raise error
+
+    def pollPreview(self):
+        """Show the running refinement's progress; once it ended, write the preview segment (main thread).
+        Returns the refinement's error (already shown to the user), if any."""
+        task = self.task
+        if task is None:
+            self._timer.stop()
+            return None
+        if not task.done():
+            self.statusLabel.text = f"{task.status} {task.elapsed():.0f} s"
+            return None
+        self._timer.stop()
+        self.task = None
+        self.previewButton.text = "Preview"
+        self.statusLabel.text = "Stopped." if task.cancelled else ""
+        error = None
+        if not task.cancelled:
+            try:
+                with slicer.util.tryWithErrorDisplay("Lesion GrabCut/CRF failed."):
+                    self._showPreview(task.result())
+            except Exception as exc:  # shown by tryWithErrorDisplay
+                error = exc
         self.updateGUIFromMRML()
+        return error
+
+    def _showPreview(self, result) -> None:
+        targetId = self.scriptedEffect.parameter("TargetSegmentID")
+        segmentation = self._segmentation().GetSegmentation()
+        previewId = self._helperId("preview")
+        if not previewId:
+            suffix, colour = HELPERS["preview"]
+            name = segmentation.GetSegment(targetId).GetName()
+            previewId = segmentation.AddEmptySegment("", f"{name} {suffix}", colour)
+            self.scriptedEffect.setParameter("previewSegmentID", previewId)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(result.mask, self._segmentation(), previewId,
+                                                         self._sourceVolume())
+        self.statusLabel.text = "\n".join((f"Preview: {int(result.mask.sum())} voxels", *result.notes))
+        logging.info("Lesion GrabCut/CRF preview: %d voxels", int(result.mask.sum()))
 
     def onApply(self):
+        self.restoreOverwriteMode()
         previewId, targetId = self._helperId("preview"), self.scriptedEffect.parameter("TargetSegmentID")
-        if not previewId:
+        if not previewId or self.task is not None:
             return
         result = self._array(previewId)
         self._removeHelpers()
@@ -220,5 +284,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.updateGUIFromMRML()
 
     def onCancel(self):
+        if self.task is not None:
+            self.task.cancel()
+            self.pollPreview()
+        self.restoreOverwriteMode()
         self._removeHelpers()
+        targetId = self.scriptedEffect.parameter("TargetSegmentID")
+        if targetId and self._segmentation().GetSegmentation().GetSegment(targetId):
+            self.scriptedEffect.parameterSetNode().SetSelectedSegmentID(targetId)
         self.updateGUIFromMRML()

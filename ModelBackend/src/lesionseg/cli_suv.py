@@ -10,8 +10,9 @@ nothing heavy, so the parser stays light)::
 
     def cmd_suv(args): ...                     # lazy import + cli_suv.run(args); COMMANDS["suv"] = cmd_suv
 
-:func:`add_pet_arguments` and :func:`read_pet_from_args` give other commands (``lesionseg predict
-autopet-l2snet PET CT``) the same PET options.
+``lesionseg predict autopet-l2snet PET CT`` takes the same PET flags (``--pet-units`` ... ``--decayed-dose-bq``,
+with ``--pet-series`` for the PET's series) from its typed options,
+:class:`lesionseg.methods.autopet.segmenter.L2SOptions`; keep the two in step.
 """
 from __future__ import annotations
 

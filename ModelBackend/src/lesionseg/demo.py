@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import progress
-from .errors import LesionSegError, OutputExistsError
+from .errors import LesionSegError
 from .geometry import index_box_to_world
 from .image import Image
 from .io import output_folder, write_image
@@ -81,7 +81,7 @@ def _smallbowel(seed: int) -> DemoCase:
 
 CASES: dict[str, Callable[[int], DemoCase]] = {"chest_ct": _chest, "abdomen_ct": _abdomen, "pancreas_ct": _pancreas,
                                                "wholebody_petct": _wholebody, "smallbowel_ct": _smallbowel}
-"""Phantom builders by name; a method picks its phantom with the class attribute ``demo_case``."""
+"""Phantom builders by name; a method names its phantom in its spec (``register(..., demo_case=...)``)."""
 
 
 def lesion_prompts(case: DemoCase, kind: str) -> list[Prompt]:
@@ -131,8 +131,9 @@ def detection_counts(pred: Image, truth: Image) -> dict:
 
 
 def _run_method(name: str, case: DemoCase, device: str) -> dict:
+    from .evaluation import Evaluation
     from .metrics import dice
-    from .registry import build
+    from .registry import build, get_spec
 
     seg = build(name, device=device)
     prompts = lesion_prompts(case, seg.prompt_kind)
@@ -154,9 +155,9 @@ def _run_method(name: str, case: DemoCase, device: str) -> dict:
         keep[[recist_to_index(truth, p).k for p in prompts]] = True
         truth = truth.with_array(np.where(keep[:, None, None], truth.array, 0))
         pred = pred.with_array(np.where(keep[:, None, None], pred.array, 0))
-    extras = seg.demo_extras(pred, case.truth) if hasattr(seg, "demo_extras") else {}
-    if not extras and seg.prompt_kind == "none":
-        extras = detection_counts(pred, case.truth)
+    spec = get_spec(name)
+    evaluation = spec.load("evaluation") if spec.evaluation else Evaluation
+    extras = evaluation.demo_notes(seg, pred, case.truth)
     return {"method": name, "case": case.name, "prompt": seg.prompt_kind, "lesions": len(prompts), **extras,
             "dice": round(float(dice(pred, truth)), 4), "dice_scope": "RECIST slices" if truth is not case.truth
             else "3D", "set_image_s": round(t_set, 3),
@@ -193,7 +194,7 @@ def _run_into(work: Path, seed: int, device: str, methods: Optional[list[str]], 
     results = []
     with progress.task("demo", total=len(classes)) as tick:
         for i, cls in enumerate(classes):
-            case_name = getattr(cls, "demo_case", "chest_ct")
+            case_name = cls.spec.demo_case
             if case_name not in cases:
                 t0 = time.perf_counter()
                 cases[case_name] = CASES[case_name](seed)

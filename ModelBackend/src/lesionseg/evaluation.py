@@ -115,6 +115,21 @@ class Evaluation:
             out[row] = entry
         return out
 
+    def score_case(self, seg, rows: Mapping[str, Optional[Options]], baselines: Mapping[str, Predictor], case: Case,
+                   model: Optional[Path]) -> list[dict]:
+        """The records of one case: by default one ``set_image(*images)``, then each row and baseline. A method
+        whose case holds several inputs scored one by one overrides it (s4c: one CT phase per channel)."""
+        return _score_case(self, seg, rows, baselines, case, model)
+
+    @classmethod
+    def demo_notes(cls, segmenter, pred: Image, truth: Image) -> dict:
+        """What ``lesionseg demo`` reports besides Dice for one phantom: for an automatic method the true
+        lesions, the lesions found and the true lesions hit (:func:`lesionseg.demo.detection_counts`); nothing
+        for a prompt method (its prompts come from the truth)."""
+        from .demo import detection_counts
+
+        return detection_counts(pred, truth) if segmenter.prompt_kind == "none" else {}
+
     @classmethod
     def markdown(cls, result: dict) -> str:
         """A Markdown table: one line per row, the mean (median, worst) of each score."""
@@ -191,7 +206,7 @@ def evaluate(method: str, data: Path, models: Sequence[Path] = (), *, all_cases:
             rows = evaluation.rows(seg)
             extra = evaluation.baselines([c for c in dataset.cases("train") if c not in cases]) if baselines else {}
             for case in cases:
-                records += _score_case(evaluation, seg, rows, extra, case, model)
+                records += evaluation.score_case(seg, rows, extra, case, model)
                 done += 1
                 tick(done, total)
     return {"method": method, "dataset": str(dataset.root), "synthetic": dataset.synthetic,
@@ -206,7 +221,7 @@ def _evaluation(spec, dataset: Dataset, label_map, seed: int) -> Evaluation:
 
 def _score_case(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options]],
                 baselines: Mapping[str, Predictor], case: Case, model: Optional[Path]) -> list[dict]:
-    images = case.read_images()
+    images = method_inputs(evaluation.spec, case)
     truth = evaluation.truth(case)
     prompts = evaluation.prompts(case, truth)
     out = []
@@ -225,6 +240,25 @@ def _score_case(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options
         pred = _union(truth, (predict(images, p) for p in prompts))
         out.append(_record(evaluation, case, None, row, pred, truth, time.perf_counter() - t0))
     return out
+
+
+def method_inputs(spec, case: Case) -> tuple[Image, ...]:
+    """The case's channels a method takes, in its order: by name where the dataset names them as the method's
+    inputs (case-insensitive, e.g. a CT method on a PET/CT dataset takes "CT"), else the first channels.
+    Trailing optional inputs the case lacks are left out."""
+    names = [n.lower() for n in case.channel_names]
+    wanted = [n.lower() for n in spec.inputs]
+    if all(n in names for n in wanted[: len(wanted) - spec.optional_inputs]):
+        paths = [case.images[names.index(n)] for n in wanted if n in names]
+    else:
+        needed = len(wanted) - spec.optional_inputs
+        if len(case.images) < needed:
+            raise InputError(f"case {case.name} has {len(case.images)} channel(s); {spec.name} needs "
+                             f"{', '.join(spec.inputs)}")
+        paths = list(case.images[: len(wanted)])
+    from .io import read_image
+
+    return tuple(read_image(p) for p in paths)
 
 
 def _union(grid: Image, labels: Iterable[Image]) -> Image:
@@ -262,7 +296,7 @@ def pool(paths: Sequence[Path]) -> dict:
     spec = get_spec(methods.pop())
     first = results[0]
     dataset = Dataset(first["dataset"]) if Path(first["dataset"]).is_dir() else None
-    evaluation = _evaluation(spec, dataset, {}, 0) if dataset is not None else Evaluation(spec, None, {}, 0)
+    evaluation = _evaluation(spec, dataset, {}, 0)  # the method's summary, also where the dataset has moved
     return {**first, "models": [m for r in results for m in r["models"]], "cases": len({k[1] for k in keys}),
             "records": records, "summary": evaluation.summary(records), "pooled_from": [str(p) for p in paths]}
 

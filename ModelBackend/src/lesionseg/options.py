@@ -3,7 +3,8 @@
 A method's predict-time settings are a frozen dataclass derived from :class:`Options`; a training recipe's
 from :class:`Settings` too. Each field is declared with :func:`option` (help text, unit, choices, the flag's
 metavar) and a type the converters understand: ``bool``, ``int``, ``float``, ``str``, ``Path``, ``Optional``
-of those, and fixed-length tuples of numbers (``tuple[float, float, float]`` -> ``nargs=3``). Validation is
+of those, fixed-length tuples of numbers (``tuple[float, float, float]`` -> ``nargs=3``) and tuples of
+any length (``tuple[int, ...]`` -> ``nargs="+"``). Validation is
 the dataclass's own ``__post_init__`` raising :class:`~lesionseg.errors.InputError` naming the flag
 (:meth:`Settings.flag`). The segmenters take the dataclass, never ``argparse``::
 
@@ -73,10 +74,21 @@ def _tuple_shape(tp: Any) -> Optional[tuple[Any, int]]:
     return None
 
 
+def _tuple_any(tp: Any) -> Optional[Any]:
+    """Element type of ``tuple[X, ...]`` (any length >= 1: ``nargs="+"``); None otherwise."""
+    if get_origin(tp) is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return args[0]
+    return None
+
+
 def _type_name(tp: Any) -> str:
     inner, optional = _unwrap(tp)
     shape = _tuple_shape(inner)
     name = f"{_TYPE_NAMES.get(shape[0], 'str')}[{shape[1]}]" if shape else _TYPE_NAMES.get(inner, "str")
+    if _tuple_any(inner) is not None:
+        name = f"{_TYPE_NAMES.get(_tuple_any(inner), 'str')}[]"
     return name + ("?" if optional else "")
 
 
@@ -133,6 +145,8 @@ class Settings:
             shape = _tuple_shape(inner)
             if shape:
                 kwargs.update(type=shape[0], nargs=shape[1])
+            elif _tuple_any(inner) is not None:
+                kwargs.update(type=_tuple_any(inner), nargs="+")
             else:
                 kwargs["type"] = inner if inner in (int, float, str, Path) else str
             if meta.get("choices"):
@@ -172,6 +186,10 @@ class Settings:
                 if not isinstance(value, (list, tuple)) or len(value) != n:
                     raise InputError(f"{cls.flag(name)} takes {n} numbers, got {value!r}")
                 value = tuple(element(v) for v in value)
+            elif value is not None and _tuple_any(inner) is not None:
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise InputError(f"{cls.flag(name)} takes one or more values, got {value!r}")
+                value = tuple(_tuple_any(inner)(v) for v in value)
             elif value is not None and inner is Path:
                 value = Path(value)
             elif value is not None and inner in (int, float) and not isinstance(value, bool):

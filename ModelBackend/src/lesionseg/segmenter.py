@@ -56,9 +56,15 @@ class Segmenter(abc.ABC):
 
     def set_options(self, options: Options) -> None:
         """Change the predict-time settings (no need to call :meth:`set_image` again unless a method's
-        :meth:`_apply_options` says so)."""
+        :meth:`_apply_options` says so). When they cannot be applied (e.g. an ROI outside the image), the
+        error is raised and the previous settings stay."""
+        previous = self.options
         self.options = self._check_options(options)
-        self._apply_options()
+        try:
+            self._apply_options()
+        except BaseException:
+            self.options = previous
+            raise
 
     def _apply_options(self) -> None:
         """Hook for subclasses: react to new :attr:`options` (default: nothing; ``predict`` reads them)."""

@@ -121,7 +121,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     report = run_demo(args.output, seed=args.seed, device=args.device, overwrite=args.overwrite,
-                      command="lesionseg " + " ".join(sys.argv[1:]))
+                      command=args.command_line)
     print(f"demo written to {args.output}: {report['montage']}, {report['report_md']}")
     return 0
 
@@ -209,6 +209,7 @@ def _run(argv: list[str], debug: bool) -> int:
 
     try:
         args = build_parser(argv).parse_args(argv)
+        args.command_line = "lesionseg " + " ".join(argv)  # recorded in model cards and output markers
         progress.set_mode(args.progress)
         logging.basicConfig(level=log_level(args), format="%(levelname)s %(name)s: %(message)s")
         warnings.showwarning = _show_warning

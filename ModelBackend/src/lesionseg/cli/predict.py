@@ -51,9 +51,6 @@ def add_parser(sub: argparse._SubParsersAction, argv: Sequence[str] = ()) -> Non
         spec.options.add_arguments(p, f"{spec.name} options")
         for out in spec.outputs:
             p.add_argument(out.flag, dest=out.name, type=Path, help=f"{out.help} ({'/'.join(out.suffixes)})")
-        legacy = getattr(spec.segmenter, "add_predict_arguments", None)
-        if legacy is not None:
-            legacy(p)
 
 
 def prompt_from_args(args: argparse.Namespace, image):
@@ -74,12 +71,9 @@ def prompt_from_args(args: argparse.Namespace, image):
 
 
 def _extra_outputs(spec, args: argparse.Namespace) -> list[tuple[str, Path, tuple]]:
-    """``(flag, path, suffixes)`` of each extra output asked for (the spec's, and legacy --table/--mip)."""
-    found = [(out.flag, getattr(args, out.name), out.suffixes) for out in spec.outputs
-             if getattr(args, out.name, None) is not None]
-    if not spec.outputs:
-        found += [(f"--{n}", getattr(args, n), ()) for n in ("table", "mip") if getattr(args, n, None) is not None]
-    return found
+    """``(flag, path, suffixes)`` of each extra output of the spec asked for."""
+    return [(out.flag, getattr(args, out.name), out.suffixes) for out in spec.outputs
+            if getattr(args, out.name, None) is not None]
 
 
 def check_outputs(spec, args: argparse.Namespace, inputs: list[Path]) -> None:
@@ -98,23 +92,19 @@ def check_outputs(spec, args: argparse.Namespace, inputs: list[Path]) -> None:
 
 
 def read_inputs(spec, args: argparse.Namespace, options) -> list:
-    """The input images: the spec's reader (e.g. a PET in SUV), the legacy ``read_inputs`` hook, or
-    :func:`lesionseg.io.read_image` for each path (with ``--series``)."""
+    """The input images: the spec's reader (e.g. a PET in SUV) or :func:`lesionseg.io.read_image` for each
+    path (with ``--series``)."""
     from ..io import read_image
     from ..registry import load_object
 
     if spec.reader is not None:
         return list(load_object(spec.reader)([Path(p) for p in args.images], options, args.series))
-    legacy = getattr(spec.segmenter, "read_inputs", None)
-    if legacy is not None:
-        return list(legacy(args.images, args))
     return [read_image(p, args.series or None) for p in args.images]
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``lesionseg predict``; returns the exit status."""
     from ..io import write_image
-    from ..options import Options
     from ..outputs import publish_together
     from ..registry import build, get_spec, load_object
 
@@ -127,10 +117,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(spec, args, inputs)
     t0 = time.perf_counter()
     options = spec.options.from_namespace(args)
-    seg = build(args.method, weights=args.weights, device=args.device,
-                options=None if spec.options is Options else options)   # a broken model folder fails first
-    if hasattr(seg, "apply_predict_args"):
-        seg.apply_predict_args(args)
+    seg = build(args.method, weights=args.weights, device=args.device, options=options)  # a broken model fails first
     images = read_inputs(spec, args, options)
     prompt = prompt_from_args(args, images[0])
     progress.emit_line(0.1, "loading image")
@@ -141,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
         write_image(label, args.output, overwrite=args.overwrite, inputs=inputs)
         extras = [load_object(out.writer)(seg, label, getattr(args, out.name), args.overwrite)
                   for out in spec.outputs if getattr(args, out.name, None) is not None]
-        if not spec.outputs and hasattr(seg, "write_extras"):
-            extras += seg.write_extras(args, label)
     progress.emit_line(1.0, "done")
     voxels = int((label.array > 0).sum())
     print(f"{args.output}: {voxels} lesion voxels ({voxels * label.voxel_volume_ml:.2f} mL) "

@@ -25,40 +25,29 @@ def add_parser(sub: argparse._SubParsersAction, argv: Sequence[str] = ()) -> Non
     cmd = sub.add_parser("train", help=HELP, description=HELP)
     methods = cmd.add_subparsers(dest="method", metavar="METHOD", required=True)
     for spec in list_specs():
-        legacy = getattr(spec.segmenter, "add_train_arguments", None)
-        if spec.training is None and legacy is None:
+        if spec.training is None:
             continue
         p = methods.add_parser(spec.name, help=f"train {spec.name}", description=spec.summary)
         p.add_argument("--data", type=Path, required=True, help="dataset folder (dataset.json, imagesTr, labelsTr)")
         p.add_argument("-o", "--output", type=Path, required=True, help="model folder to write")
         p.add_argument("--overwrite", action="store_true", help="replace an earlier model folder of LesionSeg")
-        if spec.training is not None:
-            CommonTrainSettings.add_arguments(p, "common training options")
-            spec.load("training").settings.add_arguments(p, f"{spec.name} options")
-        else:  # a method not yet moved onto the common trainer
-            p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train")
-            p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-            legacy(p)
+        CommonTrainSettings.add_arguments(p, "common training options")
+        spec.load("training").settings.add_arguments(p, f"{spec.name} options")
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``lesionseg train``; returns the exit status."""
-    from ..io import check_output_folder
     from ..registry import get_spec
     from ..train_job import CommonTrainSettings, make_job
 
     spec = get_spec(args.method)
-    command = "lesionseg " + " ".join(sys.argv[1:])
     if spec.training is None:
-        if not args.data.is_dir():
-            raise InputError(f"training data folder {args.data} does not exist")
-        check_output_folder(args.output, args.overwrite)  # before training, not after its minutes or hours
-        args.command_line = command
-        folder = spec.segmenter.train(args)
-    else:
-        training = spec.load("training")
-        job = make_job(spec.name, args.data, args.output, CommonTrainSettings.from_namespace(args),
-                       training.settings.from_namespace(args), args.overwrite, command, training.stratify)
-        folder = training.train(job)
+        raise InputError(f"method {spec.name!r} has no training command")
+    command = getattr(args, "command_line", "lesionseg " + " ".join(sys.argv[1:]))
+    training = spec.load("training")
+    job = make_job(spec.name, args.data, args.output, CommonTrainSettings.from_namespace(args),
+                   training.settings.from_namespace(args), args.overwrite, command, training.stratify)
+    job.progress = args.progress == "bar"
+    folder = training.train(job)
     print(f"model written to {folder.path}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..errors import InputError, LesionSegWarning
 from ..geometry import IndexBox, box_to_index
 from ..image import Image
 from ..modelfolder import ModelFolder
+from ..options import Options, option
 from ..prompts import Box, Prompt
 from ..refiners import DenseCRFRefiner, GrabCutRefiner, chain, label_image
 from ..registry import register
@@ -76,8 +78,30 @@ def threshold_in_box(image: Image, box: Box, hu: float = -400.0) -> Image:
     return label_image(image, out)
 
 
-@register("classical-box", prompt="box", needs_weights=False,
-          summary="Classical baseline: GrabCut + DenseCRF inside the box")
+@dataclass(frozen=True)
+class ClassicalBoxOptions(Options):
+    """Predict-time settings of ``classical-box`` (flags ``--iterations``, ``--margin-mm``, ``--window``,
+    ``--no-crf``)."""
+
+    iterations: int = option(5, "GrabCut iterations per slice", advanced=True)
+    margin_mm: float = option(10.0, "in-plane margin around the box from which GrabCut learns the background",
+                              unit="mm", advanced=True)
+    window: Optional[tuple[float, float]] = option(None, "intensity window LO HI (default: 1st-99th percentile of "
+                                                         "the cropped region)", metavar=("LO", "HI"), advanced=True)
+    crf: bool = option(True, "refine GrabCut's label with DenseCRF")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.iterations, bool) or self.iterations < 1:
+            raise InputError(f"{self.flag('iterations')} must be >= 1, got {self.iterations}")
+        if not self.margin_mm >= 0:
+            raise InputError(f"{self.flag('margin_mm')} must be >= 0, got {self.margin_mm}")
+        if self.window is not None and not self.window[1] > self.window[0]:
+            raise InputError(f"{self.flag('window')} needs LO < HI, got {self.window}")
+
+
+@register("classical-box", prompt="box", needs_weights=False, classes=("background", "lesion"),
+          summary="Classical baseline: GrabCut + DenseCRF inside the box",
+          evaluation="lesionseg.methods.tsfcn.evaluate:ClassicalBoxEvaluation")
 class ClassicalBox(Segmenter):
     """GrabCut initialised from the box, then DenseCRF, slice by slice on axial slices.
 
@@ -89,23 +113,36 @@ class ClassicalBox(Segmenter):
 
     Args:
         model: unused (no weights). device: unused (CPU libraries).
-        iterations: GrabCut iterations per slice.
-        margin_mm: in-plane margin around the box.
-        window: ``(lo, hi)`` intensity window; default: 1st-99th percentile of the cropped region.
-        crf: the DenseCRF step (default :class:`~lesionseg.refiners.DenseCRFRefiner` with its defaults);
-            ``use_crf=False`` skips it.
+        options: :class:`ClassicalBoxOptions` (GrabCut iterations, margin, window, whether to run DenseCRF).
+        iterations, margin_mm, window, use_crf: the same settings as keywords (they override ``options``).
+        crf: the DenseCRF step (default :class:`~lesionseg.refiners.DenseCRFRefiner` with its defaults).
     """
 
-    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu", iterations: int = 5,
-                 margin_mm: float = 10.0, window: Optional[tuple[float, float]] = None,
-                 crf: Optional[DenseCRFRefiner] = None, use_crf: bool = True) -> None:
-        super().__init__(model, device)
-        if margin_mm < 0:
-            raise InputError("margin_mm must be >= 0")
-        self.margin_mm = float(margin_mm)
-        steps = [GrabCutRefiner(iterations, window=window, margin_mm=margin_mm)]
-        if use_crf:
-            steps.append(crf if crf is not None else DenseCRFRefiner(window=window, margin_mm=margin_mm))
+    Options = ClassicalBoxOptions
+
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
+                 options: Optional[ClassicalBoxOptions] = None, *, iterations: Optional[int] = None,
+                 margin_mm: Optional[float] = None, window: Optional[tuple[float, float]] = None,
+                 crf: Optional[DenseCRFRefiner] = None, use_crf: Optional[bool] = None) -> None:
+        super().__init__(model, device, options)
+        given = {"iterations": iterations, "margin_mm": margin_mm, "window": window, "crf": use_crf}
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            self.options = self.options.replace(**{k: (tuple(v) if k == "window" else v) for k, v in given.items()})
+        self._crf = crf
+        self._apply_options()
+
+    @property
+    def margin_mm(self) -> float:
+        return float(self.options.margin_mm)
+
+    def _apply_options(self) -> None:
+        """Build the GrabCut (+ DenseCRF) chain of the current options."""
+        o = self.options
+        steps = [GrabCutRefiner(o.iterations, window=o.window, margin_mm=o.margin_mm)]
+        if o.crf:
+            steps.append(self._crf if self._crf is not None else DenseCRFRefiner(window=o.window,
+                                                                                  margin_mm=o.margin_mm))
         self.refiner = chain(*steps)
 
     def predict(self, prompt: Prompt = None) -> Image:

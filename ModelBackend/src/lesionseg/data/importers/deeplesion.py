@@ -3,8 +3,8 @@ axes only) and the MedSAM2 3D sub-volumes (``deeplesion-3d``: CT windowed to uin
 
 DeepLesion gives no patient position: a volume's origin is 0 and its direction the identity, so distances and
 the RECIST prompts are physical (mm, from ``Spacing_mm_px_``) but positions are relative to the first voxel.
-Patients are named ``DL<Patient_index:06d>`` in both importers (as :mod:`lesionseg.methods.recist.dataset`
-names them), so one patient's cases stay together.
+Patients are named ``DL<Patient_index:06d>`` in both importers (as recist-coseg's model cards name held-out
+patients), so one patient's cases stay together.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ DL_EXPECTED = ("the DeepLesion release: SRC/DL_info.csv and SRC/Images_png/<pati
                "(16-bit PNG, HU + 32768)")
 
 UINT8_WINDOW_HU = (-175.0, 275.0)
-"""The window the MedSAM2 sub-volumes map linearly to 0..255 (``lesionseg.methods.recist.dataset``)."""
+"""The window the MedSAM2 sub-volumes map linearly to 0..255."""
 WIN_SUFFIX, MASK_SUFFIX = "_img_uint8win.nii.gz", "_lesion_mask.nii.gz"
 DL3D_EXPECTED = "SRC/<name>_img_uint8win.nii.gz with SRC/<name>_lesion_mask.nii.gz (the MedSAM2 DeepLesion sub-volumes)"
 
@@ -222,8 +222,8 @@ def _medsam_cases(source: Path) -> list[tuple[str, Path, Path, str]]:
 
 
 def window_to_hu(pixels: np.ndarray) -> np.ndarray:
-    """uint8 window values -> HU, float32: ``-175 + v * 450 / 255``, the very arithmetic of
-    :func:`lesionseg.methods.recist.dataset.load_case` (so the recist method sees the same values)."""
+    """uint8 window values -> HU, float32: ``-175 + v * 450 / 255``, the very arithmetic of recist-coseg's reader
+    before the dataset convention (so its shipped model sees the same values)."""
     arr = np.asarray(pixels).astype(np.float32)
     lo, hi = UINT8_WINDOW_HU
     return lo + arr * (hi - lo) / 255.0

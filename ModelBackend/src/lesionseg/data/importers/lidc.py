@@ -25,7 +25,7 @@ LIDC_REFERENCE = ("Armato SG III, McLennan G, Bidaut L, et al. The Lung Image Da
 
 def patient_of(voi: str) -> str:
     """The LIDC patient of a VOI name: ``LIDC-IDRI-0011_R_10`` -> ``LIDC-IDRI-0011``; else the part before the
-    first ``_R_`` (the rule of :func:`lesionseg.methods.tsfcn.data.patient_of`, kept here without torch)."""
+    first ``_R_`` (the rule TS-FCN's own data reader used before the dataset convention)."""
     match = re.match(r"(LIDC-IDRI-\d+)", voi)
     return match.group(1) if match else voi.split("_R_")[0]
 

@@ -1,101 +1,121 @@
-"""L2SNet training data: a folder of whole-body PET/CT cases, the synthetic cohort that fills one, loading to
-the working grid, and the sampling of 2D coronal slices (localisation) and 3D patches (segmentation).
+"""L2SNet training data: the synthetic whole-body PET/CT dataset, a dataset case on the working grid, and the
+sampling of 2D coronal slices (localisation) and 3D patches (segmentation).
 
-Folder layout (what ``lesionseg train autopet-l2snet --data DIR`` reads; real data can use it too)::
-
-    DIR/<case>_pet.nii.gz     PET in SUV (float)
-    DIR/<case>_ct.nii.gz      CT in HU, any grid overlapping the PET
-    DIR/<case>_label.nii.gz   uint8 0 background, 1 lesion, on the PET grid
-    DIR/cohort.json           provenance; the synthetic generator writes ``"synthetic": true``
-
-``python -m lesionseg.methods.autopet.data -o DIR --cases 40 --seed 0`` writes the seeded synthetic cohort of
-:func:`lesionseg.phantoms.wholebody.wholebody_petct` (half the cases without lesions);
-``... -o DIR --sts ../shared/data/ibsi-sts-petct --names STS_001 STS_002`` copies real IBSI PET/CT crops into the
-layout (no ``cohort.json``: the data is real), e.g. to fine-tune with ``lesionseg train ... --base M --finetune``.
-Arrays are ``[k, j, i]``.
+Training and evaluation read the one dataset convention (:mod:`lesionseg.data`): channels ``("PET", "CT")`` on
+the PET grid (PET in SUV, CT in HU), label 0 background / 1 lesion, as ``lesionseg data import autopet`` (the
+FDG-PET-CT-Lesions release) and ``lesionseg data import ibsi-sts`` (the IBSI sarcoma crops) write it.
+``lesionseg data synthetic autopet-l2snet -o DIR --cases 40 --seed 0`` writes the seeded synthetic cohort of
+:func:`lesionseg.phantoms.wholebody.wholebody_petct` (half the cases without lesions, cases ``wb_000``...,
+``"synthetic": true``): the same phantoms, seeds and case names as the cohort writer before the dataset
+convention, with the CT on the PET grid exactly as :func:`lesionseg.pet.pair_pet_ct` puts it there (linear,
+-1000 HU outside; the phantom's CT shares the PET grid, so its voxels are unchanged). Arrays are ``[k, j, i]``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from ... import progress
-from ...errors import InputError, OutputExistsError
-from ...io import output_folder, read_image, write_image
+from ...data import Case
+from ...data.labels import apply as apply_labels
+from ...data.synthetic import Generator
+from ...errors import InputError
+from ...options import Settings, option
 from ...resample import resample_to_grid
 from .segmenter import CORONAL_AXIS, L2SPreprocessing, scale, to_working_grid
 
 log = logging.getLogger(__name__)
-SUFFIXES = {"pet": "_pet.nii.gz", "ct": "_ct.nii.gz", "label": "_label.nii.gz"}
+LABELS = {"background": 0, "lesion": 1}
 LESION_SLICE_FRACTION = 0.2
 """Share of localisation training slices that contain lesion (the paper re-samples to about 1/5)."""
 MAX_ROTATION_DEG = 15.0
 """Localisation slices are rotated by an angle drawn uniformly from +-this (the paper: "random rotation")."""
 
 
-@dataclass
-class Case:
-    """One case of a data folder: its PET (SUV), CT (HU) and label files."""
+@dataclass(frozen=True)
+class SyntheticSettings(Settings):
+    """Flags of ``lesionseg data synthetic autopet-l2snet``: the cohort of :func:`wholebody_cohort` and the
+    phantom grid (``shape`` ``(K, J, I)`` voxels, ``spacing`` along ``(i, j, k)`` in mm; the defaults are the
+    phantom's own, 4 mm head to thigh; tests use coarse, small grids)."""
 
-    name: str
-    pet: Path
-    ct: Path
-    label: Path
+    cases: int = option(40, "number of phantoms (half of them with lesions)")
+    seed: int = option(0, "cohort seed (each case's seed derives from it and the case index)")
+    shape: tuple[int, int, int] = option((256, 64, 100), "phantom grid, voxels (default 256 64 100)",
+                                         metavar=("K", "J", "I"), advanced=True)
+    spacing: tuple[float, float, float] = option((4.0, 4.0, 4.0), "voxel size along i, j, k (default 4 4 4)",
+                                                 unit="mm", metavar=("SI", "SJ", "SK"), advanced=True)
 
-    @property
-    def positive(self) -> bool:
-        """The label holds lesion voxels."""
-        return bool((read_image(self.label).array > 0).any())
-
-
-def list_cases(folder: Path) -> list[Case]:
-    """The complete cases of a data folder, sorted by name (:class:`InputError` when there are none)."""
-    folder = Path(folder)
-    cases = []
-    for label in sorted(folder.glob(f"*{SUFFIXES['label']}")):
-        name = label.name[: -len(SUFFIXES["label"])]
-        pet, ct = folder / f"{name}{SUFFIXES['pet']}", folder / f"{name}{SUFFIXES['ct']}"
-        if pet.exists() and ct.exists():
-            cases.append(Case(name, pet, ct, label))
-    if not cases:
-        raise InputError(f"{folder} holds no autopet-l2snet cases (<case>_pet.nii.gz, <case>_ct.nii.gz, "
-                         f"<case>_label.nii.gz); write the synthetic cohort with "
-                         f"'python -m lesionseg.methods.autopet.data -o {folder}'")
-    return cases
+    def __post_init__(self) -> None:
+        if isinstance(self.cases, bool) or self.cases < 1:
+            raise InputError(f"{self.flag('cases')} must be >= 1, got {self.cases}")
+        if self.seed < 0:
+            raise InputError(f"{self.flag('seed')} must be >= 0, got {self.seed}")
 
 
-def write_cohort(folder: Path, n_cases: int, seed: int = 0, overwrite: bool = False, **phantom) -> list[dict]:
-    """Write the seeded synthetic cohort (PET, CT, label per case and ``cohort.json``) into ``folder``.
-
-    ``phantom`` keyword arguments (``shape``, ``spacing``, ...) go to :func:`wholebody_petct` (tests use small
-    grids). Assembled in a temporary sibling folder and renamed at the end (:func:`lesionseg.io.output_folder`).
-    """
+def write_synthetic(output: Path, settings: SyntheticSettings, overwrite: bool = False) -> Path:
+    """Write the seeded synthetic cohort as a dataset (``imagesTr/wb_000_0000.nii.gz`` PET in SUV, ``_0001`` CT
+    in HU on the PET grid, ``labelsTr/wb_000.nii.gz``); ``dataset.json`` says ``"synthetic": true`` and lists
+    each phantom's seed and lesions. Atomic (:class:`lesionseg.data.DatasetWriter`); returns ``output``."""
+    from ...data import DatasetWriter
+    from ...pet import pair_pet_ct
     from ...phantoms.wholebody import wholebody_cohort, wholebody_petct
 
-    specs = wholebody_cohort(n_cases, seed)
-    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    specs = wholebody_cohort(settings.cases, settings.seed)
+    phantom = {"shape": tuple(settings.shape), "spacing": tuple(settings.spacing)}
+    meta = {"name": "autopet-l2snet synthetic whole-body PET/CT",
+            "description": "Seeded whole-body FDG-PET/CT phantoms (lesionseg.phantoms.wholebody), half of them with "
+                           "1-6 lesions; PET in SUV, CT in HU on the PET grid, label 1 = lesion.",
+            "licence": "generated by LesionSeg", "synthetic": True,
+            "generator": "lesionseg.phantoms.wholebody.wholebody_petct", "seed": settings.seed,
+            "phantom": {k: list(v) for k, v in phantom.items()}}
     records = []
-    with output_folder(folder, overwrite) as work, \
+    with DatasetWriter(output, ("PET", "CT"), LABELS, meta=meta, overwrite=overwrite,
+                       command=f"lesionseg data synthetic autopet-l2snet --cases {settings.cases} "
+                               f"--seed {settings.seed}") as ds, \
             progress.task("synthetic whole-body cohort", total=len(specs)) as tick:
         for n, spec in enumerate(specs):
             pet, ct, label, info = wholebody_petct(seed=spec["seed"], with_lesions=spec["with_lesions"], **phantom)
-            for key, image in (("pet", pet), ("ct", ct), ("label", label)):
-                write_image(image, work / f"{spec['case']}{SUFFIXES[key]}")
-            records.append({**spec, "info": info})
+            ds.add(spec["case"], [pet, pair_pet_ct(pet, ct)], label)
+            records.append({**spec, "lesions": [{k: lesion.get(k) for k in ("kind", "organ", "diameter_mm",
+                                                                            "volume_ml")}
+                                                for lesion in info["lesions"]]})
             tick(n + 1, len(specs))
-        (work / "cohort.json").write_text(json.dumps(
-            {"synthetic": True, "generator": "lesionseg.phantoms.wholebody.wholebody_petct", "seed": seed,
-             "phantom": {k: list(v) if isinstance(v, (tuple, list)) else v for k, v in phantom.items()},
-             "cases": records}, indent=1, default=str) + "\n")
-    return records
+        ds.meta["phantoms"] = json.loads(json.dumps(records, default=str))
+    log.info("wrote %d synthetic cases (%d with lesions) to %s", len(records),
+             sum(r["with_lesions"] for r in records), output)
+    return Path(output)
+
+
+SYNTHETIC = Generator(SyntheticSettings, write_synthetic,
+                      "seeded synthetic whole-body PET/CT phantoms (half with lesions), channels PET, CT")
+"""The spec's ``synthetic`` generator (``lesionseg data synthetic autopet-l2snet``)."""
+
+
+def pet_ct_files(case: Case) -> tuple[Path, Path]:
+    """The case's PET and CT files: the channels named "PET" and "CT" (any case), else channels 0 and 1."""
+    names = [n.lower() for n in case.channel_names]
+    if "pet" in names and "ct" in names:
+        return case.image("PET"), case.image("CT")
+    if len(case.images) < 2:
+        raise InputError(f"case {case.name} has {len(case.images)} channel(s); autopet-l2snet needs PET and CT")
+    return case.images[0], case.images[1]
+
+
+def lesion_mask(case: Case, label_map: Mapping[int, Sequence[int]]) -> np.ndarray:
+    """The case's label mapped onto the method's classes (:func:`lesionseg.data.labels.apply`), as bool."""
+    label = case.read_label()
+    return apply_labels(label.array, label_map) > 0
+
+
+def is_positive(case: Case, label_map: Mapping[int, Sequence[int]]) -> bool:
+    """Whether the case has lesion voxels (the split's strata: positives and negatives dealt separately)."""
+    return bool(lesion_mask(case, label_map).any())
 
 
 @dataclass
@@ -117,23 +137,29 @@ class Volume:
         self.body_slices = np.setdiff1d(np.flatnonzero(self.pet.any(axis=other)), self.lesion_slices)
 
 
-def load_case(case: Case, prep: L2SPreprocessing) -> Volume:
-    """``case`` on the working grid of ``prep`` (label by nearest neighbour); the PET is taken as SUV."""
-    pet, label = read_image(case.pet), read_image(case.label)
+def load_case(case: Case, prep: L2SPreprocessing, label_map: Mapping[int, Sequence[int]]) -> Volume:
+    """``case`` on the working grid of ``prep`` (label by nearest neighbour); the PET is taken as SUV, the
+    label mapped with ``label_map`` (any class > 0 is lesion)."""
+    from ...io import read_image
+
+    pet_path, ct_path = pet_ct_files(case)
+    pet, label = read_image(pet_path), case.read_label()
     if not label.same_grid(pet):
-        raise InputError(f"{case.label.name} is not on the grid of {case.pet.name}")
-    pet_work, ct_work = to_working_grid(pet, read_image(case.ct), prep)
+        raise InputError(f"case {case.name}: the label is not on the grid of its PET")
+    label = label.with_array((apply_labels(label.array, label_map) > 0).astype(np.uint8))
+    pet_work, ct_work = to_working_grid(pet, read_image(ct_path), prep)
     lab = resample_to_grid(label, pet_work, "nearest", 0).array > 0
     return Volume(case.name, scale(pet_work.array, prep.pet_window), scale(ct_work.array, prep.ct_window),
                   lab.astype(np.uint8))
 
 
-def load_volumes(cases: Sequence[Case], prep: L2SPreprocessing) -> list[Volume]:
+def load_volumes(cases: Sequence[Case], prep: L2SPreprocessing,
+                 label_map: Mapping[int, Sequence[int]]) -> list[Volume]:
     """:func:`load_case` of every case, with progress."""
     out = []
     with progress.task("loading cases", total=len(cases)) as tick:
         for n, case in enumerate(cases):
-            out.append(load_case(case, prep))
+            out.append(load_case(case, prep, label_map))
             tick(n + 1, len(cases))
     return out
 
@@ -213,62 +239,3 @@ def sample_patch(volume: Volume, patch: Sequence[int], rng: np.random.Generator,
         parts = [p[..., ::-1] for p in parts]
     pet, ct, label, cue = (np.ascontiguousarray(p, np.float32) for p in parts)
     return np.stack([pet, ct]), label, 1.0 + cue
-
-
-def held_out(cases: Sequence[Case], seed: int = 0, val_fraction: float = 0.0, folds: int = 0,
-             fold: int = 0) -> list[str]:
-    """Names of the cases kept aside: fold ``fold`` of ``folds`` (dealt round-robin, positives first, seeded),
-    or a seeded ``val_fraction`` of each of positives and negatives (at least one case when > 0)."""
-    rng = np.random.default_rng(seed)
-    groups = [sorted(c.name for c in cases if c.positive), sorted(c.name for c in cases if not c.positive)]
-    if folds:
-        if not 2 <= folds <= len(cases) or not 0 <= fold < folds:
-            raise InputError(f"need 2 <= --folds <= {len(cases)} and 0 <= --fold < --folds")
-        order = [g[i] for g in groups for i in rng.permutation(len(g))]
-        return sorted(order[fold::folds])
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    out = [g[i] for g in groups for i in rng.permutation(len(g))[: int(round(val_fraction * len(g)))]]
-    if val_fraction > 0 and not out:
-        out = [cases[int(rng.integers(len(cases)))].name]
-    return sorted(out)
-
-
-def copy_sts_cases(sts: Path, folder: Path, names: Sequence[str]) -> list[str]:
-    """Copy IBSI crops ``sts/<name>/{PET_image,CT_image,PET_mask}.nii.gz`` into ``folder`` in this module's layout
-    (``<name>_pet``, ``_ct``, ``_label``; the mask is on the PET grid). Returns the names copied."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        source = Path(sts) / name
-        if not (source / "PET_image.nii.gz").is_file():
-            raise InputError(f"{source} holds no PET_image.nii.gz (an IBSI STS crop folder is expected)")
-        for key, file in (("pet", "PET_image"), ("ct", "CT_image"), ("label", "PET_mask")):
-            target = folder / f"{name}{SUFFIXES[key]}"
-            if target.exists():
-                raise OutputExistsError(f"{target} exists")
-            shutil.copyfile(source / f"{file}.nii.gz", target)
-    return list(names)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the synthetic whole-body PET/CT cohort for autopet-l2snet, "
-                                                 "or copy real IBSI STS crops into the same layout.")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--cases", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--sts", type=Path, help="ibsi-sts-petct folder: copy --names from it instead")
-    parser.add_argument("--names", nargs="+", default=[], help="STS cases to copy (e.g. STS_001 STS_002)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.sts:
-        log.info("copied %s to %s", ", ".join(copy_sts_cases(args.sts, args.output, args.names)), args.output)
-        return 0
-    records = write_cohort(args.output, args.cases, args.seed, args.overwrite)
-    log.info("wrote %d synthetic cases (%d with lesions) to %s", len(records),
-             sum(r["with_lesions"] for r in records), args.output)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,7 +5,7 @@ Rows have :mod:`lesionseg.lesions`' fields (``id`` 1 = largest, ``voxels``, ``vo
 ``centroid_lps``, ``bbox_ijk``, ``suv_max``, ``suv_mean``, ``suv_peak``, ``tlg_ml``); lesions are 18-connected by
 default, the autoPET evaluation's choice, so the table counts the lesions that FPV/FNV count. The MIP picture
 (:mod:`.mip`) numbers its outlines with the same ids (:func:`lesion_ids`). :func:`write_table` writes the shared
-CSV or JSON format atomically.
+CSV or JSON format atomically; :func:`write_output` is ``lesionseg predict autopet-l2snet --table``.
 """
 from __future__ import annotations
 
@@ -60,3 +60,10 @@ def write_table(rows: Sequence[dict], path: str | Path, overwrite: bool = False)
         InputError: another suffix or a missing folder. OutputExistsError: the file exists.
     """
     return lesions.write_lesion_table(rows, path, method=METHOD, mean_units=SUV_UNITS, overwrite=overwrite)
+
+
+def write_output(segmenter, label: Image, path: str | Path, overwrite: bool = False) -> Path:
+    """``--table`` of ``lesionseg predict autopet-l2snet`` (the spec's output writer): the lesion table of
+    ``label`` with the PET given to ``segmenter.set_image`` (SUV) as image and SUV source, written by
+    :func:`write_table`."""
+    return write_table(lesion_table(label, segmenter.image), path, overwrite=overwrite)

@@ -9,7 +9,8 @@ LPS axes, without resampling. Matplotlib (Agg, no display) draws it; the file is
 
 Layout (pixels, at :data:`DPI`): a ``TOP_PX`` band for the title, the MIP ``height_px - TOP_PX - BOTTOM_PX``
 high and as wide as its physical aspect asks, then ``GAP_PX``, a ``BAR_PX`` colour bar and ``RIGHT_PX`` for
-its labels: :func:`mip_size` gives the PNG's ``(width, height)``.
+its labels: :func:`mip_size` gives the PNG's ``(width, height)``. :func:`write_output` is ``lesionseg predict
+autopet-l2snet --mip``.
 """
 from __future__ import annotations
 
@@ -122,6 +123,13 @@ def coronal_mip_png(suv: Image, label: Optional[Image], path: str | Path, title:
     atomic_write_bytes_via(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"), overwrite)
     return path
 
+
+
+def write_output(segmenter, label: Image, path: str | Path, overwrite: bool = False) -> Path:
+    """``--mip`` of ``lesionseg predict autopet-l2snet`` (the spec's output writer): :func:`coronal_mip_png` of
+    the PET given to ``segmenter.set_image`` with ``label`` outlined, titled with the method and its mode."""
+    return coronal_mip_png(segmenter.image, label, path, title=f"{segmenter.name} ({segmenter.mode})",
+                           overwrite=overwrite)
 
 def _outline(ax, label: Image, connectivity: int) -> None:
     """Red outlines of the projected lesions and, right of each lesion's projected box, its table id."""

@@ -26,10 +26,13 @@ Whole-Body PET/CT Images", autoPET-II 2023). ``set_image(pet_suv, ct)`` does all
      and ``P > 0.5`` elsewhere (``--no-adaptive`` turns it off).
 
 :meth:`L2SNetSegmenter.location_cue` and :meth:`L2SNetSegmenter.probability` give the maps on the PET grid.
+Predict-time settings are :class:`L2SOptions` (PET units for :func:`read_inputs`, ``mode``, ``adaptive``); the
+extra outputs of ``lesionseg predict`` (``--table``, ``--mip``) are written by :func:`.lesion_table.write_output`
+and :func:`.mip.write_output`. Training (:mod:`.train`), evaluation (:mod:`.evaluate`) and the synthetic dataset
+(:mod:`.data`) are named in the spec by reference; this module imports none of them.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +41,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ...errors import InputError, OutputExistsError, WeightsError
+from ...errors import InputError, WeightsError
 from ...image import Image
 from ...inference import inference_context, prepare_for_inference, slice_wise, sliding_window
 from ...modelfolder import CardSettings, ModelFolder
+from ...options import Options, option
 from ...prompts import Prompt
-from ...registry import register
+from ...registry import OutputSpec, register
 from ...resample import resample_to_grid, world_bounds
 from ...segmenter import Segmenter
+from ...suv import UNITS
 from .network import L2SLocNet  # noqa: F401  (registers the card name "L2SLocNet" with build_network)
 
 log = logging.getLogger(__name__)
@@ -93,6 +98,68 @@ class L2SPreprocessing(CardSettings):
             raise InputError("spacing_mm must be > 0, loc_size and seg_patch >= 8 voxels and batch_size >= 1")
         if not 0 <= self.overlap < 1 or not 0 < self.adaptive_threshold <= self.threshold < 1:
             raise InputError("need 0 <= overlap < 1 and 0 < adaptive_threshold <= threshold < 1")
+
+
+@dataclass(frozen=True)
+class L2SOptions(Options):
+    """Predict-time settings of ``autopet-l2snet`` (the flags of ``lesionseg predict autopet-l2snet``).
+
+    The PET fields say how :func:`read_inputs` turns the PET file into SUVbw (:func:`lesionseg.pet.read_pet`:
+    a DICOM folder converts from its tags; a NIfTI/NRRD/MHA file needs ``pet_units`` "suv", or "bqml" with
+    ``weight_kg`` and the dose); the Slicer panel sets them from its own units box. ``mode`` picks the ablation
+    row :meth:`L2SNetSegmenter.predict` returns (None: "l2snet" when the model has both networks, "2d" for a
+    localisation-only model, else "3d"); ``adaptive`` the adaptive threshold in "l2snet" mode.
+    """
+
+    pet_units: str = option("auto", "what a NIfTI/NRRD/MHA PET holds: suv, or bqml (needs --weight-kg and a "
+                                    "dose); auto = DICOM only (SUV from the tags); never guessed",
+                            choices=UNITS, slicer=False)
+    weight_kg: Optional[float] = option(None, "patient weight (bqml input)", unit="kg", slicer=False)
+    dose_bq: Optional[float] = option(None, "injected dose at injection (bqml input)", unit="Bq", slicer=False)
+    decay_s: Optional[float] = option(None, "seconds from injection to scan start (0 when decay-corrected to "
+                                            "injection)", unit="s", slicer=False)
+    half_life_s: Optional[float] = option(None, "radionuclide half-life (18F: 6586.2)", unit="s", slicer=False)
+    decayed_dose_bq: Optional[float] = option(None, "dose decayed to the scan start (instead of --dose-bq/"
+                                                    "--decay-s/--half-life-s)", unit="Bq", slicer=False)
+    pet_series: Optional[str] = option(None, "SeriesInstanceUID of the PET when its DICOM folder holds several "
+                                             "series", metavar="UID", slicer=False)
+    mode: Optional[str] = option(None, "l2snet (default when the model has both networks), or an ablation row: "
+                                       "2d = localisation only, 3d = 3D net only", choices=MODES, advanced=True)
+    adaptive: bool = option(True, "lower the threshold where the location cue is > 0.5 (the adaptive threshold "
+                                  "of l2snet mode)", advanced=True)
+
+    def __post_init__(self) -> None:
+        if self.pet_units not in UNITS:
+            raise InputError(f"{self.flag('pet_units')} must be one of {', '.join(UNITS)}, not {self.pet_units!r}")
+        if self.mode is not None and self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r} ({self.flag('mode')})")
+
+
+def read_inputs(paths: Sequence[Path], options: L2SOptions, series: Sequence[str] = ()) -> tuple[Image, Image]:
+    """``(PET in SUV, CT)`` from the two paths of ``lesionseg predict autopet-l2snet PET CT`` (the spec's reader).
+
+    The PET goes through :func:`lesionseg.pet.read_pet` with ``options``' units, weight and dose (a DICOM folder
+    gives SUV from its tags); the CT through :func:`lesionseg.io.read_image` (file or DICOM folder). ``series``
+    (``--series``, repeatable) picks series from DICOM folders; when ``options.pet_series`` is not given, the one
+    ``series`` UID that the PET folder holds is the PET's.
+
+    Raises:
+        InputError: not two paths, PET units not stated for a file, missing values, PET not in SUV.
+    """
+    from ...io import list_dicom_series, read_image
+    from ...pet import read_pet
+
+    if len(paths) != 2:
+        raise InputError(f"autopet-l2snet takes two images, PET then CT; got {len(paths)}")
+    series = list(series or [])
+    pet_series = options.pet_series
+    if series and pet_series is None and Path(paths[0]).is_dir():
+        held = [uid for uid in series if uid in list_dicom_series(paths[0])]
+        pet_series = held[0] if len(held) == 1 else None
+    pet = read_pet(Path(paths[0]), units=options.pet_units, weight_kg=options.weight_kg, dose_bq=options.dose_bq,
+                   decay_s=options.decay_s, half_life_s=options.half_life_s,
+                   decayed_dose_bq=options.decayed_dose_bq, series_uid=pet_series)
+    return pet, read_image(paths[1], series or None)
 
 
 
@@ -176,17 +243,16 @@ def _on_grid(array: np.ndarray, work: Image, target: Image, units: str) -> Image
     return Image(back.array.astype(np.float32), target.spacing, target.origin, target.direction, {"units": units})
 
 
-def _check_output(path: Optional[Path], suffixes: tuple[str, ...], what: str, overwrite: bool) -> None:
-    """InputError for a wrong suffix or a missing folder, OutputExistsError for an existing file (None: no file)."""
-    if path is not None and Path(path).suffix.lower() not in suffixes:
-        raise InputError(f"the {what} must be written as {' or '.join(suffixes)}, not {Path(path).name!r}")
-    if path is not None and not Path(path).parent.is_dir():
-        raise InputError(f"output folder {Path(path).parent} does not exist")
-    if path is not None and Path(path).exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
-
-
-@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"), verbs=("lesionseg.cli_suv",),
+@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"), classes=("background", "lesion"),
+          options=L2SOptions, training="lesionseg.methods.autopet.train:TRAINING",
+          evaluation="lesionseg.methods.autopet.evaluate:L2SEvaluation",
+          synthetic="lesionseg.methods.autopet.data:SYNTHETIC",
+          reader="lesionseg.methods.autopet.segmenter:read_inputs",
+          outputs=(OutputSpec("table", (".csv", ".json"), "write the lesion table here",
+                              writer="lesionseg.methods.autopet.lesion_table:write_output"),
+                   OutputSpec("mip", (".png",), "write a coronal MIP with the lesions outlined here",
+                              writer="lesionseg.methods.autopet.mip:write_output")),
+          verbs=("lesionseg.cli_suv",), demo_case="wholebody_petct",
           summary="L2SNet (Cai et al., autoPET-II 2023): whole-body FDG-PET/CT lesions; 2D coronal localisation "
                   "-> cue-weighted 3D U-Net -> adaptive threshold; lesion table + MIP")
 class L2SNetSegmenter(Segmenter):
@@ -198,19 +264,23 @@ class L2SNetSegmenter(Segmenter):
             (with :data:`REQUIRED_PREPROCESSING`), all required: a missing one is a :class:`WeightsError`, not
             a default. The networks are loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
+        options: :class:`L2SOptions` (default: its defaults); ``mode`` and ``adaptive`` are checked against the
+            networks here (a localisation-only model cannot give "l2snet": :class:`WeightsError`).
         loc_net, seg_net, plain_net: networks to use instead of the model folder's (tests).
         preprocessing: used with the networks passed in.
-        mode: ``"l2snet"``, ``"2d"`` or ``"3d"``; None: the first of these the networks allow (a model trained
-            with ``--stage loc`` only gives ``"2d"``). adaptive: the adaptive threshold in ``"l2snet"`` mode.
+        mode, adaptive: shorthands that replace ``options.mode`` / ``options.adaptive`` when given.
     """
 
-    demo_case = "wholebody_petct"
 
     def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
-                 loc_net: Optional[torch.nn.Module] = None, seg_net: Optional[torch.nn.Module] = None,
-                 plain_net: Optional[torch.nn.Module] = None, preprocessing: Optional[L2SPreprocessing] = None,
-                 mode: Optional[str] = None, adaptive: bool = True) -> None:
-        super().__init__(model, device)
+                 options: Optional[L2SOptions] = None, *, loc_net: Optional[torch.nn.Module] = None,
+                 seg_net: Optional[torch.nn.Module] = None, plain_net: Optional[torch.nn.Module] = None,
+                 preprocessing: Optional[L2SPreprocessing] = None, mode: Optional[str] = None,
+                 adaptive: Optional[bool] = None) -> None:
+        super().__init__(model, device, options)
+        given = {k: v for k, v in (("mode", mode), ("adaptive", adaptive)) if v is not None}
+        if given:
+            self.options = self.options.replace(**{k: (bool(v) if k == "adaptive" else v) for k, v in given.items()})
         nets = {"loc": loc_net, "seg": seg_net, "plain": plain_net}
         if model is not None and not any(nets.values()):
             specs = model.require("networks", "the networks and their keyword arguments")
@@ -229,9 +299,7 @@ class L2SNetSegmenter(Segmenter):
         self._work: Optional[tuple[Image, np.ndarray]] = None
         self._maps: dict[str, np.ndarray] = {}
         self._on_pet: dict[str, Image] = {}
-        if mode is None:
-            mode = "l2snet" if {"loc", "seg"} <= set(self.nets) else ("2d" if set(self.nets) == {"loc"} else "3d")
-        self.set_mode(mode, adaptive)
+        self._apply_options()
 
     def _need(self, key: str) -> torch.nn.Module:
         """The network ``key`` ("loc", "seg", "plain"); WeightsError naming the missing file."""
@@ -249,16 +317,29 @@ class L2SNetSegmenter(Segmenter):
             return ["plain" if "plain" in self.nets else "seg"]
         return ["seg", "cue"] if adaptive else ["seg"]
 
+    def default_mode(self) -> str:
+        """The mode when ``options.mode`` is None: "l2snet" with both networks, "2d" for a localisation-only
+        model, else "3d"."""
+        if {"loc", "seg"} <= set(self.nets):
+            return "l2snet"
+        return "2d" if set(self.nets) == {"loc"} else "3d"
+
     def set_mode(self, mode: str, adaptive: bool = True) -> None:
-        """Choose the ablation row that :meth:`predict` returns (see the module docstring); checks the model
-        has the networks it needs and computes what is missing when an image is already set."""
+        """Choose the ablation row that :meth:`predict` returns (see the module docstring): the same as
+        :meth:`set_options` with ``mode`` and ``adaptive`` replaced. Checks the model has the networks it needs
+        and computes what is missing when an image is already set."""
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self.set_options(self.options.replace(mode=mode, adaptive=bool(adaptive)))
+
+    def _apply_options(self) -> None:
+        """Resolve ``options.mode``, check the networks it needs, and compute missing maps of a set image."""
+        mode, adaptive = self.options.mode or self.default_mode(), bool(self.options.adaptive)
         for key in self._needed(mode, adaptive):
             self._need("loc" if key == "cue" else key)
-        if mode == "3d" and "plain" not in self.nets:
+        if mode == "3d" and "plain" not in self.nets and self.mode != "3d":
             log.info("autopet-l2snet: no seg_plain.pt in the model; --mode 3d uses the cue-weighted 3D net at 0.5")
-        self.mode, self.adaptive = mode, bool(adaptive)
+        self.mode, self.adaptive = mode, adaptive
         if self._work is not None:
             for key in self._needed(mode, adaptive):
                 self._map(key)
@@ -331,70 +412,3 @@ class L2SNetSegmenter(Segmenter):
         work = to_working_grid(pet, None, self.prep)[0]
         cue = location_cue_array(self._need("loc"), scale(work.array, self.prep.pet_window), self.prep, self.device)
         return _on_grid(cue, work, pet, "location cue (probability)")
-
-    @classmethod
-    def add_predict_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """``lesionseg predict autopet-l2snet PET CT`` options: PET units, mode, lesion table and MIP."""
-        from ...cli_suv import add_pet_arguments
-
-        add_pet_arguments(parser, series_flag="--pet-series")
-        parser.add_argument("--mode", choices=MODES, help="l2snet (default when the model has both networks), "
-                            "or an ablation row: 2d = localisation only, 3d = 3D net only")
-        parser.add_argument("--no-adaptive", action="store_true",
-                            help="threshold 0.5 everywhere (no lower threshold where the location cue is > 0.5)")
-        parser.add_argument("--table", type=Path, help="write the lesion table here (.csv or .json)")
-        parser.add_argument("--mip", type=Path, help="write a coronal MIP with the lesions outlined here (.png)")
-
-    def apply_predict_args(self, args: argparse.Namespace) -> None:
-        """Apply :meth:`add_predict_arguments`' options; checks the extra outputs before any work is done."""
-        self.set_mode(getattr(args, "mode", None) or self.mode, not getattr(args, "no_adaptive", False))
-        overwrite = bool(getattr(args, "overwrite", False))
-        _check_output(getattr(args, "table", None), (".csv", ".json"), "lesion table", overwrite)
-        _check_output(getattr(args, "mip", None), (".png",), "MIP", overwrite)
-
-    @classmethod
-    def read_inputs(cls, paths: Sequence[Path], args: argparse.Namespace) -> tuple[Image, Image]:
-        """``(PET in SUV, CT)`` from the command line's two paths: the PET through
-        :func:`lesionseg.cli_suv.read_pet_from_args` (``--pet-units`` etc.; a DICOM folder gives SUV from its
-        tags), the CT with :func:`lesionseg.io.read_image` (file or DICOM folder)."""
-        from ...cli_suv import read_pet_from_args
-        from ...io import read_image
-
-        if len(paths) != 2:
-            raise InputError(f"autopet-l2snet takes two images, PET then CT; got {len(paths)}")
-        series = list(getattr(args, "series", None) or [])
-        if series and not getattr(args, "pet_series", None) and Path(paths[0]).is_dir():
-            from ...io import list_dicom_series
-
-            held = [uid for uid in series if uid in list_dicom_series(paths[0])]
-            args.pet_series = held[0] if len(held) == 1 else None
-        return read_pet_from_args(Path(paths[0]), args), read_image(paths[1], series or None)
-
-    def write_extras(self, args: argparse.Namespace, label: Image) -> list[Path]:
-        """Write ``--table`` (one row per 18-connected lesion, SUV of the set PET) and ``--mip``; returns the
-        paths written."""
-        from .lesion_table import lesion_table, write_table
-        from .mip import coronal_mip_png
-
-        written = []
-        overwrite = bool(getattr(args, "overwrite", False))
-        if getattr(args, "table", None) is not None:
-            written.append(write_table(lesion_table(label, self.image), args.table, overwrite=overwrite))
-        if getattr(args, "mip", None) is not None:
-            written.append(coronal_mip_png(self.image, label, args.mip, title=f"autopet-l2snet ({self.mode})",
-                                           overwrite=overwrite))
-        return written
-
-    @classmethod
-    def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Options of ``lesionseg train autopet-l2snet`` (see :mod:`.train`)."""
-        from .train import add_train_arguments
-
-        add_train_arguments(parser)
-
-    @classmethod
-    def train(cls, args: argparse.Namespace) -> ModelFolder:
-        """Train the localisation and/or segmentation networks (see :mod:`.train`)."""
-        from .train import train
-
-        return train(args)

@@ -1,147 +1,128 @@
-"""Evaluate ``recist-coseg`` variants against the *true* masks on held-out patients (a small Table 1).
+"""``lesionseg evaluate recist-coseg``: the network, with and without DenseCRF, against the true masks (a small
+Table 1 of the paper), on the RECIST slice.
 
-For every key slice (largest lesion area) of the held-out patients, the RECIST axes are derived from the
-true mask exactly as for training; each variant's 2D result on that slice is compared with the true mask
-of the slice: recall, precision, Dice, average symmetric surface distance (mm; the symmetric "average
-Hausdorff distance") and volumetric similarity (:mod:`lesionseg.metrics`), averaged over lesions.
+Each scored case gets one RECIST prompt per lesion: the dataset's own (``prompts.json``) where it has them, else
+the axes measured on each 18-connected lesion of the true mask on its slice of largest area, exactly as training
+measures them (:func:`.dataset.lesion_prompts`). The prediction of every prompt (their union per case) is compared
+with the true mask on the prompts' slices only, in 2D, as the paper evaluates: recall, precision, Dice, average
+symmetric surface distance (mm; the symmetric "average Hausdorff distance") and volumetric similarity
+(:mod:`lesionseg.metrics`), and the voxel counts for the global Dice.
 
-Rows: GrabCut alone (the weak training labels), each given model without and with DenseCRF, and for
-co-segmentation models the partner study: the lesion paired with itself, with the held-out lesion of
-another patient nearest in embedding space, and with a random one.
-
-Usage::
-
-    python -m lesionseg.methods.recist.evaluate --data DIR MODEL_DIR [MODEL_DIR ...] [--json OUT]
+Rows: ``network`` (no DenseCRF), ``network + DenseCRF`` (the default), and with ``--baselines`` ``GrabCut`` (the
+initial masks the network learnt from, from the same prompts; no model). Cases without a mask are never scored:
+a dataset with no labelled case at all (e.g. DeepLesion's release, RECIST axes only) is an error that says which
+data to score on.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import time
-from pathlib import Path
-from typing import Callable, Optional
+import math
+from typing import Sequence
 
 import numpy as np
 
 from ... import metrics
+from ...data import Case, Dataset
 from ...errors import InputError
+from ...evaluation import Evaluation, Predictor
+from ...geometry import recist_to_index
 from ...image import Image
-from ...modelfolder import load_model_folder
-from .dataset import Sample, load_samples, network_input
-from .segmenter import RecistCoSegSegmenter, keep_touching_axis
+from ...prompts import RecistLine
+from .dataset import lesion_prompts, recist_prompts
+from .initial_mask import grabcut_from_recist
+from .segmenter import axes_in_crop, crop_of, keep_touching_axis, slice_label
 
-log = logging.getLogger(__name__)
-METRICS = ("recall", "precision", "dice", "assd_mm", "volumetric_similarity")
-
-
-def scores(pred_slice: np.ndarray, sample: Sample) -> dict:
-    """Metrics of a ``(J, I)`` bool prediction against the sample's true slice mask."""
-    spacing = (float(sample.spacing[0]), float(sample.spacing[1]), 1.0)
-    pred = Image(pred_slice.astype(np.uint8), spacing)
-    truth = Image(sample.truth_slice.astype(np.uint8), spacing)
-    return {"recall": metrics.recall(pred, truth), "precision": metrics.precision(pred, truth),
-            "dice": metrics.dice(pred, truth), "assd_mm": metrics.assd(pred, truth),
-            "volumetric_similarity": metrics.volumetric_similarity(pred, truth)}
+SCORES = ("recall", "precision", "dice", "assd_mm", "volumetric_similarity")
+NO_MASKS = ("{root} holds no lesion mask (no labelsTr/labelsTs){prompted}: recist-coseg is scored against masks. "
+            "Score the model on a dataset with masks, e.g. DeepLesion's 3D lesion masks: 'lesionseg data import "
+            "deeplesion-3d SRC -o D3' then 'lesionseg evaluate recist-coseg --data D3 --model M' (the cases of the "
+            "patients M held out) or with --all-cases")
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Mean (NaN/inf-free) of every metric over lesions, plus the lesion count."""
-    out = {"lesions": len(rows)}
-    for key in METRICS:
-        values = np.array([r[key] for r in rows], float)
-        out[key] = float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else float("nan")
-    return out
+def grabcut(images: Sequence[Image], prompt: RecistLine) -> Image:
+    """The ``GrabCut`` baseline: the GrabCut initial mask of ``prompt`` (the weak label of training), its parts
+    touching the long axis' middle half, on the RECIST slice of ``images[0]``."""
+    image = images[0]
+    recist = recist_to_index(image, prompt)
+    frame, crop = crop_of(image, recist)
+    long_uv, short_uv = axes_in_crop(frame, recist)
+    return slice_label(image, recist.k, frame, keep_touching_axis(grabcut_from_recist(crop, long_uv, short_uv),
+                                                                   long_uv))
 
 
-def to_slice(sample: Sample, crop_mask: np.ndarray) -> np.ndarray:
-    """A crop-frame mask mapped back onto the sample's native slice, ``(J, I)`` bool."""
-    return sample.frame.paste(crop_mask.astype(np.float32)) >= 0.5
+class RecistEvaluation(Evaluation):
+    """Scores on the RECIST slice (see the module docstring)."""
 
+    def __init__(self, spec, dataset: Dataset, label_map, seed: int = 0) -> None:
+        super().__init__(spec, dataset, label_map, seed)
+        cases = dataset.cases("all") if dataset is not None else []
+        if dataset is not None and not any(c.label is not None for c in cases):
+            prompted = ", RECIST axes only" if any(recist_prompts(dataset, c.name) for c in cases) else ""
+            raise InputError(NO_MASKS.format(root=dataset.root, prompted=prompted))
+        self._slices: dict[str, list[int]] = {}
 
-def sample_long_mm(sample: Sample) -> float:
-    """Long-axis length of a sample in mm."""
-    return float(np.linalg.norm((sample.recist.long[1] - sample.recist.long[0]) * sample.spacing[:2]))
+    def rows(self, segmenter) -> dict:
+        """``network`` (DenseCRF off) and ``network + DenseCRF``, with the segmenter's other options."""
+        own = segmenter.options
+        return {"network": own.replace(use_crf=False), "network + DenseCRF": own.replace(use_crf=True)}
 
+    def baselines(self, train_cases: Sequence[Case]) -> dict[str, Predictor]:
+        """``GrabCut`` from the same prompts (no parameter is chosen on ``train_cases``)."""
+        return {"GrabCut": grabcut}
 
-def run_variant(samples: list[Sample], mask_of: Callable[[Sample], np.ndarray]) -> tuple[dict, float]:
-    """Summary of ``mask_of(sample) -> (S, S) crop mask`` over ``samples`` and the mean ms per lesion."""
-    rows, t0 = [], time.perf_counter()
-    for s in samples:
-        rows.append(scores(to_slice(s, keep_touching_axis(mask_of(s), s.frame.to_crop(s.recist.long))), s))
-    return summarise(rows), 1000 * (time.perf_counter() - t0) / max(len(samples), 1)
+    def prompts(self, case: Case, truth: Image) -> list[RecistLine]:
+        """The dataset's RECIST prompts of ``case``, else one per lesion of ``truth`` (its key slice's axes);
+        their slices are the ones :meth:`score` compares."""
+        found = recist_prompts(self.dataset, case.name) or lesion_prompts(truth)
+        self._slices[case.name] = sorted({recist_to_index(truth, p).k for p in found})
+        return found
 
+    def score(self, pred: Image, truth: Image, case: Case) -> dict:
+        """2D scores on the RECIST slices of ``case`` (:meth:`prompts`): recall, precision, Dice and volumetric
+        similarity from the voxels of all its RECIST slices, ASSD (mm) the mean over those slices (None when
+        infinite: one of the two is empty); None where undefined (no RECIST slice, an empty truth)."""
+        size = truth.size_ijk
+        planes = [(pred.crop((0, 0, k), (size[0] - 1, size[1] - 1, k)),
+                   truth.crop((0, 0, k), (size[0] - 1, size[1] - 1, k))) for k in self._slices.get(case.name, [])]
+        p = np.concatenate([(a.array > 0).ravel() for a, _ in planes]) if planes else np.zeros(0, bool)
+        t = np.concatenate([(b.array > 0).ravel() for _, b in planes]) if planes else np.zeros(0, bool)
+        both, n_p, n_t = int((p & t).sum()), int(p.sum()), int(t.sum())
+        assd = [metrics.assd(a.with_array((a.array > 0).astype(np.uint8)), b.with_array((b.array > 0).astype(np.uint8)))
+                for a, b in planes]
 
-def partner_inputs(seg: RecistCoSegSegmenter, samples: list[Sample], mode: str, seed: int) -> list[Optional[np.ndarray]]:
-    """Partner network inputs per sample: ``"self"`` (None), ``"nearest"`` (held-out lesion of another
-    patient closest in embedding), ``"random"`` (random lesion of another patient)."""
-    if mode == "self":
-        return [None] * len(samples)
-    from .pairs import embeddings
+        def ratio(num: float, den: float):
+            return round(num / den, 4) if den else None
 
-    inputs = np.stack([network_input(s.crop_hu) for s in samples])
-    emb = embeddings(seg.net, inputs)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, s in enumerate(samples):
-        others = np.array([j for j, t in enumerate(samples) if t.patient != s.patient])
-        if mode == "nearest":
-            j = others[np.argmin(np.linalg.norm(emb[others] - emb[i], axis=1))]
-        else:
-            j = rng.choice(others)
-        out.append(inputs[j])
-    return out
+        mean_assd = float(np.mean(assd)) if assd else math.nan
+        return {"recall": ratio(both, n_t), "precision": ratio(both, n_p), "dice": ratio(2 * both, n_p + n_t),
+                "assd_mm": round(mean_assd, 3) if math.isfinite(mean_assd) else None,
+                "volumetric_similarity": round(1 - abs(n_p - n_t) / (n_p + n_t), 4) if n_p + n_t else None,
+                "slices": len(planes), "overlap_voxels": both, "pred_voxels": n_p, "truth_voxels": n_t}
 
+    def summary(self, records: Sequence[dict]) -> dict:
+        """The base summary (mean, median, worst per score; global Dice), with the worst ASSD the largest."""
+        out = super().summary(records)
+        for row, entry in out.items():
+            values = [r["scores"]["assd_mm"] for r in records if r["row"] == row and r["scores"]["assd_mm"] is not None]
+            if "assd_mm" in entry and values:
+                entry["assd_mm"]["worst"] = round(float(max(values)), 4)
+            entry.pop("slices", None)
+        return out
 
-def evaluate_models(data: Path, models: list[Path], seed: int = 0) -> dict:
-    """All rows for the held-out patients recorded in the first model's card."""
-    cards = [load_model_folder(m, "recist-coseg") for m in models]
-    heldout = set(cards[0].require("training", "the training record").get("heldout_patients", []))
-    if not heldout:
-        raise InputError(f"{models[0]} records no held-out patients")
-    samples = [s for s in load_samples(data, all_slices=False) if s.patient in heldout and s.key]
-    log.info("evaluating %d held-out lesions from %d patients", len(samples), len(heldout))
-    table: dict = {}
-    table["GrabCut"], _ = run_variant(samples, lambda s: s.grabcut)
-    for folder, model in zip(models, cards):
-        seg = RecistCoSegSegmenter(model=model)
-        name = Path(folder).name
-        training = model.require("training", "the training record")
-        modes = ("self", "nearest", "random") if training.get("attention") != "none" else ("self",)
-        for mode in modes:
-            partners = partner_inputs(seg, samples, mode, seed)
-            probs = {s.name: seg.probability(s.crop_hu, p) for s, p in zip(samples, partners)}
-            suffix = "" if mode == "self" else f" (partner: {mode})"
-            table[f"{name}{suffix}"], _ = run_variant(samples, lambda s: probs[s.name] >= 0.5)
-            table[f"{name} + DenseCRF{suffix}"], _ = run_variant(
-                samples, lambda s: seg.refine_crop(s.crop_hu, probs[s.name], s.frame.pixel_mm, sample_long_mm(s)))
-    return {"heldout_patients": sorted(heldout), "lesions": len(samples), "rows": table}
+    @classmethod
+    def markdown(cls, result: dict) -> str:
+        """The paper's table: per row the cases and the mean recall, precision, Dice, ASSD and VS over cases."""
+        lines = [f"# {result['method']} on {result['dataset']}", "",
+                 f"{'Synthetic data.' if result.get('synthetic') else 'Real data.'} Models: "
+                 + ", ".join(f"`{m}`" for m in result["models"]) + f". Cases scored: {result['cases']}. 2D, on the "
+                 "RECIST slice of each lesion; mean over cases.", "",
+                 "| row | cases | recall % | precision % | Dice % | ASSD mm | VS % | global Dice % |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for row, entry in result["summary"].items():
+            def cell(key: str, scale: float = 100.0, digits: int = 1) -> str:
+                return f"{scale * entry[key]['mean']:.{digits}f}" if key in entry else "–"
 
-
-def markdown(result: dict) -> str:
-    """The table as Markdown (metrics in %, ASSD in mm)."""
-    lines = ["| variant | recall % | precision % | Dice % | ASSD mm | VS % |", "|---|---|---|---|---|---|"]
-    for name, r in result["rows"].items():
-        lines.append(f"| {name} | {100 * r['recall']:.1f} | {100 * r['precision']:.1f} | {100 * r['dice']:.1f} | "
-                     f"{r['assd_mm']:.2f} | {100 * r['volumetric_similarity']:.1f} |")
-    return "\n".join(lines)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("models", type=Path, nargs="+")
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = evaluate_models(args.data, args.models, args.seed)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['lesions']} held-out lesions, {len(result['heldout_patients'])} patients")
-    print(markdown(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+            glob = entry.get("global_dice")
+            lines.append(f"| {row} | {entry['cases']} | {cell('recall')} | {cell('precision')} | {cell('dice')} | "
+                         f"{cell('assd_mm', 1.0, 2)} | {cell('volumetric_similarity')} | "
+                         f"{'–' if glob is None else f'{100 * glob:.1f}'} |")
+        return "\n".join(lines) + "\n"

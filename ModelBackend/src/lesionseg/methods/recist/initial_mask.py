@@ -20,6 +20,9 @@ GrabCut seeding (:func:`recist_classes`), in crop pixels:
 
 With only a long axis the short axis is taken as ``assumed_ratio`` of it for the ellipse, and the
 rectangle's half-width becomes half the long axis (a circle's box): the box is derived from the long axis.
+
+Also here, because training, evaluation and the segmenter all need them without importing one another:
+:func:`slice_axes` (RECIST axes measured on a mask slice) and :func:`network_input` (a crop's two HU windows).
 """
 from __future__ import annotations
 
@@ -31,12 +34,18 @@ import numpy as np
 from scipy import ndimage
 
 from ...errors import InputError
-from ...geometry import RecistIndex
+from ...geometry import RecistIndex, world_to_index
+from ...image import Image
+from ...metrics import recist_axes
 from ...refiners import grabcut_slice, window_to_uint8
 
 CROP_SIZE = 128
 CONTEXT = 2.0
 MIN_SIDE_MM = 12.0
+LUNG_WINDOW_HU = (-1000.0, 400.0)
+SOFT_TISSUE_WINDOW_HU = (-175.0, 275.0)
+"""The network's two input channels: these HU windows of the crop, each scaled to 0..1 (the soft-tissue window
+is also the one the DeepLesion sub-volumes were stored in)."""
 
 
 @dataclass(frozen=True)
@@ -176,3 +185,26 @@ def grabcut_from_recist(crop_hu: np.ndarray, long_uv: np.ndarray, short_uv: Opti
     fg = np.isin(components, keep[keep > 0])
     fg = ndimage.binary_fill_holes(fg | sure)
     return fg
+
+
+def slice_axes(mask: Image, k: int) -> Optional[tuple[np.ndarray, Optional[np.ndarray]]]:
+    """RECIST axes of slice ``k`` of a ``(K, J, I)`` label image, measured by
+    :func:`lesionseg.metrics.recist_axes` (longest in-plane diameter, longest perpendicular chord):
+    ``(long, short)``, each ``(2, 2)`` slice pixels ``(i, j)`` (``short`` None for a zero-length chord).
+    Returns None when the slice is empty."""
+    size = mask.size_ijk
+    plane = mask.crop((0, 0, k), (size[0] - 1, size[1] - 1, k))
+    if not np.any(plane.array):
+        return None
+    axes = recist_axes(plane)
+    long_ij = world_to_index(mask, axes.long_endpoints_lps)[:, :2]
+    short_ij = world_to_index(mask, axes.short_endpoints_lps)[:, :2]
+    return long_ij, (short_ij if axes.short_mm > 0 else None)
+
+
+def network_input(crop_hu: np.ndarray) -> np.ndarray:
+    """``(2, S, S)`` float32 network input from a ``(S, S)`` (or ``(3, S, S)``: the middle is used) HU crop:
+    :data:`LUNG_WINDOW_HU` and :data:`SOFT_TISSUE_WINDOW_HU`, each scaled to 0..1."""
+    centre = crop_hu[1] if crop_hu.ndim == 3 else crop_hu
+    channels = [np.clip((centre - lo) / (hi - lo), 0.0, 1.0) for lo, hi in (LUNG_WINDOW_HU, SOFT_TISSUE_WINDOW_HU)]
+    return np.stack(channels).astype(np.float32)

@@ -28,12 +28,15 @@ def default_clusters(n_lesions: int) -> int:
 
 
 def embeddings(net: torch.nn.Module, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
-    """``(N, C)`` float32 embeddings (``net.embed``) of ``(N, C_in, S, S)`` network inputs, eval mode."""
+    """``(N, C)`` float32 embeddings (``net.embed``) of ``(N, C_in, S, S)`` network inputs, eval mode, on the
+    network's device."""
     net.eval()
+    device = next(net.parameters()).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(inputs), batch):
-            out.append(net.embed(torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch]))).numpy())
+            x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch])).to(device)
+            out.append(net.embed(x).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 

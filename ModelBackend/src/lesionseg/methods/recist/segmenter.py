@@ -11,11 +11,16 @@ for neighbouring slices too (see :class:`RecistCoSegSegmenter`).
 Partner choice at inference: by default the lesion is paired with itself, which needs
 nothing else and measured as well as pairing with another lesion (see ``docs/recist.md``). A caller that
 marked another lesion in the same study can pass its axes to :meth:`RecistCoSegSegmenter.set_partner`.
+
+The spec (``@register`` below) names the rest of the method by ``"module:attribute"``, so that this module
+imports none of them: training (:mod:`.train`), evaluation (:mod:`.evaluate`) and the ``lesionseg refine``
+verb (:mod:`.cli_refine`).
 """
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -24,12 +29,12 @@ from ...errors import InputError, WeightsError
 from ...geometry import RecistIndex, recist_to_index
 from ...image import Image
 from ...modelfolder import ModelFolder
+from ...options import Options, option
 from ...prompts import Prompt, RecistLine
 from ...refiners import DenseCRFRefiner, label_image
 from ...registry import register
 from ...segmenter import Segmenter
-from .dataset import network_input, slice_axes
-from .initial_mask import CropFrame, crop_frame, grabcut_from_recist
+from .initial_mask import CropFrame, crop_frame, grabcut_from_recist, network_input, slice_axes
 
 log = logging.getLogger(__name__)
 
@@ -109,31 +114,57 @@ def check_preprocessing(model: ModelFolder) -> None:
                                f"but this version of recist-coseg uses {value}")
 
 
-@register("recist-coseg", prompt="recist", inputs=("CT",), verbs=("lesionseg.methods.recist.cli_refine",),
+@dataclass(frozen=True)
+class RecistOptions(Options):
+    """Predict-time settings of recist-coseg (``lesionseg predict recist-coseg``, ``lesionseg evaluate``).
+
+    ``use_crf`` (``--no-crf`` turns it off): refine the network's lesion probability with DenseCRF (the paper's
+    last step; :func:`crf_for` the long axis). ``propagate``: 0 is the paper's 2D output on the RECIST slice; N
+    also segments up to N slices on each side, each from the RECIST axes measured on the previous slice's result
+    (:func:`.initial_mask.slice_axes`), keeping the parts that overlap the previous slice, until the lesion ends
+    (:data:`PROPAGATE_STOP`). ``threshold``: lesion-probability threshold without DenseCRF.
+    """
+
+    use_crf: bool = option(True, "refine the network's lesion probability with DenseCRF", flag="--crf")
+    propagate: int = option(0, "also segment up to N slices on each side, each from the RECIST axes of the "
+                               "previous slice's result (0: the RECIST slice only)", metavar="N", unit="slices")
+    threshold: float = option(0.5, "lesion-probability threshold without DenseCRF", advanced=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.propagate, bool) or not isinstance(self.propagate, int) or self.propagate < 0:
+            raise InputError(f"{self.flag('propagate')} must be a whole number >= 0, got {self.propagate!r}")
+        if isinstance(self.threshold, bool) or not 0.0 < float(self.threshold) < 1.0:
+            raise InputError(f"{self.flag('threshold')} must be a number between 0 and 1, got {self.threshold!r}")
+
+
+@register("recist-coseg", prompt="recist", inputs=("CT",), options=RecistOptions,
+          training="lesionseg.methods.recist.train:TRAINING",
+          evaluation="lesionseg.methods.recist.evaluate:RecistEvaluation",
+          verbs=("lesionseg.methods.recist.cli_refine",), demo_case="chest_ct",
           summary="RECIST line -> attention co-segmentation (trained on GrabCut masks) -> DenseCRF, 2D")
 class RecistCoSegSegmenter(Segmenter):
     """Weakly supervised RECIST-slice segmentation (Agarwal et al., arXiv 2001.08590).
 
     Args:
-        model: model folder with the :class:`~.network.RecistCoSeg` card and weights. The card's ``network``
+        model: model folder with the :class:`~.network.RecistCoSeg` card and weights. The card's network
             and ``preprocessing`` are required, and the latter's ``crop_size``, ``context`` and ``min_side_mm``
             must be the crop this code samples (:mod:`.initial_mask`); see :func:`check_preprocessing`. The
             network is loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
-        use_crf: refine the network probability with DenseCRF (default True).
+        options: :class:`RecistOptions` (default: DenseCRF on, no propagation, threshold 0.5).
+        use_crf, threshold: the same as the options of those names, for the Python API of before (given, they
+            replace ``options``' values).
         crf: a fixed DenseCRF step (default: :func:`crf_for` the prompt's long axis).
-        threshold: probability threshold without the CRF.
 
-    Attribute ``propagate`` (default 0, the paper's 2D output): also segment up to that many slices on each
-    side, each from the RECIST axes measured on the previous slice's result (``lesionseg.metrics.recist_axes``),
-    keeping the parts that overlap the previous slice; stops when the lesion ends (:data:`PROPAGATE_STOP`).
+    The attributes ``use_crf``, ``propagate`` and ``threshold`` read and set the options (checked as
+    :class:`RecistOptions` checks them): ``seg.propagate = 5`` is ``seg.set_options(seg.options.replace(
+    propagate=5))``.
     """
 
-    demo_case: ClassVar[str] = "chest_ct"
-
-    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu", use_crf: bool = True,
-                 crf: Optional[DenseCRFRefiner] = None, threshold: float = 0.5) -> None:
-        super().__init__(model, device)
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
+                 options: Optional[RecistOptions] = None, *, use_crf: Optional[bool] = None,
+                 crf: Optional[DenseCRFRefiner] = None, threshold: Optional[float] = None) -> None:
+        super().__init__(model, device, options)
         if model is None:
             raise WeightsError("recist-coseg needs a trained model folder")
         import torch
@@ -144,37 +175,38 @@ class RecistCoSegSegmenter(Segmenter):
         check_preprocessing(model)
         self.net = prepare_for_inference(model.load_network("weights.pt"), device)
         self._torch = torch
-        self.use_crf = bool(use_crf)
+        given = {k: v for k, v in (("use_crf", use_crf), ("threshold", threshold)) if v is not None}
+        if given:
+            self.set_options(self.options.replace(**given))
         self.crf = crf
-        self.threshold = float(threshold)
         self._partner: Optional[np.ndarray] = None
-        self.propagate = 0
 
-    @classmethod
-    def add_predict_arguments(cls, parser) -> None:
-        """``lesionseg predict recist-coseg`` options."""
-        parser.add_argument("--no-crf", action="store_true", help="skip the DenseCRF refinement")
-        parser.add_argument("--propagate", type=int, default=0, metavar="N",
-                            help="also segment up to N slices each side, from the axes of the previous slice")
+    @property
+    def use_crf(self) -> bool:
+        """Whether DenseCRF refines the network's probability (:attr:`RecistOptions.use_crf`)."""
+        return self.options.use_crf
 
-    def apply_predict_args(self, args) -> None:
-        """Apply the options of :meth:`add_predict_arguments`."""
-        self.use_crf = not getattr(args, "no_crf", False)
-        if getattr(args, "propagate", 0) < 0:
-            raise InputError("--propagate must be >= 0")
-        self.propagate = int(getattr(args, "propagate", 0))
+    @use_crf.setter
+    def use_crf(self, value: bool) -> None:
+        self.set_options(self.options.replace(use_crf=bool(value)))
 
-    @classmethod
-    def add_train_arguments(cls, parser) -> None:
-        from .train import add_arguments
+    @property
+    def propagate(self) -> int:
+        """Slices segmented on each side of the RECIST slice (:attr:`RecistOptions.propagate`)."""
+        return self.options.propagate
 
-        add_arguments(parser)
+    @propagate.setter
+    def propagate(self, value: int) -> None:
+        self.set_options(self.options.replace(propagate=value))
 
-    @classmethod
-    def train(cls, args) -> ModelFolder:
-        from .train import run
+    @property
+    def threshold(self) -> float:
+        """Probability threshold without DenseCRF (:attr:`RecistOptions.threshold`)."""
+        return self.options.threshold
 
-        return run(args)
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.set_options(self.options.replace(threshold=value))
 
     def _prepare(self, image: Image, *others: Image) -> None:
         self._partner = None

@@ -1,13 +1,9 @@
 """``lesionseg screen [--venous V] [--arterial A] -o OUT_DIR``: S4C screening of one case, with a report.
 
-Wraps :func:`.screen.screen_case`; prints a one-paragraph verdict and the report path on stdout. Both
-verdicts exit with status 0 (the verdict is data); bad input prints one ``error:`` line and exits with 2.
-Wire-in (in ``lesionseg.cli``; this module imports no torch, so the parser stays light)::
-
-    from .methods.s4c import cli_screen        # in build_parser, after cli_refine
-    cli_screen.add_parser(sub)
-
-    def cmd_screen(args): ...                  # lazy import + cli_screen.run(args); COMMANDS["screen"]
+Wraps :func:`.screen.screen_case`; prints a one-paragraph verdict and the report path on stdout. Every
+verdict exits with status 0 (the verdict is data); bad input prints one ``error:`` line and exits with 2.
+The s4c spec names this module in its ``verbs``: the CLI calls :func:`add_parser` and :func:`run`. It imports
+no torch, so the parser stays light.
 """
 from __future__ import annotations
 
@@ -47,14 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from ...io import read_image
     from ...registry import build
     from .screen import PHASES, check_output_folder, screen_case, verdict_paragraph
+    from .segmenter import S4COptions
 
-    given = {phase: getattr(args, phase) for phase in PHASES if getattr(args, phase) is not None}
+    paths = {"venous": args.venous, "arterial": args.arterial}
+    given = {phase: paths[phase] for phase in PHASES if paths[phase] is not None}
     if not given:
         raise InputError("give --venous and/or --arterial (one CT per phase)")
     check_output_folder(args.output, args.overwrite, list(given.values()))
-    seg = build("s4c", weights=args.weights, device=args.device)
-    if args.stride is not None:
-        seg.set_stride(args.stride)
+    seg = build("s4c", weights=args.weights, device=args.device, options=S4COptions(stride=args.stride))
     images = {}
     for phase, path in given.items():
         progress.emit_line(0.0, f"reading the {phase} phase")

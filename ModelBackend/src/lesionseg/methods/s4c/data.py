@@ -1,90 +1,98 @@
-"""S4C training data: a folder of dual-phase cases, the synthetic cohort that fills one, and patch sampling.
+"""S4C training data: the synthetic dual-phase dataset, per-phase training volumes and patch sampling.
 
-Folder layout (what ``lesionseg train s4c --data DIR`` reads; real data can use it too)::
+Datasets are in the one convention (:mod:`lesionseg.data`). S4C segments one CT phase at a time, so **every
+channel of a case is a phase and one training sample** (one network segments every phase): the synthetic
+dataset has the channels ``("venous", "arterial")`` on one grid, MSD Task07 Pancreas (``lesionseg data import
+msd``) the one channel ``CT``. Labels are mapped onto the classes background, pancreas, tumour, duct with the
+job's label map (``--labels``; by name by default, where MSD's ``cancer`` is a tumour).
 
-    DIR/<case>_arterial.nii.gz   CT (HU), optional
-    DIR/<case>_venous.nii.gz     CT (HU), optional (at least one phase per case)
-    DIR/<case>_label.nii.gz      uint8 0 background, 1 pancreas, 2 tumour, 3 dilated duct, on the venous
-                                 grid (or the arterial grid when there is no venous phase)
-    DIR/cohort.json              optional: provenance (the synthetic generator writes it)
-
-``python -m lesionseg.methods.s4c.data -o DIR --cases 40 --seed 0`` writes the seeded synthetic cohort of
-:mod:`lesionseg.phantoms.pancreas`. Every phase is one training sample: the one network segments both phases.
+``lesionseg data synthetic s4c -o DIR --cases 40 --seed 0`` writes the seeded phantoms of
+:mod:`lesionseg.phantoms.pancreas` (:data:`SYNTHETIC`): cases ``s4c_000``, ... with both phases of one
+anatomy on one grid (the phantom renders both phases on the grid of its label) and the label (0 background,
+1 pancreas, 2 tumour, 3 dilated duct); ``dataset.json`` says ``"synthetic": true`` and keeps each phantom's
+seed, kind and description under ``"phantoms"``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ... import progress
-from ...errors import InputError, OutputExistsError
-from ...image import Image
-from ...io import output_folder, read_image, write_image
+from ...data import Case, DatasetWriter
+from ...data.labels import apply as apply_labels
+from ...data.synthetic import Generator
+from ...errors import InputError
+from ...io import read_image
+from ...options import Settings, option
 from ...resample import resample_to_grid
-from .segmenter import S4CPreprocessing, normalise, to_working_grid
+from .segmenter import CLASSES, S4CPreprocessing, normalise, to_working_grid
 
 log = logging.getLogger(__name__)
-PHASES = ("arterial", "venous")
+SYNTHETIC_CHANNELS = ("venous", "arterial")
+"""Channel order of the synthetic dataset (the label is drawn on the venous grid, which both phases share)."""
+TUMOUR, DUCT = CLASSES.index("tumour"), CLASSES.index("duct")
 
 
-@dataclass
-class Case:
-    """One case of a data folder: the phase files that exist and the label file."""
+@dataclass(frozen=True)
+class SyntheticSettings(Settings):
+    """Flags of ``lesionseg data synthetic s4c``."""
 
-    name: str
-    phases: dict[str, Path]
-    label: Path
+    cases: int = option(40, "number of phantom cases (half of them normal; 3 in 10 with a tumour, 1 in 10 with a "
+                            "dilated duct, 1 in 10 with both)")
+    seed: int = option(0, "cohort seed (each case's seed is derived from it and the case index)")
 
-    @property
-    def positive(self) -> bool:
-        """Truth verdict: the label holds tumour or duct voxels."""
-        return bool(np.isin(read_image(self.label).array, (2, 3)).any())
-
-
-def list_cases(folder: Path) -> list[Case]:
-    """The cases of a data folder, sorted by name (:class:`InputError` when there are none)."""
-    folder = Path(folder)
-    cases = []
-    for label in sorted(folder.glob("*_label.nii.gz")):
-        name = label.name[: -len("_label.nii.gz")]
-        phases = {p: folder / f"{name}_{p}.nii.gz" for p in PHASES if (folder / f"{name}_{p}.nii.gz").exists()}
-        if phases:
-            cases.append(Case(name, phases, label))
-    if not cases:
-        raise InputError(f"{folder} holds no S4C cases (<case>_label.nii.gz with <case>_venous.nii.gz and/or "
-                         f"<case>_arterial.nii.gz); write the synthetic cohort with "
-                         f"'python -m lesionseg.methods.s4c.data -o {folder}'")
-    return cases
+    def __post_init__(self) -> None:
+        if isinstance(self.cases, bool) or int(self.cases) < 1:
+            raise InputError(f"{self.flag('cases')} must be >= 1, got {self.cases!r}")
+        if isinstance(self.seed, bool) or int(self.seed) < 0:
+            raise InputError(f"{self.flag('seed')} must be >= 0, got {self.seed!r}")
 
 
-def write_cohort(folder: Path, n_cases: int, seed: int = 0, overwrite: bool = False) -> list[dict]:
-    """Write the seeded synthetic cohort (both phases, label, ``cohort.json``) into ``folder``.
+def write_synthetic(output: Path, settings: SyntheticSettings, overwrite: bool = False) -> Path:
+    """Write the seeded synthetic dataset (see the module docstring) into ``output``; returns it.
 
-    Assembled in a temporary sibling folder and renamed at the end (:func:`lesionseg.io.output_folder`).
+    The same phantoms, seeds and case names as the cohort folder written before the one dataset convention
+    (``lesionseg.phantoms.pancreas.cohort`` and ``pancreas_ct``), so a cohort written before and after holds the
+    same arrays. Assembled in a temporary sibling folder and renamed at the end (:class:`DatasetWriter`).
     """
-    from ...phantoms.pancreas import cohort, pancreas_ct
+    from ...phantoms.pancreas import LABELS, cohort, pancreas_ct
 
-    specs = cohort(n_cases, seed)
-    Path(folder).parent.mkdir(parents=True, exist_ok=True)
-    records = []
-    with output_folder(folder, overwrite) as work, progress.task("synthetic cohort", total=len(specs)) as tick:
+    specs = cohort(int(settings.cases), int(settings.seed))
+    records: list[dict] = []
+    command = f"lesionseg data synthetic s4c --cases {settings.cases} --seed {settings.seed}"
+    meta = {"name": "S4C synthetic dual-phase pancreas phantoms", "synthetic": True,
+            "description": "seeded dual-phase (venous, arterial) CT phantoms of the upper abdomen with a pancreas, "
+                           "hypervascular tumours and dilated ducts (lesionseg.phantoms.pancreas)",
+            "generator": "lesionseg.phantoms.pancreas.pancreas_ct", "seed": int(settings.seed)}
+    with DatasetWriter(output, SYNTHETIC_CHANNELS, LABELS, meta=meta, overwrite=overwrite, command=command) as ds, \
+            progress.task("synthetic cohort", total=len(specs)) as tick:
         for n, spec in enumerate(specs):
             arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"])
-            write_image(arterial, work / f"{spec['case']}_arterial.nii.gz")
-            write_image(venous, work / f"{spec['case']}_venous.nii.gz")
-            write_image(label, work / f"{spec['case']}_label.nii.gz")
+            ds.add(spec["case"], [venous, arterial], label)
             records.append({**spec, "info": info})
             tick(n + 1, len(specs))
-        (work / "cohort.json").write_text(json.dumps(
-            {"synthetic": True, "generator": "lesionseg.phantoms.pancreas.pancreas_ct", "seed": seed,
-             "cases": records}, indent=1) + "\n")
-    return records
+        ds.meta["phantoms"] = records
+    log.info("wrote %d synthetic s4c cases to %s", len(specs), output)
+    return Path(output)
+
+
+SYNTHETIC = Generator(SyntheticSettings, write_synthetic,
+                      "S4C's seeded dual-phase pancreas CT phantoms (channels venous, arterial; labels pancreas, "
+                      "tumour, duct)")
+
+
+def phase_names(case: Case) -> list[str]:
+    """The phase name of each channel of ``case``: its channel name in lower case (``venous``, ``ct``)."""
+    return [name.lower() for name in case.channel_names] or [f"channel{i}" for i in range(len(case.images))]
+
+
+def positive(case: Case, label_map: Mapping[int, Sequence[int]]) -> bool:
+    """Truth verdict of a case: its label, mapped onto the classes, holds tumour or duct (the split's strata)."""
+    return bool(np.isin(apply_labels(case.read_label().array, label_map), (TUMOUR, DUCT)).any())
 
 
 @dataclass
@@ -134,15 +142,18 @@ def hide_invisible_tumours(hu: np.ndarray, label: np.ndarray, spacing_mm: float,
     return out, hidden
 
 
-def load_volumes(cases: Sequence[Case], prep: S4CPreprocessing, hide_invisible: bool = True) -> list[Volume]:
-    """Every phase of ``cases`` resampled to the working grid (labels by nearest neighbour); with
-    ``hide_invisible``, tumours a phase does not show are set to :data:`IGNORE` in that phase's labels."""
+def load_volumes(cases: Sequence[Case], label_map: Mapping[int, Sequence[int]], prep: S4CPreprocessing,
+                 hide_invisible: bool = True) -> list[Volume]:
+    """Every phase (channel) of ``cases`` resampled to the working grid, labels mapped with ``label_map`` onto
+    the classes and resampled by nearest neighbour; with ``hide_invisible``, tumours a phase does not show are
+    set to :data:`IGNORE` in that phase's labels."""
     volumes = []
     hidden = 0
     with progress.task("loading cases", total=len(cases)) as tick:
         for n, case in enumerate(cases):
-            label = read_image(case.label)
-            for phase, path in case.phases.items():
+            label = case.read_label()
+            label = label.with_array(apply_labels(label.array, label_map))
+            for phase, path in zip(phase_names(case), case.images):
                 work = to_working_grid(read_image(path), prep)
                 lab = resample_to_grid(label, work, "nearest", 0).array.astype(np.uint8)
                 if hide_invisible:
@@ -193,34 +204,3 @@ def _augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator) -> tupl
         if rng.random() < 0.5:
             img, lab = np.flip(img, axis), np.flip(lab, axis)
     return img, lab
-
-
-def folds(cases: Sequence[Case], k: int, seed: int = 0) -> list[list[str]]:
-    """``k`` disjoint lists of case names, stratified by truth verdict (positive / negative), seeded."""
-    if not 2 <= k <= len(cases):
-        raise InputError(f"cross-validation needs 2 <= k <= {len(cases)} folds, got {k}")
-    rng = np.random.default_rng(seed)
-    out: list[list[str]] = [[] for _ in range(k)]
-    slot = 0  # dealt round-robin across both groups, so fold sizes differ by at most one
-    for group in (sorted(c.name for c in cases if c.positive), sorted(c.name for c in cases if not c.positive)):
-        for idx in rng.permutation(len(group)):
-            out[slot % k].append(group[idx])
-            slot += 1
-    return [sorted(f) for f in out]
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the synthetic S4C cohort (dual-phase pancreas phantoms).")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--cases", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    records = write_cohort(args.output, args.cases, args.seed, args.overwrite)
-    log.info("wrote %d synthetic cases to %s", len(records), args.output)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -222,6 +222,17 @@ def phase_findings(label: Image, rule: ScreeningRule = ScreeningRule(), phase: s
                          round(pancreas_mm3, 2), findings, reasons, inconclusive)
 
 
+def fuse_verdicts(verdicts: Sequence[str]) -> str:
+    """The case verdict from its phases' verdicts (:func:`case_verdict`'s rule): POSITIVE when any phase is,
+    else INCONCLUSIVE when any phase is, else NEGATIVE."""
+    if not verdicts:
+        raise InputError("screening needs at least one phase (venous and/or arterial)")
+    unknown = sorted(set(verdicts) - set(VERDICTS))
+    if unknown:
+        raise InputError(f"unknown verdict(s) {unknown}; a phase is one of {', '.join(VERDICTS)}")
+    return POSITIVE if POSITIVE in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else NEGATIVE
+
+
 def case_verdict(phases: Sequence[PhaseFindings]) -> tuple[str, list[str]]:
     """Case verdict and its reasons from the phases of one case.
 
@@ -231,11 +242,10 @@ def case_verdict(phases: Sequence[PhaseFindings]) -> tuple[str, list[str]]:
     screen incomplete, and a screening tool must not call that negative (the reasons of all phases, the
     inconclusive first). NEGATIVE only when every phase showed a pancreas and no finding (all reasons).
     """
-    if not phases:
-        raise InputError("screening needs at least one phase (venous and/or arterial)")
-    if any(p.positive for p in phases):
+    verdict = fuse_verdicts([p.verdict for p in phases])
+    if verdict == POSITIVE:
         return POSITIVE, [r for p in phases if p.positive for r in p.reasons]
-    if any(p.inconclusive for p in phases):
+    if verdict == INCONCLUSIVE:
         ordered = [p for p in phases if p.inconclusive] + [p for p in phases if not p.inconclusive]
         return INCONCLUSIVE, [r for p in ordered for r in p.reasons]
     return NEGATIVE, [r for p in phases for r in p.reasons]

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from ... import progress
-from ...errors import InputError, LesionSegWarning, OutputExistsError
+from ...errors import InputError, LesionSegWarning
 from ...geometry import world_to_index
 from ...image import Image
 from ...io import check_output_folder, output_folder, write_image

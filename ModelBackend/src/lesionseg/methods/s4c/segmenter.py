@@ -11,12 +11,15 @@ Pipeline of ``set_image(ct)`` (the expensive step; ``predict()`` then returns th
    (:func:`.rules.postprocess`) removes stray pancreas parts.
 
 ``findings(phase)`` applies the screening rule (:func:`.rules.phase_findings`) to the result.
+
+The spec (``@register`` below) names the rest of the method by ``"module:attribute"``, so that this module
+imports none of them: training (:mod:`.train`), evaluation (:mod:`.evaluate`), the synthetic dual-phase
+dataset (:mod:`.data`) and the ``lesionseg screen`` verb (:mod:`.cli_screen`).
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
 import numpy as np
@@ -27,16 +30,20 @@ from ...image import Image
 from ...intensity import CT_LOW_HU, looks_like_ct
 from ...inference import fuse_batchnorm, inference_context, prepare_for_inference
 from ...modelfolder import ModelFolder
+from ...options import Options, option
 from ...prompts import Prompt
 from ...registry import register
 from ...resample import resample_to_grid, resample_to_spacing
 from ...segmenter import Segmenter
 from .network import S4CNet  # noqa: F401  (registers the card name "S4CNet" with build_network)
-from .rules import PhaseFindings, ScreeningRule, phase_findings, postprocess
+from .rules import LABELS, PhaseFindings, ScreeningRule, phase_findings, postprocess
 from .voting import majority_vote
 
 log = logging.getLogger(__name__)
-N_CLASSES = 4
+CLASSES = tuple(LABELS[value] for value in sorted(LABELS))
+"""The method's label classes in value order, background, pancreas, tumour, duct (a dataset's labels are mapped
+onto them with ``--labels``)."""
+N_CLASSES = len(CLASSES)
 REQUIRED_PREPROCESSING = ("spacing_mm", "window", "patch", "stride")
 """Card ``preprocessing`` entries a model needs; only ``batch_size`` (speed and memory) may be missing."""
 REQUIRED_RULE = ("tumour_min_mm3", "duct_min_mm3", "keep_fraction", "keep_distance_mm")
@@ -88,7 +95,28 @@ def to_working_grid(ct: Image, prep: S4CPreprocessing) -> Image:
     return resample_to_spacing(ct.with_array(ct.array.astype(np.float32)), prep.spacing_mm, "linear", -1000.0)
 
 
-@register("s4c", prompt="none", inputs=("CT",), verbs=("lesionseg.methods.s4c.cli_screen",),
+@dataclass(frozen=True)
+class S4COptions(Options):
+    """Predict-time settings of s4c (``lesionseg predict s4c``, ``lesionseg evaluate s4c``).
+
+    ``stride``: sliding-window step in working voxels, 1..the model's window edge (the range is checked when
+    the options are given to a segmenter, which knows the window); None: the model's (the paper's 20). Smaller
+    is slower and smoother; it applies from the next :meth:`S4CSegmenter.set_image`.
+    """
+
+    stride: Optional[int] = option(None, "sliding-window stride in working voxels (default: the model's, paper 20)",
+                                   metavar="N", unit="voxels")
+
+    def __post_init__(self) -> None:
+        if self.stride is not None and (isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer))):
+            raise InputError(f"{self.flag('stride')} must be a whole number of voxels, got {self.stride!r}")
+
+
+@register("s4c", prompt="none", inputs=("CT",), classes=CLASSES, options=S4COptions,
+          training="lesionseg.methods.s4c.train:TRAINING",
+          evaluation="lesionseg.methods.s4c.evaluate:S4CEvaluation",
+          synthetic="lesionseg.methods.s4c.data:SYNTHETIC",
+          verbs=("lesionseg.methods.s4c.cli_screen",), demo_case="pancreas_ct",
           summary="S4C (Zhu et al.): 4-class pancreas/tumour/duct segmentation of one CT phase -> screening verdict")
 class S4CSegmenter(Segmenter):
     """S4C segmentation of one CT phase (arterial or venous).
@@ -99,16 +127,19 @@ class S4CSegmenter(Segmenter):
             :class:`WeightsError`, not a default. The network is loaded here, so a broken folder fails before
             any image is read.
         device: ``"cpu"`` or ``"cuda"``.
+        options: :class:`S4COptions` (default: the model's stride).
         net: an already built network (instead of the model folder; tests).
         preprocessing, rule: used with ``net``.
+
+    Attributes:
+        model_prep: the model's :class:`S4CPreprocessing` (its card); ``prep``: the same with the options applied
+            (what :meth:`set_image` uses); ``rule``: the :class:`~.rules.ScreeningRule`; ``raw``: after
+            ``set_image``, the vote map on the working grid before post-processing (the plain baseline reads it).
     """
 
-    demo_case = "pancreas_ct"
-
     def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
-                 net: Optional[torch.nn.Module] = None, preprocessing: Optional[S4CPreprocessing] = None,
-                 rule: Optional[ScreeningRule] = None) -> None:
-        super().__init__(model, device)
+                 options: Optional[S4COptions] = None, net: Optional[torch.nn.Module] = None,
+                 preprocessing: Optional[S4CPreprocessing] = None, rule: Optional[ScreeningRule] = None) -> None:
         if net is None:
             if model is None:
                 raise WeightsError("s4c needs a model folder (or a network passed as net=)")
@@ -117,28 +148,33 @@ class S4CSegmenter(Segmenter):
             rule = model.settings(ScreeningRule, "rule", "the post-processing and screening thresholds",
                                   REQUIRED_RULE)
             net = fuse_batchnorm(model.load_network("weights.pt"))  # loaded for inference only
+        self.model_prep = preprocessing or S4CPreprocessing()
+        super().__init__(model, device, options)
         self.net = prepare_for_inference(net, device)
-        self.prep = preprocessing or S4CPreprocessing()
         self.rule = rule or ScreeningRule()
         self._label: Optional[Image] = None
         self.raw: Optional[Image] = None
+        self._apply_options()
 
-    @classmethod
-    def add_predict_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """``lesionseg predict s4c`` options."""
-        parser.add_argument("--stride", type=int, default=None,
-                            help="sliding-window stride in working voxels (default: the model's, paper 20)")
+    def _effective(self, options: S4COptions) -> S4CPreprocessing:
+        """The model's pre-processing with ``options`` applied (:class:`InputError` for a stride that does not
+        fit the window, from :class:`S4CPreprocessing`)."""
+        if options.stride is None:
+            return self.model_prep
+        return replace(self.model_prep, stride=int(options.stride))
 
-    def apply_predict_args(self, args: argparse.Namespace) -> None:
-        """Apply the options of :meth:`add_predict_arguments`."""
-        if getattr(args, "stride", None) is not None:
-            self.set_stride(args.stride)
+    def _check_options(self, options: Optional[Options]) -> Options:
+        checked = super()._check_options(options)
+        self._effective(checked)
+        return checked
+
+    def _apply_options(self) -> None:
+        self.prep = self._effective(self.options)
 
     def set_stride(self, stride: int) -> None:
         """Change the sliding-window stride (1..patch voxels, checked by :class:`S4CPreprocessing`); smaller is
-        slower and smoother."""
-        self.prep = S4CPreprocessing(**{**self.prep.to_dict(), "stride": int(stride),
-                                        "window": tuple(self.prep.window)})
+        slower and smoother. The same as ``set_options(options.replace(stride=stride))``."""
+        self.set_options(self.options.replace(stride=int(stride)))
 
     def _predict_windows(self, batch: np.ndarray) -> np.ndarray:
         with inference_context():
@@ -172,30 +208,3 @@ class S4CSegmenter(Segmenter):
     def findings(self, phase: str = "venous") -> PhaseFindings:
         """The screening rule applied to the current result (see :func:`.rules.phase_findings`)."""
         return phase_findings(self.predict(), self.rule, phase)
-
-    def demo_extras(self, pred: Image, truth: Image) -> dict:
-        """What ``lesionseg demo`` adds for S4C: the verdict, tumour Dice and the truth's verdict."""
-        from ...metrics import dice
-
-        found = phase_findings(pred, self.rule, "venous")
-        truth_positive = bool(np.isin(truth.array, (2, 3)).any())
-        tumour = dice(pred.with_array((pred.array == 2).astype(np.uint8)),
-                      truth.with_array((truth.array == 2).astype(np.uint8)))
-        return {"verdict": "positive" if found.positive else "negative", "tumour_dice": round(float(tumour), 4),
-                "notes": f"Dice = whole pancreas; tumour Dice {tumour:.3f}; verdict "
-                         f"{'POSITIVE' if found.positive else 'negative'} (truth "
-                         f"{'positive' if truth_positive else 'negative'})"}
-
-    @classmethod
-    def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Options of ``lesionseg train s4c`` (see :mod:`.train`)."""
-        from .train import add_train_arguments
-
-        add_train_arguments(parser)
-
-    @classmethod
-    def train(cls, args: argparse.Namespace) -> ModelFolder:
-        """Train on the synthetic cohort (see :mod:`.train`)."""
-        from .train import train
-
-        return train(args)

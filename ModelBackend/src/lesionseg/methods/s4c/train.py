@@ -1,4 +1,4 @@
-"""``lesionseg train s4c --data DIR -o MODEL``: train the S4C network on a folder of dual-phase cases.
+"""``lesionseg train s4c --data DATASET -o MODEL``: train the S4C network on a dataset of CT phases.
 
 The paper's recipe (Zhu et al.), kept where two CPU cores allow it:
 
@@ -11,41 +11,50 @@ The paper's recipe (Zhu et al.), kept where two CPU cores allow it:
 
 Changed for the CPU (a budget of minutes instead of the paper's days):
 
-* batch 2 instead of 16 (``--batch``), a wall-clock budget (``--minutes``) instead of an iteration count,
-  and 48^3 training patches (``--train-patch``; inference keeps 64^3 windows, the network is fully
+* batch 2 instead of 16 (``--batch-size``), a wall-clock budget (``--minutes``, default 10) instead of an
+  iteration count, and 48^3 training patches (``--train-patch``; inference keeps 64^3 windows, the network is fully
   convolutional);
 * patches centred on a voxel of a class drawn with probabilities background 0.25, pancreas 0.25, tumour
   0.3, duct 0.2 (the paper samples the whole volume; 5-20 mm tumours would then rarely be seen);
 * **the loss**: with the paper's plain cross-entropy and SGD, 11 CPU minutes (881 steps) learnt the pancreas
   (held-out DSC 0.67) but never the tumour or the duct -- the mean tumour probability inside tumours stayed
   at 0.03 even on training cases, because they are 0.1-0.2 % of a patch. Each output's loss is therefore
-  class-weighted cross-entropy (``--class-weights``, default 1 1 4 4) plus a soft Dice loss over the three
-  foreground classes, and the optimiser is AdamW (``--lr`` 1e-3, weight decay 5e-4, poly decay).
+  class-weighted cross-entropy (``--class-weights``, default 1 1 4 4) plus a soft Dice loss over the
+  foreground classes present in the batch (:func:`lesionseg.losses.multiclass_soft_dice_loss` with ``eps=1``
+  and the ignored voxels left out), and the optimiser is AdamW (``--lr`` 1e-3, weight decay 5e-4, poly decay).
   ``--paper-loss`` restores plain cross-entropy with SGD (lr 0.01, momentum 0.9) for comparison;
 * **per-phase visibility**: the cases carry one label for both phases, but a tumour that a phase shows
   iso-dense is not labelled there for the loss (:func:`.data.hide_invisible_tumours`, |mean HU - pancreas
   around it| < 25 HU -> ignored). With the shared label the network learnt no tumour at all (tumour
   probability 0.01-0.04 inside tumours, training cases included). ``--keep-invisible`` turns this off.
 
-One network serves both phases; every phase of every training case is a sample. ``--folds K --fold I`` holds fold ``I`` out (stratified by verdict) and records
-it in the card, for :mod:`.evaluate`'s cross-validation.
+One network serves every phase: each channel of each training case (venous and arterial in the synthetic
+dataset, the one CT of MSD Task07) is a sample (:mod:`.data`). The common flags (:mod:`lesionseg.train_job`)
+split the data: ``--folds K --fold I`` holds fold ``I`` out, stratified by verdict (tumour or duct in the
+label, :func:`.data.positive`), and the card records it for ``lesionseg evaluate s4c``'s cross-validation;
+``--init MODEL`` continues an s4c model that held out the same cases (the recipe of ``scripts/s4c_fold.sh``
+chains three runs this way); ``--resume`` continues an interrupted run from its checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
+import shutil
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ...card import ModelCard
 from ...errors import InputError
+from ...losses import multiclass_soft_dice_loss
 from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
+from ...options import Settings, option
 from ...registry import resolve_device
+from ...train_job import TrainJob, Training
 from ...training import Trainer, TrainConfig
-from .data import IGNORE, folds, list_cases, load_volumes, sample_patch
+from .data import IGNORE, load_volumes, positive, sample_patch
 from .network import S4CNet
 from .rules import LABELS, ScreeningRule
 from .segmenter import S4CPreprocessing
@@ -53,46 +62,62 @@ from .segmenter import S4CPreprocessing
 log = logging.getLogger(__name__)
 DEEP_SUPERVISION_WEIGHTS = (5.0, 2.0, 1.0)
 """Loss weights of the outputs ``[main, aux 1/2 resolution, aux 1/4 resolution]`` (paper 5 : 2 : 1)."""
+DEFAULT_MINUTES = 10.0
+"""Training budget when ``--minutes`` is not given."""
+CLASS_METAVAR = ("BG", "PANCREAS", "TUMOUR", "DUCT")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Method options of ``lesionseg train s4c``."""
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget (default 10)")
-    parser.add_argument("--batch", type=int, default=2, help="patches per step (default 2; paper 16)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="base learning rate (default 1e-3 AdamW; 0.01 SGD with --paper-loss, as the paper)")
-    parser.add_argument("--patch", type=int, default=64, help="inference window edge in voxels (paper 64)")
-    parser.add_argument("--train-patch", type=int, default=48, help="training patch edge in voxels (default 48)")
-    parser.add_argument("--class-weights", type=float, nargs=4, default=[1.0, 1.0, 4.0, 4.0],
-                        metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"), help="cross-entropy class weights")
-    parser.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
-                        help="start from this s4c model's weights (same channels; its held-out cases must match)")
-    parser.add_argument("--class-probs", type=float, nargs=4, default=[0.25, 0.25, 0.3, 0.2],
-                        metavar=("BG", "PANCREAS", "TUMOUR", "DUCT"),
-                        help="probability of centring a patch on each class (default 0.25 0.25 0.3 0.2)")
-    parser.add_argument("--keep-invisible", action="store_true",
-                        help="train on tumours also in the phase where they are iso-dense (see the docstring)")
-    parser.add_argument("--paper-loss", action="store_true",
-                        help="plain cross-entropy and SGD as in the paper (learns no tumour in a CPU budget)")
-    parser.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64],
-                        help="feature maps per level (default 8 16 32 64)")
-    parser.add_argument("--spacing", type=float, default=1.5, help="isotropic working voxel in mm (default 1.5)")
-    parser.add_argument("--folds", type=int, default=0, help="cross-validation folds (0: train on every case)")
-    parser.add_argument("--fold", type=int, default=0, help="the fold held out when --folds is given")
-    parser.add_argument("--steps-per-epoch", type=int, default=50, help="steps between log lines (default 50)")
-    parser.add_argument("--fp32", action="store_true", help="store float32 weights (default float16)")
+@dataclass(frozen=True)
+class S4CTrainSettings(Settings):
+    """The method's own flags of ``lesionseg train s4c`` (the common ones are in
+    :class:`lesionseg.train_job.CommonTrainSettings`)."""
+
+    batch_size: int = option(2, "patches per step (paper 16)")
+    lr: Optional[float] = option(None, "base learning rate (default 1e-3 with AdamW; 0.01 with SGD and "
+                                       "--paper-loss, as the paper)")
+    patch: int = option(64, "inference window edge (paper 64)", unit="voxels")
+    train_patch: int = option(48, "training patch edge", unit="voxels")
+    class_weights: tuple[float, float, float, float] = option((1.0, 1.0, 4.0, 4.0), "cross-entropy class weights "
+                                                              "(default 1 1 4 4)", metavar=CLASS_METAVAR)
+    class_probs: tuple[float, float, float, float] = option((0.25, 0.25, 0.3, 0.2), "probability of centring a "
+                                                            "patch on each class (default 0.25 0.25 0.3 0.2)",
+                                                            metavar=CLASS_METAVAR)
+    keep_invisible: bool = option(False, "train on tumours also in the phase where they are iso-dense "
+                                         "(docs/s4c.md)")
+    paper_loss: bool = option(False, "plain cross-entropy and SGD as in the paper (learns no tumour in a CPU "
+                                     "budget)")
+    channels: tuple[int, int, int, int] = option((8, 16, 32, 64), "feature maps of the four network levels "
+                                                 "(default 8 16 32 64)", metavar=("C1", "C2", "C3", "C4"))
+    spacing: float = option(1.5, "isotropic working voxel", unit="mm")
+    steps_per_epoch: int = option(50, "steps between log lines")
+    fp32: bool = option(False, "store float32 weights (default float16)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"{self.flag('batch_size')} must be >= 1, got {self.batch_size}")
+        if min(self.patch, self.train_patch) < 16:
+            raise InputError(f"{self.flag('patch')} and {self.flag('train_patch')} must be >= 16 voxels")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"{self.flag('lr')} must be > 0, got {self.lr}")
+        if min(self.class_weights) < 0 or min(self.class_probs) < 0 or not sum(self.class_probs) > 0:
+            raise InputError(f"{self.flag('class_weights')} and {self.flag('class_probs')} must be >= 0 "
+                             f"({self.flag('class_probs')} not all 0)")
+        if min(self.channels) < 1:
+            raise InputError(f"{self.flag('channels')} must be positive, got {list(self.channels)}")
+        if not self.spacing > 0 or self.steps_per_epoch < 1:
+            raise InputError(f"{self.flag('spacing')} must be > 0 and {self.flag('steps_per_epoch')} >= 1")
 
 
 class S4CTrainer(Trainer):
     """Patches sampled afresh each step; loss of :data:`DEEP_SUPERVISION_WEIGHTS`."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: int, batch: int,
-                 steps: int, class_weights: Optional[list[float]] = None, dice: bool = True,
+                 steps: int, class_weights: Optional[Sequence[float]] = None, dice: bool = True,
                  class_probs: Sequence[float] = (0.25, 0.25, 0.3, 0.2)) -> None:
         super().__init__(model, config)
         self.class_probs = tuple(class_probs)
         self.volumes, self.patch, self.batch, self.steps = volumes, patch, batch, steps
-        self.weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32,
+        self.weights = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32,
                                                                         device=config.device)
         self.dice = dice
 
@@ -110,89 +135,74 @@ class S4CTrainer(Trainer):
         return total / sum(DEEP_SUPERVISION_WEIGHTS)
 
     def _one(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Class-weighted cross-entropy plus (unless the paper's loss) the soft Dice of the foreground classes
+        present in the batch's target, ignored voxels counting for nothing (``lesionseg.losses``: classes absent
+        from the target are left out on purpose; their Dice ``eps / (sum p + eps)`` punishes any probability
+        mass anywhere, which, measured, kept the tumour probability at 0.005 inside training tumours after 3,700
+        steps while a few dozen steps on a handful of batches could raise it to 0.4)."""
         loss = F.cross_entropy(logits, target, weight=self.weights, ignore_index=IGNORE)
         if self.dice:
-            loss = loss + soft_dice_loss(logits, target)
+            loss = loss + multiclass_soft_dice_loss(logits, target, eps=1.0, ignore_index=IGNORE)
         return loss
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice of the foreground classes **present in the batch's target**, sums taken over the
-    whole batch; voxels labelled :data:`~.data.IGNORE` count for nothing; 0 when no foreground is present.
-
-    Classes absent from the target are left out on purpose: their Dice ``eps / (sum p + eps)`` punishes any
-    probability mass anywhere, which (measured) kept the tumour probability at 0.005 inside training tumours
-    after 3,700 steps while a few dozen steps on a handful of batches could raise it to 0.4.
-    """
-    keep = (target != IGNORE).unsqueeze(1)
-    probs = torch.softmax(logits, dim=1)[:, 1:] * keep
-    onehot = F.one_hot(torch.where(keep[:, 0], target, 0), logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:]
-    onehot = onehot.to(probs.dtype)
-    dims = (0, 2, 3, 4)
-    present = onehot.sum(dims) > 0
-    if not present.any():
-        return logits.sum() * 0.0
-    inter = (probs * onehot).sum(dims)
-    dice = (2 * inter + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)
-    return 1.0 - dice[present].mean()
+def _initial_network(job: TrainJob, settings: S4CTrainSettings) -> tuple[S4CNet, Optional[dict]]:
+    """A fresh network, or with ``--init`` the weights of an s4c model that held out the same cases (continuing
+    one that held out others would leak them), and the record of where it came from."""
+    init = job.common.init
+    if init is None:
+        return S4CNet(in_channels=1, out_channels=len(LABELS), channels=list(settings.channels)), None
+    base = load_model_folder(init, "s4c")
+    record = base.require("training", "the training record with the held-out cases")
+    if sorted(record.get("held_out_cases") or []) != sorted(job.split.held_out):
+        raise InputError(f"{init} held out other cases than this run; continuing it would leak them")
+    kwargs = base.network_spec("weights.pt")[1]
+    net = base.load_network("weights.pt", lambda: S4CNet(**kwargs))
+    return net, {"folder": str(init), "command": record.get("command"), "steps": record.get("steps"),
+                 "minutes": record.get("minutes")}
 
 
-def train(args: argparse.Namespace) -> ModelFolder:
-    """Train on ``args.data`` and write ``args.output`` (see the module docstring)."""
-    if args.batch < 1 or min(args.patch, args.train_patch) < 16 or args.minutes <= 0:
-        raise InputError("--batch must be >= 1, --patch and --train-patch >= 16 and --minutes > 0")
-    cases = list_cases(args.data)
-    held_out: list[str] = []
-    if args.folds:
-        parts = folds(cases, args.folds, args.seed)
-        if not 0 <= args.fold < args.folds:
-            raise InputError(f"--fold must be 0..{args.folds - 1}")
-        held_out = parts[args.fold]
-    train_cases = [c for c in cases if c.name not in held_out]
+def train(job: TrainJob) -> ModelFolder:
+    """Train on ``job``'s training cases and write its model folder (see the module docstring)."""
+    settings: S4CTrainSettings = job.settings
+    minutes = job.common.minutes if job.common.minutes is not None else DEFAULT_MINUTES
+    train_cases = job.train_cases()
     # the paper's 20-voxel stride, or the window edge when a (test-sized) window is smaller than that
-    prep = S4CPreprocessing(spacing_mm=float(args.spacing), patch=int(args.patch),
-                            stride=min(S4CPreprocessing.stride, int(args.patch)))
-    volumes = load_volumes(train_cases, prep, hide_invisible=not args.keep_invisible)
-    log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases), len(held_out))
-    net = S4CNet(in_channels=1, out_channels=len(LABELS), channels=args.channels)
-    initialised_from = None
-    if args.init is not None:
-        base = load_model_folder(args.init, "s4c")
-        base.require("training", "the training record with the held-out cases")
-        if sorted(base.card["training"].get("held_out_cases") or []) != sorted(held_out):
-            raise InputError(f"{args.init} held out other cases than this run; continuing it would leak them")
-        kwargs = base.network_spec("weights.pt")[1]
-        net = base.load_network("weights.pt", lambda: S4CNet(**kwargs))
-        initialised_from = {"folder": str(args.init), "command": base.card["training"].get("command"),
-                            "steps": base.card["training"].get("steps"), "minutes": base.card["training"].get("minutes")}
-    steps = int(args.steps_per_epoch)
-    lr = args.lr if args.lr is not None else (0.01 if args.paper_loss else 1e-3)
-    config = TrainConfig(epochs=100000, lr=lr, weight_decay=5e-4, optimizer="sgd" if args.paper_loss else "adamw",
-                         schedule="poly",
-                         seed=args.seed, device=resolve_device(getattr(args, "device", "auto")), validate_every=100000, keep="last",
-                         max_minutes=args.minutes)
-    result = S4CTrainer(net, config, volumes, args.train_patch, args.batch, steps,
-                        None if args.paper_loss else list(args.class_weights), dice=not args.paper_loss,
-                        class_probs=args.class_probs).fit()
-    synthetic = (Path(args.data) / "cohort.json").exists()
-    card = {
-        "method": "s4c",
-        "network": {"class": "S4CNet", "kwargs": net.config,
-                    "parameters": int(sum(p.numel() for p in net.parameters()))},
-        "preprocessing": prep.to_dict(),
-        "rule": ScreeningRule().to_dict(),
-        "labels": {str(k): v for k, v in LABELS.items()},
-        "training": {
-            "data": str(args.data), "synthetic": synthetic, "command": getattr(args, "command_line", ""),
-            "seed": args.seed, "folds": args.folds, "fold": args.fold if args.folds else None,
-            "train_cases": [c.name for c in train_cases], "held_out_cases": held_out,
-            "batch": args.batch, "train_patch": args.train_patch, "class_probs": list(args.class_probs),
-            "loss": "cross-entropy (paper)" if args.paper_loss else
-                    f"class-weighted cross-entropy {list(args.class_weights)} + soft Dice",
-            "invisible_tumours": "kept" if args.keep_invisible else "ignored by the loss (|contrast| < 25 HU)", "steps": int(sum(h["steps"] for h in result.history)),
-            "minutes": round(result.minutes, 1), "config": config.to_dict(), "initialised_from": initialised_from,
-            "loss_first_last": [round(result.history[0]["loss"], 4), round(result.history[-1]["loss"], 4)],
-        },
-    }
-    return save_model_folder(args.output, card, {"weights.pt": result.state}, fp16=not args.fp32,
-                             overwrite=getattr(args, "overwrite", False))
+    prep = S4CPreprocessing(spacing_mm=float(settings.spacing), patch=int(settings.patch),
+                            stride=min(S4CPreprocessing.stride, int(settings.patch)))
+    net, initialised_from = _initial_network(job, settings)
+    volumes = load_volumes(train_cases, job.label_map, prep, hide_invisible=not settings.keep_invisible)
+    log.info("s4c: %d training volumes from %d cases (%d held out)", len(volumes), len(train_cases),
+             len(job.split.held_out))
+    lr = settings.lr if settings.lr is not None else (0.01 if settings.paper_loss else 1e-3)
+    config = TrainConfig(epochs=None, max_minutes=minutes, lr=lr, weight_decay=5e-4,
+                         optimizer="sgd" if settings.paper_loss else "adamw", schedule="poly", seed=job.common.seed,
+                         device=resolve_device(job.common.device), keep="last", progress=job.progress,
+                         checkpoint_path=job.checkpoint("seg"), checkpoint_minutes=job.common.checkpoint_minutes,
+                         resume=job.common.resume)
+    result = S4CTrainer(net, config, volumes, settings.train_patch, settings.batch_size, settings.steps_per_epoch,
+                        None if settings.paper_loss else settings.class_weights, dice=not settings.paper_loss,
+                        class_probs=settings.class_probs).fit()
+    card = ModelCard(
+        method="s4c",
+        networks={"weights.pt": {"class": "S4CNet", "kwargs": net.config,
+                                 "parameters": int(sum(p.numel() for p in net.parameters()))}},
+        preprocessing=prep.to_dict(),
+        labels={name: value for value, name in LABELS.items()},
+        training=job.training_record(
+            loss="cross-entropy (paper)" if settings.paper_loss else
+                 f"class-weighted cross-entropy {list(settings.class_weights)} + soft Dice",
+            invisible_tumours="kept" if settings.keep_invisible else "ignored by the loss (|contrast| < 25 HU)",
+            steps=int(result.steps), minutes=round(result.minutes, 1), config=config.to_dict(),
+            initialised_from=initialised_from,
+            loss_first_last=[round(result.history[0]["loss"], 4), round(result.history[-1]["loss"], 4)]),
+        extra={"rule": ScreeningRule().to_dict()},
+    )
+    folder = save_model_folder(job.output, card, {"weights.pt": result.state}, fp16=not settings.fp32,
+                               overwrite=job.overwrite)
+    shutil.rmtree(job.checkpoints, ignore_errors=True)
+    return folder
+
+
+TRAINING = Training(settings=S4CTrainSettings, train=train, stratify=positive)
+"""The spec's training entry (``lesionseg train s4c``)."""

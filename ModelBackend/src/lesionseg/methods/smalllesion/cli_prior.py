@@ -1,16 +1,12 @@
 """``lesionseg prior``: build, inspect and plot the small-lesion intensity likelihood ``L(HU)``.
 
-Exactly one source: ``--data DIR`` (KDE of the lesion HU of a data folder), ``--image CT --mask MASK``
+Exactly one source: ``--data DATASET`` (KDE of the lesion HU of a dataset's training cases, in the convention
+of :mod:`lesionseg.data`; ``--labels`` maps its labels onto ``lesion`` as in training), ``--image CT --mask MASK``
 (KDE of one labelled segment), ``--mean HU --sd HU`` (Gaussian), ``--table FILE`` (a saved .json prior or a
 ``hu,likelihood`` .csv) or ``--weights [MODEL]`` (the prior stored in a small-lesion-il model folder; no path
 = the built-in model). Writes ``-o prior.json`` and/or ``--plot prior.png`` (at least one; both checked
 before any work) and prints the curve's peak, mean, SD and bandwidth. Bad input: one ``error:`` line, exit 2.
-Wire-in (in ``lesionseg.cli``; this module imports nothing heavy, so the parser stays light)::
-
-    from .methods.smalllesion import cli_prior  # in build_parser, next to cli_screen / cli_suv
-    cli_prior.add_parser(sub)
-
-    def cmd_prior(args): ...                    # lazy import + cli_prior.run(args); COMMANDS["prior"]
+A verb of the ``small-lesion-il`` spec (``verbs=``); this module imports nothing heavy, so the parser stays light.
 """
 from __future__ import annotations
 
@@ -34,8 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "mean and SD, a table, or a model's stored prior; save it as JSON and/or plot it (histogram + curve).")
     p = sub.add_parser("prior", help="build / plot the small-lesion intensity prior L(HU)", description=text)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", type=Path, metavar="DIR",
-                     help="data folder of <case>_ct.nii.gz + <case>_label.nii.gz (KDE of all lesion voxels)")
+    src.add_argument("--data", type=Path, metavar="DATASET",
+                     help="dataset folder (dataset.json, imagesTr, labelsTr; channel CT): KDE of the lesion voxels "
+                          "of its training cases")
     src.add_argument("--image", type=Path, metavar="CT", help="CT in HU (needs --mask)")
     src.add_argument("--mean", type=float, metavar="HU", help="Gaussian prior mean in HU (needs --sd)")
     src.add_argument("--table", type=Path, metavar="FILE", help="prior .json, or .csv with columns hu,likelihood")
@@ -43,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="the prior of a small-lesion-il model folder (no path: $LESIONSEG_WEIGHTS, then built-in)")
     p.add_argument("--mask", type=Path, help="lesion mask for --image (voxels > 0, or == --label)")
     p.add_argument("--label", type=int, help="with --mask: use only voxels of this label value")
+    p.add_argument("--labels", metavar="MAP", help="with --data: map the dataset's labels onto lesion, e.g. "
+                                                    "lesion=1+2 (default: by name)")
     p.add_argument("--sd", type=float, metavar="HU", help="Gaussian prior SD in HU (with --mean)")
     p.add_argument("--bandwidth", type=float, metavar="HU",
                    help="KDE bandwidth in HU (default: Scott's rule, automatic)")
@@ -72,6 +71,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--image and --mask go together")
     if args.label is not None and args.mask is None:
         raise InputError("--label needs --image and --mask")
+    if args.labels is not None and args.data is None:
+        raise InputError("--labels applies to --data")
     if (args.mean is None) != (args.sd is None):
         raise InputError("--mean and --sd go together")
     if args.bandwidth is not None and args.data is None and args.image is None:
@@ -120,17 +121,21 @@ def _fitted_prior(args: argparse.Namespace):
     from .prior import IntensityPrior, gather_samples
 
     if args.data is not None:
-        from .data import list_cases
+        from ...data import Dataset
+        from ...data.labels import apply, resolve
 
-        cases = list_cases(args.data)
+        dataset = Dataset(args.data)  # channel 0 is the CT, as in training
+        mapping = resolve(("background", "lesion"), dataset.labels, args.labels)
+        cases = dataset.cases("train")
         images, masks = [], []
         with progress.task("reading cases", total=len(cases)) as tick:
             for n, case in enumerate(cases):
-                images.append(read_image(case.ct))
-                masks.append(read_image(case.label))
+                images.append(read_image(case.images[0]))
+                label = read_image(case.label)
+                masks.append(label.with_array((apply(label.array, mapping) > 0).astype(np.uint8)))
                 tick(n + 1, len(cases))
         names = [c.name for c in cases]
-        image_names, mask_names = [str(c.ct) for c in cases], [str(c.label) for c in cases]
+        image_names, mask_names = [str(c.images[0]) for c in cases], [str(c.label) for c in cases]
     else:
         image, mask = read_image(args.image), read_image(args.mask)
         if args.label is not None:

@@ -1,35 +1,33 @@
-"""small-lesion-il data: a folder of CT + lesion-label cases, the synthetic cohort, and lesions inserted
-into a real CT.
+"""small-lesion-il data: the synthetic small-bowel cohort and lesions inserted into a real CT, written as a
+dataset in the convention of :mod:`lesionseg.data` (channel ``CT``, labels background 0 / lesion 1).
 
-Folder layout (what ``lesionseg train small-lesion-il --data DIR``, the evaluation and ``lesionseg prior
---data DIR`` read; real data can use it too)::
-
-    DIR/<case>_ct.nii.gz       CT (HU)
-    DIR/<case>_label.nii.gz    uint8 0 background, 1 lesion, on the CT grid
-    DIR/cohort.json            provenance {"synthetic": true, "generator": ..., "seed": .., "cases": [...]}
-
-``python -m lesionseg.methods.smalllesion.data -o DIR --cases 24 --seed 0 [--totalseg DIR --inserted N]``
-writes ``--cases`` phantoms of :mod:`lesionseg.phantoms.smallbowel` and, with ``--totalseg``, ``N`` copies of
-the real CT ``example_ct_sm.nii.gz`` with lesions inserted next to its small bowel (label 18 of
-``example_seg.nii.gz``; :func:`insert_lesions`). All data written here is synthetic or has synthetic lesions.
+``lesionseg data synthetic small-lesion-il -o DIR --cases 24 --seed 0 [--totalseg DIR --inserted N]`` writes
+``--cases`` phantoms of :mod:`lesionseg.phantoms.smallbowel` (``sb_000``, ``sb_001``, ...; case seeds hashed
+from ``(seed, 0, index)``) and, with ``--totalseg``, ``N`` copies of the real CT ``example_ct_sm.nii.gz`` with
+synthetic lesions inserted next to its small bowel (label 18 of ``example_seg.nii.gz``; :func:`insert_lesions`;
+``ins_000``, ...; seeds from ``(seed, 1, index)``). The inserted cases are one scan, so they share one patient
+(``totalseg-example-ct``) and a fold never splits them. ``dataset.json`` says ``"synthetic": true`` and, per
+case, where it came from and its lesions (``"cases"``). ``--shape``/``--spacing`` make smaller phantoms (tests).
+All data written here is synthetic or has synthetic lesions.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
 
 from ... import progress
+from ...data.synthetic import Generator
+from ...data.writer import DatasetWriter
 from ...errors import InputError
 from ...geometry import index_to_world
 from ...image import Image
-from ...io import output_folder, read_image, write_image
+from ...io import read_image
+from ...options import Settings, option
 
 log = logging.getLogger(__name__)
 
@@ -41,93 +39,59 @@ NEAR_BOWEL_MM = 5.0
 SUPERSAMPLE = 4
 """Sub-voxels per axis when an inserted lesion is rendered into the CT's voxels (partial volume)."""
 LESION_KEYS = ("id", "centre_lps", "diameter_mm", "volume_mm3", "mean_hu", "hu", "shape")
+PATIENT_INSERTED = "totalseg-example-ct"
+"""The patient of every inserted case: they are copies of one scan."""
 
 
 @dataclass(frozen=True)
-class Case:
-    """One case of a data folder: its name, CT file and lesion-label file."""
+class SmallLesionDataSettings(Settings):
+    """Flags of ``lesionseg data synthetic small-lesion-il`` (see the module docstring)."""
 
-    name: str
-    ct: Path
-    label: Path
+    cases: int = option(24, "number of small-bowel phantoms (0: only inserted cases)")
+    seed: int = option(0, "cohort seed (each case's seed is hashed from it and the case index)")
+    totalseg: Optional[Path] = option(None, "folder with example_ct_sm.nii.gz and example_seg.nii.gz (the "
+                                            "TotalSegmentator example CT) for --inserted", metavar="DIR")
+    inserted: int = option(0, "number of copies of the real CT with synthetic lesions inserted (needs --totalseg)")
+    shape: tuple[int, int, int] = option((80, 160, 160), "phantom size in voxels (K, J, I); smaller for tests",
+                                         metavar=("K", "J", "I"), advanced=True)
+    spacing: tuple[float, float, float] = option((0.8, 0.8, 1.5), "phantom voxel size along i, j, k", unit="mm",
+                                                 metavar=("X", "Y", "Z"), advanced=True)
 
-
-def list_cases(folder: Path) -> list[Case]:
-    """The cases of a data folder (``<case>_ct.nii.gz`` + ``<case>_label.nii.gz``), sorted by name.
-
-    Raises:
-        InputError: no such folder, no case, or a CT without its label.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"no such data folder: {folder}")
-    cases = []
-    for ct in sorted(folder.glob("*_ct.nii.gz")):
-        name = ct.name[: -len("_ct.nii.gz")]
-        label = folder / f"{name}_label.nii.gz"
-        if not label.is_file():
-            raise InputError(f"{ct} has no label {label.name}")
-        cases.append(Case(name, ct, label))
-    if not cases:
-        raise InputError(f"{folder} holds no small-lesion cases (<case>_ct.nii.gz with <case>_label.nii.gz); "
-                         f"write the synthetic cohort with 'python -m lesionseg.methods.smalllesion.data -o {folder}'")
-    return cases
-
-
-def folds(cases: Sequence[Case], k: int, seed: int = 0) -> list[list[str]]:
-    """``k`` disjoint, sorted lists of case names covering all cases (sizes differ by at most one); the
-    same cases, ``k`` and ``seed`` give the same folds. InputError unless ``2 <= k <= len(cases)``."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 2 <= k <= len(cases):
-        raise InputError(f"cross-validation needs 2 <= k <= {len(cases)} folds, got {k!r}")
-    names = sorted(c.name for c in cases)
-    out: list[list[str]] = [[] for _ in range(k)]
-    for slot, idx in enumerate(np.random.default_rng(seed).permutation(len(names))):
-        out[slot % k].append(names[idx])
-    return [sorted(f) for f in out]
-
-
-def _check_count(n: int, name: str, minimum: int = 1) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {n!r}")
-    return int(n)
+    def __post_init__(self) -> None:
+        for name in ("cases", "inserted"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(f"{self.flag(name)} must be an integer >= 0, got {value!r}")
+        if self.cases + self.inserted == 0:
+            raise InputError(f"nothing to write: give {self.flag('cases')} and/or {self.flag('totalseg')} with "
+                             f"{self.flag('inserted')}")
+        if self.inserted and self.totalseg is None:
+            raise InputError(f"{self.flag('inserted')} needs {self.flag('totalseg')} DIR")
+        if self.seed < 0:
+            raise InputError(f"{self.flag('seed')} must be >= 0, got {self.seed}")
 
 
 def _case_seed(seed: int, index: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
 
 
-def _phantom_cases(work: Path, n_cases: int, seed: int) -> list[dict]:
-    """Write ``n_cases`` small-bowel phantoms into ``work``; returns their cohort records."""
+def _lesions(info: list[dict]) -> list[dict]:
+    return [{k: les[k] for k in LESION_KEYS} for les in info]
+
+
+def _phantom_cases(writer: DatasetWriter, settings: SmallLesionDataSettings) -> dict[str, dict]:
+    """Write the phantoms; returns ``{case: provenance}``."""
     from ...phantoms.smallbowel import smallbowel_ct
 
-    records = []
+    n_cases, records = settings.cases, {}
     width = max(3, len(str(n_cases - 1)))
     with progress.task("synthetic small-bowel cohort", total=n_cases) as tick:
         for i in range(n_cases):
-            name, case_seed = f"sb_{i:0{width}d}", _case_seed(seed, i, 0)
-            ct, label, info = smallbowel_ct(seed=case_seed)
-            write_image(ct, work / f"{name}_ct.nii.gz")
-            write_image(label, work / f"{name}_label.nii.gz")
-            records.append({"name": name, "source": "phantom", "seed": case_seed,
-                            "lesions": [{k: les[k] for k in LESION_KEYS} for les in info["lesions"]]})
+            name, case_seed = f"sb_{i:0{width}d}", _case_seed(settings.seed, i, 0)
+            ct, label, info = smallbowel_ct(seed=case_seed, shape=settings.shape, spacing=settings.spacing)
+            writer.add(name, [ct], label)
+            records[name] = {"source": "phantom", "seed": case_seed, "lesions": _lesions(info["lesions"])}
             tick(i + 1, n_cases)
-    return records
-
-
-def _cohort_json(work: Path, generator: str, seed: int, records: list[dict], note: str) -> None:
-    (work / "cohort.json").write_text(json.dumps(
-        {"synthetic": True, "generator": generator, "seed": seed, "note": note, "cases": records}, indent=1) + "\n")
-
-
-def write_cohort(folder: Path, n_cases: int, seed: int = 0, overwrite: bool = False) -> list[dict]:
-    """Write ``n_cases`` seeded synthetic phantoms (``sb_000_ct.nii.gz``, ``sb_000_label.nii.gz``, ...) and
-    ``cohort.json`` into ``folder``, assembled in a temporary sibling and renamed at the end
-    (:func:`lesionseg.io.output_folder`: OutputExistsError for a non-empty folder without ``overwrite``)."""
-    n_cases = _check_count(n_cases, "n_cases")
-    with output_folder(folder, overwrite) as work:
-        records = _phantom_cases(work, n_cases, seed)
-        _cohort_json(work, "lesionseg.phantoms.smallbowel.smallbowel_ct", seed, records,
-                     "synthetic phantoms; no real data")
     return records
 
 
@@ -228,67 +192,50 @@ def insert_lesions(ct: Image, bowel: np.ndarray, rng: np.random.Generator, n_les
     return out, ct.with_array(label), records
 
 
-def _inserted_cases(work: Path, totalseg_dir: Path, n_cases: int, seed: int) -> list[dict]:
-    """Write ``n_cases`` copies of the real CT with 1-4 inserted lesions each into ``work``."""
-    ct, bowel = _read_totalseg(totalseg_dir)
-    records = []
+def _inserted_cases(writer: DatasetWriter, settings: SmallLesionDataSettings) -> dict[str, dict]:
+    """Write ``settings.inserted`` copies of the real CT with 1-4 inserted lesions each; returns provenance."""
+    ct, bowel = _read_totalseg(settings.totalseg)
+    n_cases, records = settings.inserted, {}
     width = max(3, len(str(n_cases - 1)))
     with progress.task("lesions inserted into a real CT", total=n_cases) as tick:
         for i in range(n_cases):
-            name, case_seed = f"ins_{i:0{width}d}", _case_seed(seed, i, 1)
+            name, case_seed = f"ins_{i:0{width}d}", _case_seed(settings.seed, i, 1)
             rng = np.random.default_rng(case_seed)
             image, label, lesions = insert_lesions(ct, bowel, rng, int(rng.integers(1, 5)))
-            write_image(image, work / f"{name}_ct.nii.gz")
-            write_image(label, work / f"{name}_label.nii.gz")
-            records.append({"name": name, "source": f"real CT {TOTALSEG_CT} with synthetic lesions",
-                            "seed": case_seed, "lesions": [{k: les[k] for k in LESION_KEYS} for les in lesions]})
+            writer.add(name, [image], label, patient=PATIENT_INSERTED)
+            records[name] = {"source": f"real CT {TOTALSEG_CT} with synthetic lesions", "seed": case_seed,
+                             "lesions": _lesions(lesions)}
             tick(i + 1, n_cases)
     return records
 
 
-def write_inserted(folder: Path, totalseg_dir: Path, n_cases: int, seed: int = 0,
-                   overwrite: bool = False) -> list[dict]:
-    """Write ``n_cases`` copies of ``totalseg_dir/example_ct_sm.nii.gz`` with 1-4 synthetic lesions each
-    near its small bowel (:func:`insert_lesions`; ``ins_000_ct.nii.gz``, ...) and ``cohort.json`` into
-    ``folder`` (atomic, as :func:`write_cohort`). InputError when the TotalSegmentator files are missing."""
-    n_cases = _check_count(n_cases, "n_cases")
-    _read_totalseg(totalseg_dir)  # fail before creating anything
-    with output_folder(folder, overwrite) as work:
-        records = _inserted_cases(work, totalseg_dir, n_cases, seed)
-        _cohort_json(work, "lesionseg.methods.smalllesion.data.insert_lesions", seed, records,
-                     "synthetic lesions in a real CT (TotalSegmentator example, Apache-2.0); every case is "
-                     "the same scan")
-    return records
+def write_dataset(output: Path, settings: SmallLesionDataSettings, overwrite: bool = False) -> Path:
+    """Write the cohort of ``settings`` as a dataset at ``output`` (atomically: an error leaves nothing;
+    ``overwrite`` replaces only an earlier LesionSeg output). InputError before anything is written when the
+    TotalSegmentator files are missing."""
+    if settings.inserted:
+        _read_totalseg(settings.totalseg)  # fail before creating anything
+    parts = []
+    if settings.cases:
+        parts.append(f"{settings.cases} synthetic small-bowel CT phantoms (lesionseg.phantoms.smallbowel, seed "
+                     f"{settings.seed}); no real data")
+    if settings.inserted:
+        parts.append(f"{settings.inserted} copies of one real CT (the TotalSegmentator example CT, Apache-2.0) with "
+                     "synthetic lesions inserted next to its small bowel: real texture, synthetic lesions")
+    meta = {"name": "small-lesion-il synthetic cohort", "description": "; ".join(parts), "synthetic": True,
+            "generator": "lesionseg.methods.smalllesion.data", "seed": settings.seed,
+            "reference": "arXiv 2207.14700 (small-lesion segmentation with intensity-distribution supervision)"}
+    with DatasetWriter(output, ("CT",), {"background": 0, "lesion": 1}, meta=meta, overwrite=overwrite,
+                       inputs=[settings.totalseg] if settings.totalseg is not None else []) as writer:
+        records = _phantom_cases(writer, settings) if settings.cases else {}
+        if settings.inserted:
+            records.update(_inserted_cases(writer, settings))
+        writer.meta["cases"] = records
+    log.info("wrote %d cases to %s", len(records), output)
+    return Path(output)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the synthetic small-lesion cohort: small-bowel phantoms "
-                                                 "and/or lesions inserted into the TotalSegmentator example CT.")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--cases", type=int, default=24, help="number of phantoms (0: only inserted cases)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--totalseg", type=Path, help="folder with example_ct_sm.nii.gz and example_seg.nii.gz")
-    parser.add_argument("--inserted", type=int, default=0, help="number of real-CT cases with inserted lesions")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _check_count(args.cases, "--cases", 0)
-    _check_count(args.inserted, "--inserted", 0)
-    if args.cases + args.inserted == 0:
-        raise InputError("nothing to write: give --cases and/or --totalseg with --inserted")
-    if args.inserted and args.totalseg is None:
-        raise InputError("--inserted needs --totalseg DIR")
-    if args.inserted:
-        _read_totalseg(args.totalseg)
-    with output_folder(args.output, args.overwrite) as work:
-        records = _phantom_cases(work, args.cases, args.seed) if args.cases else []
-        if args.inserted:
-            records += _inserted_cases(work, args.totalseg, args.inserted, args.seed)
-        _cohort_json(work, "lesionseg.methods.smalllesion.data", args.seed, records,
-                     "synthetic phantoms and/or synthetic lesions in a real CT; see each case's source")
-    log.info("wrote %d cases to %s", len(records), args.output)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+GENERATOR = Generator(settings=SmallLesionDataSettings, write=write_dataset,
+                      help="small-bowel CT phantoms with small lesions, and/or synthetic lesions inserted into the "
+                           "real TotalSegmentator example CT (small-lesion-il)")
+"""The spec's synthetic-dataset generator (``synthetic="lesionseg.methods.smalllesion.data:GENERATOR"``)."""

@@ -11,10 +11,15 @@
    runs on the working grid only when a prior is used.
 5. ``P_final`` goes back to the CT grid (linear) and is thresholded there (uint8 0/1). Changing the prior or
    the variant afterwards re-runs only what depends on it (the network only for ``seg+il-in``).
+
+Predict-time settings are :class:`.options.SmallLesionOptions` (``--prior-mean/--prior-sd``, ``--prior-table``,
+``--roi``, ``--variant seg+pp``); :meth:`SmallLesionSegmenter.set_prior`, ``set_roi`` and ``set_variant`` remain
+the Python API. ``--table`` is written by :func:`write_table`. Training (:mod:`.train`), evaluation
+(:mod:`.evaluate`) and the synthetic dataset (:mod:`.data`) are named in the spec by reference; this module
+imports none of them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import warnings
@@ -31,12 +36,13 @@ from ...geometry import box_to_index
 from ...image import Image
 from ...inference import inference_context, prepare_for_inference, sliding_window
 from ...intensity import CT_LOW_HU, looks_like_ct
-from ...lesions import check_table_path, csv_columns, lesion_table, write_lesion_table
+from ...lesions import csv_columns, lesion_table, write_lesion_table
 from ...modelfolder import CardSettings, ModelFolder, sha256_of
 from ...prompts import Box, Prompt
-from ...registry import register
+from ...registry import OutputSpec, register
 from ...resample import resample_to_grid, resample_to_spacing
 from ...segmenter import Segmenter
+from .options import SmallLesionOptions
 from .prior import IntensityPrior, check_prior_against_image
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,13 @@ class SmallLesionPreprocessing(CardSettings):
 
 
 
+def write_table(segmenter: "SmallLesionSegmenter", label: Image, path: Path, overwrite: bool = False) -> Path:
+    """``--table``: the lesions of ``label`` (26-connected; mean HU of the segmenter's CT) as ``.json`` or ``.csv``
+    (:func:`lesionseg.lesions.write_lesion_table`)."""
+    rows = lesion_table(label, segmenter.image, connectivity=CONNECTIVITY)
+    return write_lesion_table(rows, path, method=METHOD, overwrite=overwrite)
+
+
 def normalise(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
     """HU clipped to ``window`` and mapped linearly to 0..1: float32, same shape."""
     lo, hi = float(window[0]), float(window[1])
@@ -100,7 +113,16 @@ def body_box(image: Image, body_hu: float, margin: np.ndarray) -> Optional[tuple
     return np.maximum(lo - margin, 0), np.minimum(hi + margin, image.size_ijk - 1)
 
 
-@register(METHOD, prompt="none", inputs=("CT",), verbs=("lesionseg.methods.smalllesion.cli_prior",),
+_UNSET = object()
+
+
+@register(METHOD, prompt="none", inputs=("CT",), classes=("background", "lesion"), options=SmallLesionOptions,
+          training="lesionseg.methods.smalllesion.train:TRAINING",
+          evaluation="lesionseg.methods.smalllesion.evaluate:SmallLesionEvaluation",
+          synthetic="lesionseg.methods.smalllesion.data:GENERATOR",
+          outputs=(OutputSpec("table", (".json", ".csv"), "write the found lesions here",
+                              writer="lesionseg.methods.smalllesion.segmenter:write_table"),),
+          verbs=("lesionseg.methods.smalllesion.cli_prior",), demo_case="smallbowel_ct",
           summary="Small lesions with intensity-distribution supervision (arXiv 2207.14700): 3D U-Net with a "
                   "lesion and an intensity-likelihood output; optional HU prior; lesion table")
 class SmallLesionSegmenter(Segmenter):
@@ -112,15 +134,17 @@ class SmallLesionSegmenter(Segmenter):
             missing one is a :class:`WeightsError`, never a default. ``prior`` is optional (a ``seg`` model
             has none). The network is loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
+        options: :class:`SmallLesionOptions` (default: none set); checked here against the model (``seg+pp``
+            needs a ``seg`` model with a prior; a prior table is read).
         net, preprocessing, variant, prior: instead of a model folder (tests, benchmarks).
     """
 
-    demo_case = "smallbowel_ct"
 
     def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
-                 net: Optional[torch.nn.Module] = None, preprocessing: Optional[SmallLesionPreprocessing] = None,
-                 variant: Optional[str] = None, prior: Optional[IntensityPrior] = None) -> None:
-        super().__init__(model, device)
+                 options: Optional[SmallLesionOptions] = None, *, net: Optional[torch.nn.Module] = None,
+                 preprocessing: Optional[SmallLesionPreprocessing] = None, variant: Optional[str] = None,
+                 prior: Optional[IntensityPrior] = None) -> None:
+        super().__init__(model, device, options)
         if net is None:
             if model is None:
                 raise WeightsError(f"{METHOD} needs a model folder (or a network passed as net=)")
@@ -143,7 +167,9 @@ class SmallLesionSegmenter(Segmenter):
         self.model_prior, self.variant = prior, self.trained_variant
         self.user_prior: Optional[IntensityPrior] = None
         self.roi: Optional[Box] = None
+        self._prior_key: object = _UNSET
         self._clear()
+        self._apply_options()
 
     @staticmethod
     def _model_prior(model: ModelFolder) -> Optional[IntensityPrior]:
@@ -171,40 +197,79 @@ class SmallLesionSegmenter(Segmenter):
         self._final: Optional[tuple[np.ndarray, Optional[np.ndarray]]] = None
         self._label: Optional[Image] = None
 
-    def set_variant(self, variant: str) -> None:
-        """Run as ``variant``: the trained one, or ``"seg+pp"`` for a ``seg`` model (and back)."""
+    # --- options ---------------------------------------------------------------------------------------
+
+    def _apply_options(self) -> None:
+        """Make the variant, prior and ROI those of :attr:`options` (re-running only what they change). A prior
+        given to :meth:`set_prior` stays until options name another prior (or ``set_prior(None)``)."""
+        opts = self.options
+        variant = self._check_variant(opts.variant or self.trained_variant)
+        key = opts.prior_key()
+        prior = self.user_prior if key == self._prior_key else opts.intensity_prior()
+        previous = (self.variant, self.user_prior, self._prior_key)
+        self._commit(variant, prior, key)
+        roi = opts.roi_box()
+        if not _same_box(roi, self.roi):
+            try:
+                self._set_roi(roi)
+            except InputError:
+                self._commit(*previous)
+                raise
+
+    def _check_variant(self, variant: str) -> str:
         allowed = {self.trained_variant} | ({"seg", "seg+pp"} if self.trained_variant == "seg" else set())
         if variant not in allowed:
             raise InputError(f"this {self.trained_variant} model runs as {' or '.join(sorted(allowed))}, not "
                              f"{variant!r} (seg+pp is post-processing of a seg model)")
         if variant == "seg+pp" and self.model_prior is None:
             raise WeightsError("seg+pp needs the model's prior (prior.json)")
-        self.variant = variant
-        self._final = self._label = None
+        return variant
+
+    def _commit(self, variant: str, prior: Optional[IntensityPrior], key: object) -> None:
+        """Set the variant and the user prior, forgetting what depends on them."""
+        if variant != self.variant:
+            self.variant = variant
+            self._final = self._label = None
+        self._prior_key = key
+        if prior is not self.user_prior:
+            self.user_prior = prior
+            if prior is not None and self._image is not None:
+                check_prior_against_image(prior, self._image)
+            if self.trained_variant == "seg+il-in" and self._work is not None:
+                self._outputs = None
+            self._final = self._label = None
+
+    def _set_roi(self, roi: Optional[Box]) -> None:
+        """Set the ROI and re-run an image already set; on an InputError nothing changes."""
+        previous, self.roi = self.roi, roi
+        try:
+            if self._image is not None:
+                self._prepare(self._image)
+        except InputError:  # e.g. an ROI outside the image: raised before anything was cleared
+            self.roi = previous
+            raise
+
+    def set_variant(self, variant: str) -> None:
+        """Run as ``variant``: the trained one, or ``"seg+pp"`` for a ``seg`` model (and back)."""
+        self._check_variant(variant)
+        self.set_options(self.options.replace(variant=None if variant == self.trained_variant else variant))
 
     def set_prior(self, prior: Optional[IntensityPrior]) -> None:
         """A user prior applied as post-processing (``P x L``) for any variant, and as the input channel of
-        ``seg+il-in``; None goes back to the model's behaviour. Takes effect on an image already set."""
+        ``seg+il-in``; None goes back to the model's behaviour. Takes effect on an image already set. It
+        replaces the prior named by the options (their prior fields are cleared)."""
         if prior is not None and not isinstance(prior, IntensityPrior):
             raise InputError(f"the prior must be an IntensityPrior, not {type(prior).__name__}")
-        self.user_prior = prior
-        if prior is not None and self._image is not None:
-            check_prior_against_image(prior, self._image)
-        if self.trained_variant == "seg+il-in" and self._work is not None:
-            self._outputs = None
-        self._final = self._label = None
+        self.options = self.options.replace(prior_mean=None, prior_sd=None, prior_table=None)
+        self._commit(self.variant, prior, self.options.prior_key())
 
     def set_roi(self, roi: Optional[Box]) -> None:
         """Restrict the work to ``roi`` (LPS mm; None: the whole image); re-runs an image already set."""
         if roi is not None and not isinstance(roi, Box):
             raise InputError(f"the ROI must be a Box (LPS mm), not {type(roi).__name__}")
-        previous, self.roi = self.roi, roi
-        try:
-            if self._image is not None:
-                self._prepare(self._image)
-        except InputError:  # e.g. an ROI outside the image: nothing was changed
-            self.roi = previous
-            raise
+        corners = None if roi is None else tuple(float(v) for v in (*roi.corner_a, *roi.corner_b))
+        self.set_options(self.options.replace(roi=corners))
+        self.roi = roi
 
     def _priors(self) -> tuple[Optional[IntensityPrior], Optional[IntensityPrior]]:
         """``(input prior, post-processing prior)`` of the current variant and user prior."""
@@ -314,54 +379,9 @@ class SmallLesionSegmenter(Segmenter):
         ``set_image``, ``centroid_lps`` mm, ``bbox_ijk`` on the CT grid)."""
         return lesion_table(self.predict(), self.image, connectivity=CONNECTIVITY)
 
-    @classmethod
-    def add_predict_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """``lesionseg predict small-lesion-il CT`` options: prior, ROI, lesion table, seg+pp."""
-        parser.add_argument("--prior-mean", type=float, metavar="HU", help="Gaussian prior mean (with --prior-sd)")
-        parser.add_argument("--prior-sd", type=float, metavar="HU", help="Gaussian prior SD in HU (> 0)")
-        parser.add_argument("--prior-table", type=Path, metavar="FILE", help="prior .json or .csv (hu,likelihood)")
-        parser.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
-                            help="region of interest corners in LPS mm (the label is 0 outside)")
-        parser.add_argument("--table", type=Path, help="write the found lesions here (.json or .csv)")
-        parser.add_argument("--variant", choices=("seg+pp",), help="seg+pp: P x L(HU) of a seg model's own prior")
 
-    def apply_predict_args(self, args: argparse.Namespace) -> None:
-        """Apply :meth:`add_predict_arguments`' options; checks the lesion table path before any work."""
-        check_table_path(getattr(args, "table", None), bool(getattr(args, "overwrite", False)))
-        mean, sd, table = (getattr(args, k, None) for k in ("prior_mean", "prior_sd", "prior_table"))
-        if table is not None and (mean is not None or sd is not None):
-            raise InputError("give either --prior-table or --prior-mean/--prior-sd, not both")
-        if (mean is None) != (sd is None):
-            raise InputError("--prior-mean and --prior-sd go together")
-        if mean is not None:
-            from .prior import check_gaussian
-
-            check_gaussian(mean, sd, "--prior-mean", "--prior-sd")
-        if getattr(args, "variant", None):
-            self.set_variant(args.variant)
-        if table is not None or mean is not None:
-            self.set_prior(IntensityPrior.load(table) if table is not None else IntensityPrior.gaussian(mean, sd))
-        if getattr(args, "roi", None):
-            self.set_roi(Box(args.roi[:3], args.roi[3:]))
-
-    def write_extras(self, args: argparse.Namespace, label: Image) -> list[Path]:
-        """Write ``--table`` (the lesions of :meth:`lesions`); returns the paths written."""
-        if getattr(args, "table", None) is None:
-            return []
-        image = str((getattr(args, "images", None) or [""])[0])
-        return [write_lesion_table(self.lesions(), args.table, method=METHOD, image=image,
-                                   overwrite=bool(getattr(args, "overwrite", False)))]
-
-    @classmethod
-    def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Options of ``lesionseg train small-lesion-il`` (see :mod:`.train`)."""
-        from .train import add_train_arguments
-
-        add_train_arguments(parser)
-
-    @classmethod
-    def train(cls, args: argparse.Namespace) -> ModelFolder:
-        """Train one variant (see :mod:`.train`)."""
-        from .train import train
-
-        return train(args)
+def _same_box(a: Optional[Box], b: Optional[Box]) -> bool:
+    """Whether two ROIs (or None) have the same corners."""
+    if a is None or b is None:
+        return a is b
+    return bool(np.array_equal(a.corner_a, b.corner_a) and np.array_equal(a.corner_b, b.corner_b))

@@ -6,8 +6,8 @@ The recipe of arXiv 2207.14700, kept where two CPU cores allow it:
   head; the variant (``--variant``) sets its channels (:data:`.segmenter.CHANNELS`);
 * loss ``L = GDL(channel 0, lesion) + il_weight * BCE(sigmoid(channel 1), Y_IL)`` with the two-class
   generalized Dice loss of Sudre et al. 2017 and the soft target ``Y_IL = L(smoothed HU)``;
-* AdamW, lr 3e-4, weight decay 5e-4, batch 1, sub-volumes that each contain at least one lesion voxel,
-  augmented by a rotation of 180 degrees about z (``np.rot90(k=2)`` over the rows and columns) with
+* AdamW, lr 3e-4, weight decay 5e-4, batch 1 (``--batch-size``), sub-volumes that each contain at least one
+  lesion voxel, augmented by a rotation of 180 degrees about z (``np.rot90(k=2)`` over the rows and columns) with
   probability 0.5;
 * the intensity prior is fitted on the **training cases only** (:meth:`.prior.IntensityPrior.fit`) and
   stored beside the weights as ``prior.json`` (``seg+il-shifted`` stores the unshifted prior and
@@ -19,14 +19,19 @@ with poly decay instead of an iteration count. A fresh network's lesion logit st
 everywhere, the generalized Dice loss's gradient on the background is tiny (its denominator is dominated by
 ``sum P`` over the 0.1 %-lesion sub-volume), and 527 CPU steps (6 min) left ``P`` at 0.6 everywhere.
 
-``--folds K --fold F`` holds fold ``F`` out and records its cases in the card for :mod:`.evaluate`.
+Data: any dataset in the convention (:mod:`lesionseg.data`) with a CT channel and a lesion label (``--labels``
+maps other label names onto ``lesion``); ``lesionseg data synthetic small-lesion-il`` writes the phantom cohort.
+The split is the common one (``--folds K --fold F``, or ``--val-fraction``; patients are kept together) and
+is recorded in the card for :mod:`.evaluate`. The budget is ``--minutes`` (default :data:`DEFAULT_MINUTES`);
+checkpoints go to ``OUT.checkpoints/unet.ckpt`` (``--resume`` continues them) and are removed once the model is
+saved. ``--init MODEL`` continues a model of the same variant, network and held-out cases.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -35,15 +40,18 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ...card import ModelCard
+from ...data.labels import apply as apply_labels
 from ...errors import InputError
 from ...image import Image
-from ...io import read_image
+from ...losses import generalized_dice_loss
 from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...nets.unet import UNet, set_prior_probability
+from ...options import Settings, option
 from ...registry import resolve_device
 from ...resample import resample_to_grid
+from ...train_job import Training, TrainJob
 from ...training import Trainer, TrainConfig
-from .data import folds, list_cases
 from .prior import IntensityPrior
 from .segmenter import CHANNELS, METHOD, SmallLesionPreprocessing, normalise, to_working_grid
 
@@ -53,58 +61,50 @@ SHIFT_HU = 100.0
 PAPER_CHANNELS = (8, 16, 32, 64)
 PRIOR_PROBABILITY = 0.01
 """Initial lesion probability of a fresh network: the bias of its lesion logit (see :func:`train`)."""
+DEFAULT_MINUTES = 10.0
+"""The wall-clock budget without ``--minutes``."""
+WEIGHT_DECAY = 5e-4
 
 
-def prior_json_text(prior) -> str:
-    """The text ``prior.save`` writes (to store it inside a model folder written in one go)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prior.save(Path(tmp) / "prior.json")
-        return (Path(tmp) / "prior.json").read_text(encoding="utf-8")
+def prior_json_text(prior: IntensityPrior) -> str:
+    """The text :meth:`.prior.IntensityPrior.save` writes (to store it inside a model folder written in one go)."""
+    return json.dumps(prior.to_dict()) + "\n"
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Method options of ``lesionseg train small-lesion-il``."""
-    parser.add_argument("--variant", choices=tuple(CHANNELS), default="seg+il",
-                        help="ablation variant (default seg+il, the proposed method)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget (default 10)")
-    parser.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64], metavar=("D", "H", "W"),
-                        help="training sub-volume in working voxels (default 64 64 64; paper 224^3)")
-    parser.add_argument("--infer-patch", type=int, nargs=3, default=[128, 128, 128], metavar=("D", "H", "W"),
-                        help="sliding-window size stored for inference (default 128 128 128)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap for inference")
-    parser.add_argument("--il-weight", type=float, default=1.0, help="lambda of the likelihood loss (default 1)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
-    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic working voxel in mm (default 1.0)")
-    parser.add_argument("--channels", type=int, nargs="+", default=list(PAPER_CHANNELS),
-                        help="feature maps per level (default the paper's 8 16 32 64)")
-    parser.add_argument("--folds", type=int, default=0, help="cross-validation folds (0: train on every case)")
-    parser.add_argument("--fold", type=int, default=0, help="the fold held out when --folds is given")
-    parser.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
-                        help="start from this model's weights (same variant, network and held-out cases)")
-    parser.add_argument("--steps-per-epoch", type=int, default=25, help="steps between log lines (default 25)")
-    parser.add_argument("--fp32", action="store_true", help="store float32 weights (default float16)")
+@dataclass(frozen=True)
+class SmallLesionTrainSettings(Settings):
+    """The method's own flags of ``lesionseg train small-lesion-il`` (the common ones are
+    :class:`lesionseg.train_job.CommonTrainSettings`)."""
 
+    variant: str = option("seg+il", "ablation variant (seg+il is the proposed method)", choices=tuple(CHANNELS))
+    patch: tuple[int, int, int] = option((64, 64, 64), "training sub-volume in working voxels (default 64 64 64; "
+                                                       "the paper 224^3)", metavar=("D", "H", "W"))
+    infer_patch: tuple[int, int, int] = option((128, 128, 128), "sliding-window size stored for inference (default "
+                                                                "128 128 128)", metavar=("D", "H", "W"))
+    overlap: float = option(0.25, "sliding-window overlap stored for inference")
+    il_weight: float = option(1.0, "lambda of the likelihood loss (BCE on channel 1)")
+    lr: float = option(3e-4, "AdamW learning rate (poly decay over the budget)")
+    batch_size: int = option(1, "sub-volumes per step")
+    spacing: float = option(1.0, "isotropic working voxel", unit="mm")
+    channels: tuple[int, ...] = option(PAPER_CHANNELS, "feature maps per U-Net level (default the paper's 8 16 32 "
+                                                       "64)", metavar="N")
+    steps_per_epoch: int = option(25, "steps between log lines (and checkpoint chances)")
+    fp32: bool = option(False, "store float32 weights (default float16)")
 
-def generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """Two-class (lesion, background) generalized Dice loss of Sudre et al. 2017, mean over the batch.
-
-    ``1 - (2 sum_l w_l sum_n r_ln p_ln + s) / (sum_l w_l sum_n (r_ln + p_ln) + s)`` with ``p = sigmoid(logits)``
-    and ``1 - p``, ``r`` the target and its complement, ``w_l = 1 / (sum_n r_ln)^2`` (a class absent from the
-    target gets the largest other weight, as MONAI's ``GeneralizedDiceLoss`` does). Written here because
-    MONAI is not a dependency. ``logits`` and ``target``: ``(B, 1, *spatial)``.
-    """
-    p, r = torch.sigmoid(logits), target.to(logits.dtype)
-    probs, ref = torch.cat([1 - p, p], dim=1), torch.cat([1 - r, r], dim=1)
-    dims = tuple(range(2, logits.ndim))
-    weight = 1.0 / ref.sum(dims) ** 2
-    absent = torch.isinf(weight)
-    weight = torch.where(absent, torch.zeros_like(weight), weight)
-    weight = weight + absent * weight.max(dim=1, keepdim=True).values
-    numerator = 2.0 * (weight * (probs * ref).sum(dims)).sum(1) + smooth
-    denominator = (weight * (probs + ref).sum(dims)).sum(1) + smooth
-    return (1.0 - numerator / denominator).mean()
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or not self.spacing > 0 or self.il_weight < 0 or self.steps_per_epoch < 1:
+            raise InputError(f"{self.flag('lr')}, {self.flag('spacing')} and {self.flag('steps_per_epoch')} must "
+                             f"be > 0 and {self.flag('il_weight')} >= 0")
+        if self.batch_size < 1:
+            raise InputError(f"{self.flag('batch_size')} must be >= 1, got {self.batch_size}")
+        if len(self.channels) < 2 or min(self.channels) < 1:
+            raise InputError(f"{self.flag('channels')} needs at least two positive feature counts, got "
+                             f"{list(self.channels)}")
+        if min(self.patch) < 8 or min(self.infer_patch) < 8:
+            raise InputError(f"{self.flag('patch')} and {self.flag('infer_patch')} need at least 8 voxels per axis, "
+                             f"got {list(self.patch)}, {list(self.infer_patch)}")
+        if not 0 <= self.overlap < 1:
+            raise InputError(f"{self.flag('overlap')} must be in [0, 1), got {self.overlap}")
 
 
 @dataclass
@@ -157,18 +157,24 @@ def sample_patch(volume: TrainVolume, patch: tuple[int, int, int], rng: np.rando
 
 
 class SmallLesionTrainer(Trainer):
-    """Fresh lesion-centred sub-volumes each step; generalized Dice + ``il_weight`` x BCE on channel 1."""
+    """Fresh lesion-centred sub-volumes each step; generalized Dice + ``il_weight`` x BCE on channel 1.
+
+    ``train_batches`` is endless (``TrainConfig.steps_per_epoch`` cuts each epoch); a batch stacks
+    ``batch_size`` sub-volumes of cases drawn with replacement."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list[TrainVolume],
-                 patch: tuple[int, int, int], steps: int, il_weight: float = 1.0) -> None:
+                 patch: tuple[int, int, int], batch_size: int = 1, il_weight: float = 1.0) -> None:
         super().__init__(model, config)
-        self.volumes, self.patch, self.steps, self.il_weight = volumes, tuple(patch), int(steps), float(il_weight)
+        self.volumes, self.patch = volumes, tuple(patch)
+        self.batch_size, self.il_weight = int(batch_size), float(il_weight)
 
     def train_batches(self, epoch: int) -> Iterable[Any]:
-        for _ in range(self.steps):
-            x, y, il = sample_patch(self.volumes[self.rng.integers(len(self.volumes))], self.patch, self.rng)
-            yield (torch.from_numpy(x[None]), torch.from_numpy(y[None, None]),
-                   None if il is None else torch.from_numpy(il[None, None]))
+        while True:
+            samples = [sample_patch(self.volumes[self.rng.integers(len(self.volumes))], self.patch, self.rng)
+                       for _ in range(self.batch_size)]
+            x, y, il = (None if s[0] is None else np.stack(s) for s in zip(*samples))
+            yield (torch.from_numpy(x), torch.from_numpy(y[:, None]),
+                   None if il is None else torch.from_numpy(il[:, None]))
 
     def loss(self, batch: Any) -> torch.Tensor:
         x, y, il = (None if t is None else t.to(self.config.device) for t in batch)
@@ -179,103 +185,85 @@ class SmallLesionTrainer(Trainer):
         return loss
 
 
-def _check_args(args: argparse.Namespace, n_cases: int) -> None:
-    if args.minutes <= 0 or args.lr <= 0 or args.il_weight < 0 or args.spacing <= 0 or args.steps_per_epoch < 1:
-        raise InputError("--minutes, --lr, --spacing and --steps-per-epoch must be > 0 and --il-weight >= 0")
-    if len(args.channels) < 2 or min(args.channels) < 1:
-        raise InputError(f"--channels needs at least two positive feature counts, got {args.channels}")
-    if min(args.patch) < 8 or min(args.infer_patch) < 8:
-        raise InputError(f"--patch and --infer-patch need at least 8 voxels per axis, got {args.patch}, "
-                         f"{args.infer_patch}")
-    if args.folds and not (2 <= args.folds <= n_cases and 0 <= args.fold < args.folds):
-        raise InputError(f"need 2 <= --folds <= {n_cases} cases and 0 <= --fold < --folds, got {args.folds}, "
-                         f"{args.fold}")
-
-
-def _cohort(data: Path) -> dict:
-    """Provenance from ``data/cohort.json`` (``synthetic``, ``generator``, ...); ``synthetic`` False without it."""
-    path = Path(data) / "cohort.json"
-    if not path.is_file():
-        return {"synthetic": False}
-    cohort = json.loads(path.read_text(encoding="utf-8"))
-    keep = {k: cohort[k] for k in ("synthetic", "generator", "seed", "note", "description") if k in cohort}
-    return {"synthetic": bool(cohort.get("synthetic", False)), **keep}
-
-
-def _initial_weights(net: torch.nn.Module, path: Path, variant: str, held_out: list[str]) -> dict:
+def _initial_weights(net: torch.nn.Module, path: Path, variant: str, held_out: Iterable[str]) -> dict:
     """Load ``path``'s weights into ``net`` after checking they fit this run; returns the card's record."""
     base = load_model_folder(path, METHOD)
     base.require("training", "the training record with the held-out cases")
     if base.card.get("variant") != variant or base.network_spec("weights.pt")[1] != net.config:
         raise InputError(f"{path} is a {base.card.get('variant')} model with another network; --init needs the "
                          f"same variant ({variant}) and --channels")
-    if sorted(base.card["training"].get("held_out_cases") or []) != sorted(held_out):
+    if sorted(base.model_card.held_out_cases) != sorted(held_out):
         raise InputError(f"{path} held out other cases than this run; continuing it would leak them")
     base.load_network("weights.pt", lambda: net)
     return {"folder": str(path), "command": base.card["training"].get("command"),
             "steps": base.card["training"].get("steps"), "minutes": base.card["training"].get("minutes")}
 
 
-def train(args: argparse.Namespace) -> ModelFolder:
-    """Train ``args.variant`` on ``args.data`` and write the model folder ``args.output`` (atomically)."""
-    cases = list_cases(args.data)
-    _check_args(args, len(cases))
-    held_out = folds(cases, args.folds, args.seed)[args.fold] if args.folds else []
-    train_cases = [c for c in cases if c.name not in held_out]
-    if not train_cases:
-        raise InputError("no training case is left after holding out the fold")
-    prep = SmallLesionPreprocessing(spacing_mm=float(args.spacing), patch=tuple(args.infer_patch),
-                                    overlap=float(args.overlap))
-    in_channels, out_channels = CHANNELS[args.variant]
-    net = UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=args.channels,
+def _read_case(case, label_map) -> tuple[Image, Image]:
+    """``(CT, lesion mask)`` of a dataset case, its label mapped onto (background, lesion)."""
+    ct, label = case.read_images()[0], case.read_label()
+    return ct, label.with_array((apply_labels(label.array, label_map) > 0).astype(np.uint8))
+
+
+def train(job: TrainJob) -> ModelFolder:
+    """Train ``job.settings.variant`` on the job's training cases and write the model folder ``job.output``
+    (atomically; the checkpoints are removed once it is saved)."""
+    s, common = job.settings, job.common
+    cases = job.train_cases()
+    if not cases:
+        raise InputError("no training case is left after holding out the validation cases")
+    minutes = float(common.minutes if common.minutes is not None else DEFAULT_MINUTES)
+    prep = SmallLesionPreprocessing(spacing_mm=float(s.spacing), patch=tuple(s.infer_patch), overlap=float(s.overlap))
+    in_channels, out_channels = CHANNELS[s.variant]
+    net = UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=list(s.channels),
                norm="group")
-    initialised_from = _initial_weights(net, args.init, args.variant, held_out) if args.init else None
-    if args.init is None:  # start at P = 0.01, not 0.5: see the module docstring
+    initialised_from = _initial_weights(net, common.init, s.variant, job.split.held_out) if common.init else None
+    if common.init is None:  # start at P = 0.01, not 0.5: see the module docstring
         set_prior_probability(net.head, PRIOR_PROBABILITY)
-    cts = [read_image(c.ct) for c in train_cases]
-    labels = [read_image(c.label) for c in train_cases]
-    prior = IntensityPrior.fit(cts, labels, seed=args.seed, names=[c.name for c in train_cases])
-    target_prior = prior.shifted(SHIFT_HU) if args.variant == "seg+il-shifted" else prior
-    patch = tuple(int(p) for p in args.patch)
-    loaded = [load_volume(c.name, ct, lab, args.variant, target_prior, prep, patch)
-              for c, ct, lab in zip(train_cases, cts, labels)]
+    read = [_read_case(c, job.label_map) for c in cases]
+    prior = IntensityPrior.fit([r[0] for r in read], [r[1] for r in read], seed=common.seed,
+                               names=[c.name for c in cases])
+    target_prior = prior.shifted(SHIFT_HU) if s.variant == "seg+il-shifted" else prior
+    patch = tuple(int(p) for p in s.patch)
+    loaded = [load_volume(c.name, ct, lab, s.variant, target_prior, prep, patch) for c, (ct, lab) in zip(cases, read)]
     volumes = [v for v in loaded if v is not None]
-    del cts, labels, loaded
+    del read, loaded
     if not volumes:
         raise InputError("no training case has a lesion voxel on the working grid")
-    log.info("%s %s: %d training volumes (%d held out); prior %s", METHOD, args.variant, len(volumes),
-             len(held_out), prior.describe())
-    config = TrainConfig(epochs=100000, lr=float(args.lr), weight_decay=5e-4, optimizer="adamw", schedule="poly",
-                         seed=args.seed, device=resolve_device(getattr(args, "device", "auto")),
-                         validate_every=100000, keep="last", max_minutes=float(args.minutes))
-    result = SmallLesionTrainer(net, config, volumes, patch, args.steps_per_epoch, args.il_weight).fit()
-    steps = int(sum(h["steps"] for h in result.history))
+    log.info("%s %s: %d training volumes (%d held out); prior %s", METHOD, s.variant, len(volumes),
+             len(job.split.held_out), prior.describe())
+    config = TrainConfig(epochs=None, lr=float(s.lr), weight_decay=WEIGHT_DECAY, optimizer="adamw", schedule="poly",
+                         seed=common.seed, device=resolve_device(common.device), keep="last", max_minutes=minutes,
+                         steps_per_epoch=s.steps_per_epoch, progress=job.progress,
+                         checkpoint_path=job.checkpoint("unet"), checkpoint_minutes=common.checkpoint_minutes,
+                         resume=common.resume)
+    result = SmallLesionTrainer(net, config, volumes, patch, s.batch_size, s.il_weight).fit()
     losses = [h["loss"] for h in result.history if h["steps"]]  # epoch means; an epoch cut at 0 steps has none
-    card = {
-        "method": METHOD, "variant": args.variant,
-        "network": {"class": "UNet", "kwargs": net.config, "parameters": int(sum(p.numel() for p in net.parameters()))},
-        "preprocessing": prep.to_dict(),
-        "labels": {"0": "background", "1": "lesion"},
-        "prior": {"file": "prior.json", **prior.describe()},
-        "training": {
-            "data": str(args.data), **_cohort(args.data), "command": getattr(args, "command_line", ""),
-            "seed": args.seed, "folds": args.folds, "fold": args.fold if args.folds else None,
-            "train_cases": [v.name for v in volumes], "held_out_cases": list(held_out),
-            "patch": list(patch), "batch": 1, "augmentation": "rotation by 180 deg about z, p = 0.5",
-            "loss": "generalized Dice (2 classes)" + (f" + {args.il_weight:g} x BCE(likelihood)"
-                                                     if out_channels == 2 else ""),
-            "steps": steps, "minutes": round(result.minutes, 2), "config": config.to_dict(),
-            "loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
-            "initialised_from": initialised_from,
-            "initial_lesion_probability": PRIOR_PROBABILITY if args.init is None else None,
-        },
-    }
-    if args.variant == "seg+il-shifted":
-        card["prior_shift_hu"] = SHIFT_HU
     text = prior_json_text(prior)
-    card["prior"]["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    save_model_folder(args.output, card, {"weights.pt": result.state}, fp16=not args.fp32,
-                      overwrite=bool(getattr(args, "overwrite", False)), extra_files={"prior.json": text})
-    log.info("%s %s: %d steps in %.1f min, loss %s", METHOD, args.variant, steps, result.minutes,
-             card["training"]["loss_first_last"])
-    return load_model_folder(args.output, METHOD)
+    extra = {"variant": s.variant,
+             "prior": {"file": "prior.json", **prior.describe(),
+                       "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}}
+    if s.variant == "seg+il-shifted":
+        extra["prior_shift_hu"] = SHIFT_HU
+    training = job.training_record(
+        trained_cases=[v.name for v in volumes], patch=list(patch), batch_size=s.batch_size,
+        augmentation="rotation by 180 deg about z, p = 0.5",
+        loss="generalized Dice (2 classes)" + (f" + {s.il_weight:g} x BCE(likelihood)" if out_channels == 2 else ""),
+        steps=result.steps, minutes=round(result.minutes, 2), resumed=result.resumed, config=config.to_dict(),
+        loss_first_last=[round(losses[0], 4), round(losses[-1], 4)] if losses else None,
+        initialised_from=initialised_from,
+        initial_lesion_probability=PRIOR_PROBABILITY if common.init is None else None)
+    card = ModelCard(method=METHOD, networks={"weights.pt": {"class": "UNet", "kwargs": net.config, "parameters": int(
+        sum(p.numel() for p in net.parameters()))}}, preprocessing=prep.to_dict(),
+        labels={"background": 0, "lesion": 1}, training=training, extra=extra)
+    save_model_folder(job.output, card, {"weights.pt": result.state}, fp16=not s.fp32, overwrite=job.overwrite,
+                      extra_files={"prior.json": text})
+    if job.checkpoints.is_dir():
+        shutil.rmtree(job.checkpoints)
+    log.info("%s %s: %d steps in %.1f min, loss %s", METHOD, s.variant, result.steps, result.minutes,
+             training["loss_first_last"])
+    return load_model_folder(job.output, METHOD)
+
+
+TRAINING = Training(settings=SmallLesionTrainSettings, train=train)
+"""The spec's training entry (``training="lesionseg.methods.smalllesion.train:TRAINING"``)."""

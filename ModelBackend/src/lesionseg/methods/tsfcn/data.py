@@ -1,149 +1,201 @@
-"""Training data for TS-FCN: image/mask NIfTI pairs, patient-wise splits, jittered boxes, slice crops.
+"""Training and evaluation samples of TS-FCN: one sample per lesion of a dataset in the convention.
 
-A data folder holds ``image/X.nii.gz`` + ``nodule_mask/X.nii.gz`` (the layout of the LIDC nodule VOIs) or
-``images/X`` + ``labels/X`` (any format :func:`lesionseg.read_image` reads). One pair is one tumour; its
-mask is foreground where ``> 0``. Boxes are built from the masks in continuous voxel coordinates
-``(i, j, k)`` and handed to the method as LPS boxes, exactly as a user's box would be.
+A dataset (:class:`lesionseg.data.Dataset`, e.g. ``lesionseg data import lidc-vois``) holds cases with a CT
+channel (the channel named ``CT``, else the first) and a label; the label is mapped onto the method's classes
+(``--labels``) and split into **lesions** (:func:`lesion_masks`): the 26-connected components of the mapped
+label, where components closer than :data:`LESION_GAP_MM` are one lesion. One sample is ``(image, mask)``:
+the CT cropped around one lesion (:func:`crop_margin`: wide enough that every jittered box and its liberal
+square see the same pixels as on the whole image) and that lesion's ``(K, J, I)`` bool mask on the crop.
+
+Boxes are built from a lesion's mask in continuous voxel coordinates ``(i, j, k)`` and handed to the method
+as LPS boxes, exactly as a user's box would be. The evaluation boxes of a case come from a generator seeded
+with the seed and the case's name (:func:`case_rng`), one per lesion in lesion order, so every row, model and
+training run sees the same boxes.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator, Sequence
+import math
+import zlib
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
+from scipy import ndimage
 
-from ...errors import InputError
-from ...geometry import IndexBox, index_to_world
+from ...data import Case
+from ...data.labels import apply as apply_labels
+from ...geometry import IndexBox, index_to_world, world_to_index
 from ...image import Image
-from ...io import read_image
 from ...prompts import Box
 from .preprocess import Preprocessing, crop_slices, liberal_box, mask_to_network, to_network
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = (("image", "nodule_mask"), ("images", "labels"))
-"""Accepted ``(image folder, mask folder)`` names inside a data folder."""
+LESION_GAP_MM = 10.0
+"""Label components closer than this (voxel centre to voxel centre, mm) are one lesion. Max-vote masks leave
+specks beside a nodule: 8 of the 101 LIDC nodule masks have 2-4 26-connected components (1-17-voxel specks up
+to 6.4 mm from the nodule); with this gap every LIDC VOI is one lesion, the whole mask, as before."""
+EVAL_JITTER = 0.15
+"""Scale and shift jitter of the evaluation (and training-validation) boxes, a fraction of the lesion's size."""
 
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
+class Sample(NamedTuple):
+    """One lesion: the CT crop around it, its ``(K, J, I)`` bool mask on the crop, its case and patient."""
 
-@dataclass(frozen=True)
-class Case:
-    """One tumour: its CT image, its ``(K, J, I)`` bool mask on the same grid, a name and a patient id."""
-
-    name: str
-    patient: str
     image: Image
     mask: np.ndarray
-
-    @property
-    def tight(self) -> tuple[np.ndarray, np.ndarray]:
-        """Inclusive voxel bounding box ``(lo, hi)`` of the mask, ``(i, j, k)`` order."""
-        k, j, i = np.nonzero(self.mask)
-        return np.array([i.min(), j.min(), k.min()]), np.array([i.max(), j.max(), k.max()])
+    case: str
+    patient: str
 
 
-def patient_of(name: str) -> str:
-    """Patient id of a case file name: ``LIDC-IDRI-0011_R_10`` -> ``LIDC-IDRI-0011``; else the part
-    before the first ``_R_`` or the whole stem."""
-    match = re.match(r"(LIDC-IDRI-\d+)", name)
-    return match.group(1) if match else name.split("_R_")[0]
+def ct_channel(channel_names: Sequence[str]) -> int:
+    """Index of the CT channel among a dataset's channel names: the one named ``CT`` (any case), else the
+    first."""
+    names = [n.lower() for n in channel_names]
+    return names.index("ct") if "ct" in names else 0
 
 
-def _stem(path: Path) -> str:
-    for suffix in SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
+def lesion_masks(label: Image, gap_mm: float = LESION_GAP_MM) -> list[np.ndarray]:
+    """``(K, J, I)`` bool masks of the lesions of ``label`` (any value > 0 is lesion), in the order of their
+    first voxel: 26-connected components, those less than ``gap_mm`` apart joined (a distance transform on the
+    label's bounding box, in mm)."""
+    fg = np.asarray(label.array) > 0
+    if not fg.any():
+        return []
+    components, count = ndimage.label(fg, np.ones((3, 3, 3), bool))
+    if count > 1 and gap_mm > 0:
+        pad = np.ceil(gap_mm / np.asarray(label.spacing, float)[::-1]).astype(int)
+        nz = np.nonzero(fg)
+        lo = np.maximum([int(a.min()) - p for a, p in zip(nz, pad)], 0)
+        hi = np.minimum([int(a.max()) + p + 1 for a, p in zip(nz, pad)], fg.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        near = ndimage.distance_transform_edt(~fg[box], sampling=np.asarray(label.spacing, float)[::-1]) < gap_mm / 2
+        groups, _ = ndimage.label(near, np.ones((3, 3, 3), bool))
+        components = np.zeros(fg.shape, np.int32)
+        components[box] = np.where(fg[box], groups, 0)
+    values = [v for v in dict.fromkeys(components[fg].tolist())]
+    return [components == v for v in values]
 
 
-def find_pairs(folder: Path | str) -> list[tuple[Path, Path]]:
-    """``(image, mask)`` paths of a data folder, sorted by name; :class:`InputError` when none match."""
-    root = Path(folder)
-    for image_dir, mask_dir in LAYOUTS:
-        if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
-            masks = {_stem(p): p for p in (root / mask_dir).iterdir() if p.name.endswith(SUFFIXES)}
-            pairs = [(p, masks[_stem(p)]) for p in sorted((root / image_dir).iterdir())
-                     if p.name.endswith(SUFFIXES) and _stem(p) in masks]
-            if pairs:
-                return pairs
-    raise InputError(f"{root} holds no image/mask pairs: expected {' or '.join(f'{a}/ + {b}/' for a, b in LAYOUTS)}"
-                     " with files of the same name")
+def tight(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive voxel bounding box ``(lo, hi)`` of a ``(K, J, I)`` mask, ``(i, j, k)`` order."""
+    k, j, i = np.nonzero(mask)
+    return np.array([i.min(), j.min(), k.min()]), np.array([i.max(), j.max(), k.max()])
 
 
-def load_cases(folder: Path | str) -> list[Case]:
-    """Read every pair of ``folder``; pairs with an empty mask or another grid raise :class:`InputError`."""
-    cases = []
-    for image_path, mask_path in find_pairs(folder):
-        image, mask = read_image(image_path), read_image(mask_path)
-        if not image.same_grid(mask):
-            raise InputError(f"{mask_path} is not on the grid of {image_path}")
-        if not np.any(mask.array > 0):
-            raise InputError(f"{mask_path} is empty")
-        name = _stem(image_path)
-        cases.append(Case(name, patient_of(name), image, mask.array > 0))
-    log.info("read %d cases from %s", len(cases), folder)
-    return cases
+def crop_margin(extent: np.ndarray, jitter: float, min_side: int, factor: float = 2.0) -> np.ndarray:
+    """Voxels ``(i, j, k)`` to keep on each side of a lesion of ``extent`` voxels so that a box jittered by
+    ``jitter`` (scale and shift) and its liberal square (``factor`` x the box, at least ``min_side``) never
+    reach past the crop where they would not reach past the whole image."""
+    extent = np.asarray(extent, float)
+    side = (1 + jitter) * extent
+    shift = jitter * side
+    inplane = shift[:2] + np.maximum(factor * side[:2].max() / 2 + 1, min_side / 2) - extent[:2] / 2
+    through = shift[2] + side[2] / 2 - extent[2] / 2
+    return np.ceil(np.append(inplane, through)).astype(int) + 2
 
 
-def split_by_patient(cases: Sequence[Case], val_fraction: float = 0.2, seed: int = 0
-                     ) -> tuple[list[Case], list[Case]]:
-    """Split ``cases`` into (train, validation) so that no patient is in both; the validation part holds
-    ``round(val_fraction * patients)`` patients drawn with ``seed``."""
-    patients = sorted({c.patient for c in cases})
-    if not 0.0 < val_fraction < 1.0 or len(patients) < 2:
-        raise InputError("need 0 < val_fraction < 1 and at least two patients")
-    rng = np.random.default_rng(seed)
-    count = min(max(1, int(round(val_fraction * len(patients)))), len(patients) - 1)
-    val = set(rng.choice(patients, size=count, replace=False).tolist())
-    return [c for c in cases if c.patient not in val], [c for c in cases if c.patient in val]
+def samples(case: Case, label_map, jitter: float = 0.25, min_side: int = 100) -> list[Sample]:
+    """The lesions of one case as :class:`Sample` s (CT crops with :func:`crop_margin` for boxes jittered up
+    to ``max(jitter, EVAL_JITTER)``); ``[]`` for a case without lesion."""
+    from ...io import read_image
+
+    label = case.read_label()
+    mapped = label.with_array(apply_labels(label.array, label_map))
+    image = read_image(case.images[ct_channel(case.channel_names)])
+    out = []
+    for mask in lesion_masks(mapped):
+        lo, hi = tight(mask)
+        margin = crop_margin(hi - lo + 1, max(jitter, EVAL_JITTER), min_side)
+        a, b = np.maximum(lo - margin, 0), np.minimum(hi + margin, image.size_ijk - 1)
+        out.append(Sample(image.crop(a, b), mask[a[2]:b[2] + 1, a[1]:b[1] + 1, a[0]:b[0] + 1].copy(),
+                          case.name, case.patient))
+    return out
 
 
-def jittered_box(case: Case, rng: np.random.Generator, scale: float = 0.15, shift: float = 0.15,
-                 axes: int = 3) -> Box:
-    """LPS box around the tumour, jittered: each side scaled by ``U(1-scale, 1+scale)``, the centre moved
-    by ``U(-shift, shift)`` x side, independently per axis (the first ``axes`` of i, j, k).
+def read_samples(cases: Sequence[Case], label_map, jitter: float = 0.25, min_side: int = 100) -> list[Sample]:
+    """:func:`samples` of every case, in case order."""
+    out = [s for case in cases for s in samples(case, label_map, jitter, min_side)]
+    log.info("%d lesions in %d cases", len(out), len(cases))
+    return out
+
+
+def case_rng(seed: int, case: str) -> np.random.Generator:
+    """The generator of one case's boxes: seeded with ``seed`` and the case name (independent of order)."""
+    return np.random.default_rng([int(seed), zlib.crc32(case.encode("utf-8"))])
+
+
+def jittered_box(image: Image, mask: np.ndarray, rng: np.random.Generator, scale: float = EVAL_JITTER,
+                 shift: float = EVAL_JITTER, axes: int = 3) -> Box:
+    """LPS box around the lesion ``mask`` (``(K, J, I)`` on ``image``'s grid), jittered: each side scaled by
+    ``U(1-scale, 1+scale)``, the centre moved by ``U(-shift, shift)`` x side, independently per axis (the first
+    ``axes`` of i, j, k).
 
     The unjittered box spans the outer faces of the mask's edge voxels (``lo - 0.5 .. hi + 0.5``), so
     :func:`lesionseg.geometry.box_to_index` of it gives back exactly the mask's bounding voxels.
     """
-    lo, hi = case.tight
+    lo, hi = tight(mask)
     centre, side = (lo + hi) / 2.0, (hi - lo + 1).astype(float)
     n = np.zeros(3, bool)
     n[:axes] = True
     side = np.where(n, side * rng.uniform(1 - scale, 1 + scale, 3), side)
     centre = np.where(n, centre + rng.uniform(-shift, shift, 3) * side, centre)
     corners = np.array([centre - side / 2.0, centre + side / 2.0])
-    world = index_to_world(case.image, corners)
+    world = index_to_world(image, corners)
     return Box(world.min(axis=0), world.max(axis=0))
 
 
-def jitter_boxes(cases: Sequence[Case], seed: int = 0, scale: float = 0.15, shift: float = 0.15) -> list[Box]:
-    """One :func:`jittered_box` per case from one generator seeded with ``seed`` (reproducible)."""
-    rng = np.random.default_rng(seed)
-    return [jittered_box(c, rng, scale, shift) for c in cases]
+def case_boxes(image: Image, masks: Sequence[np.ndarray], case: str, seed: int, jitter: float = EVAL_JITTER
+               ) -> list[Box]:
+    """One :func:`jittered_box` per lesion of one case, from :func:`case_rng` (the evaluation's boxes)."""
+    rng = case_rng(seed, case)
+    return [jittered_box(image, m, rng, jitter, jitter) for m in masks]
 
 
-def _index_range(case: Case, lo_f: np.ndarray, hi_f: np.ndarray) -> IndexBox:
+def clip_to_image(image: Image, box: Box) -> Box:
+    """``box`` clipped to the image's voxels (index range ``-0.5 .. size - 0.5``), so that it selects the voxels
+    :func:`~lesionseg.geometry.box_to_index` would select, without its warning about a box partly outside
+    (jittered boxes of lesions near the edge of a small crop often reach past it). Only on grids whose axes
+    are the LPS axes, where this is exact; on oblique grids the box is returned as it is."""
+    direction = np.asarray(image.direction, float)
+    if not np.allclose(np.abs(direction), np.round(np.abs(direction)), atol=1e-9):
+        return box
+    idx = world_to_index(image, box.corners)
+    lo = np.clip(idx.min(axis=0), -0.5 + 1e-3, image.size_ijk - 0.5 - 1e-3)
+    hi = np.clip(idx.max(axis=0), -0.5 + 1e-3, image.size_ijk - 0.5 - 1e-3)
+    if np.any(idx.max(axis=0) < -0.5) or np.any(idx.min(axis=0) > image.size_ijk - 0.5):
+        return box
+    world = index_to_world(image, np.array([lo, hi]))
+    return Box(world.min(axis=0), world.max(axis=0))
+
+
+def sample_boxes(items: Sequence[Sample], seed: int, jitter: float = EVAL_JITTER) -> list[Box]:
+    """The :func:`case_boxes` of samples (grouped by case, in lesion order): the same boxes as the evaluation
+    gives the whole cases."""
+    rngs: dict[str, np.random.Generator] = {}
+    out = []
+    for s in items:
+        rng = rngs.setdefault(s.case, case_rng(seed, s.case))
+        out.append(jittered_box(s.image, s.mask, rng, jitter, jitter))
+    return out
+
+
+def _index_range(image: Image, lo_f: np.ndarray, hi_f: np.ndarray) -> IndexBox:
     """Voxels whose centres lie in the continuous range, clipped to the image (nearest voxel if thin)."""
     lo, hi = np.ceil(lo_f - 1e-6).astype(int), np.floor(hi_f + 1e-6).astype(int)
     centre = np.round((lo_f + hi_f) / 2).astype(int)
     lo, hi = np.where(hi < lo, centre, lo), np.where(hi < lo, centre, hi)
-    size = case.image.size_ijk
+    size = image.size_ijk
     return IndexBox(np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1))
 
 
-def box_crops(case: Case, box: IndexBox, prep: Preprocessing, pad_mode: str = "constant"
+def box_crops(image: Image, mask: np.ndarray, box: IndexBox, prep: Preprocessing, pad_mode: str = "constant"
               ) -> tuple[np.ndarray, np.ndarray]:
     """``(n, side, side)`` HU crops and 0/1 mask crops of the box's slices in its liberal square."""
     lb = liberal_box(box, prep)
-    crops = crop_slices(case.image.array, lb, prep.pad_value, pad_mode)
-    masks = crop_slices(case.mask.astype(np.float32), lb, 0.0, pad_mode)
-    return crops, masks
+    return (crop_slices(image.array, lb, prep.pad_value, pad_mode),
+            crop_slices(mask.astype(np.float32), lb, 0.0, pad_mode))
 
 
 def dihedral(x: np.ndarray, index: int) -> np.ndarray:
@@ -152,22 +204,22 @@ def dihedral(x: np.ndarray, index: int) -> np.ndarray:
     return np.flip(out, axis=-1) if index >= 4 else out
 
 
-def epoch_samples(cases: Sequence[Case], prep: Preprocessing, rng: np.random.Generator, jitter: float = 0.25,
+def epoch_samples(items: Sequence[Sample], prep: Preprocessing, rng: np.random.Generator, jitter: float = 0.25,
                   augment: bool = True, reflect_probability: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of training slices: ``x`` ``(N, 3, size, size)`` float32 and ``y`` ``(N, size, size)`` int64.
 
-    Per case: one jittered box (scale and shift ``± jitter``), every slice of it (including slices past the
-    tumour's ends, which teach empty outputs), padding by air or, with ``reflect_probability``, by
+    Per lesion: one jittered box (scale and shift ``± jitter``), every slice of it (including slices past the
+    lesion's ends, which teach empty outputs), padding by air or, with ``reflect_probability``, by
     reflection; with ``augment`` each slice gets one random mirror/rotation of the 8 (the paper's 8x).
     """
     xs, ys = [], []
-    for case in cases:
-        lo, hi = case.tight
+    for image, mask, _, _ in items:
+        lo, hi = tight(mask)
         centre, side = (lo + hi) / 2.0, (hi - lo + 1).astype(float) * rng.uniform(1 - jitter, 1 + jitter, 3)
         centre = centre + rng.uniform(-jitter, jitter, 3) * side
-        box = _index_range(case, centre - side / 2.0, centre + side / 2.0)
+        box = _index_range(image, centre - side / 2.0, centre + side / 2.0)
         mode = "reflect" if rng.random() < reflect_probability else "constant"
-        crops, masks = box_crops(case, box, prep, mode)
+        crops, masks = box_crops(image, mask, box, prep, mode)
         x, y = to_network(crops, prep).numpy(), mask_to_network(masks, prep.size).numpy()
         if augment:
             for s in range(len(x)):
@@ -187,18 +239,44 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Genera
         yield x[idx], y[idx]
 
 
-def intensity_statistics(cases: Sequence[Case], prep: Preprocessing) -> tuple[float, float, float]:
+def intensity_statistics(items: Sequence[Sample], prep: Preprocessing) -> tuple[float, float, float]:
     """Mean and std of the windowed 0..255 network input over the unjittered training crops, and the
-    tumour pixel fraction (for the inverse-frequency class weights)."""
+    lesion pixel fraction (for the inverse-frequency class weights)."""
     raw = dataclasses.replace(prep, mean=(0.0,) * 3, std=(1.0,) * 3)
     total = sq = count = tumour = 0.0
-    for case in cases:
-        lo, hi = case.tight
-        crops, masks = box_crops(case, IndexBox(lo, hi), raw)
+    for image, mask, _, _ in items:
+        lo, hi = tight(mask)
+        crops, masks = box_crops(image, mask, IndexBox(lo, hi), raw)
         x = to_network(crops, raw)[:, 0].double()
         total += float(x.sum())
         sq += float((x * x).sum())
         count += x.numel()
         tumour += float(mask_to_network(masks, prep.size).sum())
     mean = total / count
-    return mean, float(np.sqrt(max(sq / count - mean * mean, 1e-12))), tumour / count
+    return mean, float(math.sqrt(max(sq / count - mean * mean, 1e-12))), tumour / count
+
+
+def lesion_dice(pred: np.ndarray, masks: Sequence[np.ndarray], spacing: Optional[np.ndarray] = None
+                ) -> list[float]:
+    """3D Dice of each lesion: the predicted voxels nearer to that lesion than to any other count for it
+    (with one lesion: all of them), ``2 |P ∩ G| / (|P| + |G|)`` summed over all its slices before dividing.
+
+    ``pred`` and ``masks`` are ``(K, J, I)`` on one grid; ``spacing`` ``(i, j, k)`` mm for the distances.
+    """
+    pred = np.asarray(pred) > 0
+    if len(masks) == 1:
+        owner = np.zeros(pred.shape, np.int32)
+    else:
+        labels = np.zeros(pred.shape, np.int32)
+        for n, m in enumerate(masks):
+            labels[m] = n + 1
+        sampling = None if spacing is None else np.asarray(spacing, float)[::-1]
+        idx = ndimage.distance_transform_edt(labels == 0, sampling=sampling, return_distances=False,
+                                             return_indices=True)
+        owner = labels[tuple(idx)] - 1
+    out = []
+    for n, m in enumerate(masks):
+        p = pred & (owner == n)
+        denominator = int(p.sum()) + int(m.sum())
+        out.append(2.0 * int((p & m).sum()) / denominator if denominator else 1.0)
+    return out

@@ -1,213 +1,201 @@
-"""Validation of TS-FCN against classical baselines on the same jittered boxes.
+"""Evaluation of box methods on jittered boxes: TS-FCN against classical baselines, and ``classical-box``.
 
-The score is the paper's: for each nodule the 3D Dice (intersections and sizes summed over all its slices
-before dividing), averaged over nodules. Boxes are the masks' bounding boxes jittered ±15 % in scale and
-shift per axis with a fixed seed (:func:`.data.jitter_boxes`), identical for every method.
+``lesionseg evaluate tsfcn --data DATASET --model M [--baselines] [--seed S] [--json OUT] [--markdown OUT]``
+scores the model on the cases its card held out; ``lesionseg evaluate classical-box --data DATASET`` scores
+the weight-free baseline on every case (it never trained). The protocol is the paper's:
 
-``python -m lesionseg.methods.tsfcn.evaluate --data DIR --model slim=MODEL_DIR [--model paper=DIR]
-[--baselines] [--fp16-check] [--json OUT]`` re-creates the validation split from the first model's card
-(without ``--model``: from ``--split-seed`` / ``--val-fraction``, as training does).
+- **prompts**: one box per lesion (:func:`.data.lesion_masks`), the lesion's bounding box jittered ±15 % in
+  scale and shift per axis from a generator seeded with ``--seed`` and the case's name
+  (:func:`.data.case_boxes`), so every row and every model sees the same boxes;
+- **score**: the 3D Dice of each lesion (intersections and sizes summed over all its slices before dividing;
+  where a case holds several lesions, the predicted voxels nearest to a lesion count for it:
+  :func:`.data.lesion_dice`), besides the common scores of :class:`lesionseg.evaluation.Evaluation`;
+- **summary**: per row the mean (median, worst) per-lesion Dice, and a paired Wilcoxon signed-rank test of
+  every other row against the first (the method);
+- **baselines** (``--baselines``): an HU threshold inside the box (largest component above the threshold; the
+  threshold of :data:`HU_THRESHOLDS` with the best mean Dice on the *training* cases' lesions, boxes seeded
+  with ``--seed`` + 1), GrabCut and GrabCut + DenseCRF (``classical-box``).
+
+The Dice that ``lesionseg train tsfcn`` records as ``validation_mean_dice_3d`` is this evaluation's mean
+per-lesion Dice of the ``tsfcn`` row at ``--seed 0``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
-import time
 import warnings
-from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
+from ...data import Case
 from ...errors import LesionSegWarning
+from ...evaluation import Evaluation, Predictor
 from ...image import Image
-from ...metrics import dice
-from ...prompts import Box
+from ...options import Options
+from ...prompts import Prompt
 from . import data
-from .preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
 HU_THRESHOLDS = (-700.0, -600.0, -500.0, -400.0, -300.0)
-"""Candidate HU thresholds of the threshold baseline, chosen on the training patients."""
+"""Candidate HU thresholds of the threshold baseline, chosen on the training cases."""
+FIXED_HU = -400.0
+"""The threshold used when there are no training cases to choose on (a weight-free method on every case)."""
+THRESHOLD_ROW = "HU threshold"
 
 
-def tsfcn_predictions(net: torch.nn.Module, prep: Preprocessing, cases: Sequence[data.Case],
-                      boxes: Sequence[Box], device: str = "cpu") -> list[np.ndarray]:
-    """``(K, J, I)`` float32 tumour probabilities of each case for its box (warnings about boxes partly
-    outside the small crops are silenced: clipping is the documented behaviour)."""
-    from .segmenter import TSFCN
+class BoxEvaluation(Evaluation):
+    """Jittered boxes, per-lesion 3D Dice and paired tests (module docstring); rows come from subclasses."""
 
-    seg = TSFCN(net=net, preprocessing=prep, device=device)
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LesionSegWarning)
-        for case, box in zip(cases, boxes):
-            seg.set_image(case.image)
-            out.append(seg.predict_probability(box).array)
-    return out
+    def __init__(self, spec, dataset, label_map, seed: int = 0) -> None:
+        super().__init__(spec, dataset, label_map, seed)
+        self._masks: tuple[str, list[np.ndarray]] = ("", [])
+        self.threshold_choices: list[dict] = []
 
+    def lesions(self, case: Case, truth: Image) -> list[np.ndarray]:
+        """The lesion masks of ``truth`` (kept for the case last asked about)."""
+        if self._masks[0] != case.name:
+            self._masks = (case.name, data.lesion_masks(truth))
+        return self._masks[1]
 
-def mean_dice(cases: Sequence[data.Case], probs: Sequence[np.ndarray], threshold: float,
-              largest_component: bool = False) -> float:
-    """Mean over cases of the 3D Dice of the label :func:`.segmenter.binarize` makes from ``prob``."""
-    from .segmenter import binarize
+    def prompts(self, case: Case, truth: Image) -> list[Prompt]:
+        boxes = data.case_boxes(truth, self.lesions(case, truth), case.name, self.seed)
+        return [data.clip_to_image(truth, box) for box in boxes]
 
-    return float(np.mean(case_dice(cases, [binarize(p, threshold, largest_component) for p in probs])))
+    def score(self, pred: Image, truth: Image, case: Case) -> dict:
+        scores = super().score(pred, truth, case)
+        dice = data.lesion_dice(pred.array, self.lesions(case, truth), truth.spacing)
+        return {**scores, "lesion_dice": [round(float(d), 4) for d in dice]}
 
+    def _ct(self) -> int:
+        return data.ct_channel(self.dataset.channel_names) if self.dataset is not None else 0
 
-def case_dice(cases: Sequence[data.Case], masks: Sequence[np.ndarray]) -> list[float]:
-    """3D Dice of each predicted ``(K, J, I)`` mask against its case's mask (:func:`lesionseg.metrics.dice`)."""
-    return [dice(c.image.with_array(m.astype(np.uint8)), c.image.with_array(c.mask.astype(np.uint8)))
-            for c, m in zip(cases, masks)]
+    def threshold_baseline(self, train_cases: Sequence[Case]) -> dict[str, Predictor]:
+        """The HU-threshold row, its threshold chosen on ``train_cases`` (:data:`FIXED_HU` without any)."""
+        from ..classical import threshold_in_box
 
+        hu, scores = FIXED_HU, {}
+        items = data.read_samples(train_cases, self.label_map) if train_cases else []
+        if items:
+            boxes = data.sample_boxes(items, self.seed + 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LesionSegWarning)
+                for candidate in HU_THRESHOLDS:
+                    scores[candidate] = float(np.mean([
+                        data.lesion_dice(threshold_in_box(s.image, box, candidate).array, [s.mask])[0]
+                        for s, box in zip(items, boxes)]))
+            hu = max(scores, key=scores.get)
+        self.threshold_choices.append({"hu": hu, "training_lesions": len(items),
+                                       "train_dice": {f"{k:g}": round(v, 4) for k, v in scores.items()}})
+        log.info("HU threshold %g (chosen on %d training lesions)", hu, len(items))
+        ct = self._ct()
 
-def run_method(predict: Callable[[Image, Box], Image], cases: Sequence[data.Case], boxes: Sequence[Box]
-               ) -> tuple[list[float], float]:
-    """Per-case Dice of ``predict(image, box)`` and the median seconds per case."""
-    scores, times = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LesionSegWarning)
-        for case, box in zip(cases, boxes):
-            t0 = time.perf_counter()
-            label = predict(case.image, box)
-            times.append(time.perf_counter() - t0)
-            scores.append(case_dice([case], [label.array > 0])[0])
-    return scores, float(np.median(times))
+        def threshold(images: tuple, prompt: Prompt) -> Image:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", LesionSegWarning)
+                return threshold_in_box(images[ct], prompt, hu)
 
+        return {THRESHOLD_ROW: threshold}
 
-def baselines(train_cases: Sequence[data.Case], cases: Sequence[data.Case], boxes: Sequence[Box],
-              seed: int) -> dict[str, dict]:
-    """HU threshold in the box (threshold picked on ``train_cases``), GrabCut, GrabCut + DenseCRF."""
-    from ..classical import ClassicalBox, threshold_in_box
+    def grabcut_baselines(self) -> dict[str, Predictor]:
+        """GrabCut alone and GrabCut + DenseCRF (``classical-box`` with and without ``--no-crf``)."""
+        from ..classical import ClassicalBox, ClassicalBoxOptions
 
-    train_boxes = data.jitter_boxes(train_cases, seed + 1)
-    train_scores = {hu: float(np.mean(run_method(lambda im, b, hu=hu: threshold_in_box(im, b, hu),
-                                                 train_cases, train_boxes)[0])) for hu in HU_THRESHOLDS}
-    best_hu = max(train_scores, key=train_scores.get)
-    results = {}
-    for name, predict in (
-        (f"threshold {best_hu:g} HU", lambda im, b: threshold_in_box(im, b, best_hu)),
-        ("GrabCut", _segmenter_predict(ClassicalBox(use_crf=False))),
-        ("GrabCut + DenseCRF", _segmenter_predict(ClassicalBox())),
-    ):
-        scores, seconds = run_method(predict, cases, boxes)
-        results[name] = {"mean_dice": round(float(np.mean(scores)), 4), "median_s_per_nodule": round(seconds, 4),
-                         "dice": [round(s, 4) for s in scores]}
-        log.info("%s: mean Dice %.4f", name, results[name]["mean_dice"])
-    results[f"threshold {best_hu:g} HU"]["train_choice"] = {str(k): round(v, 4) for k, v in train_scores.items()}
-    return results
+        ct = self._ct()
 
+        def runner(seg: ClassicalBox) -> Predictor:
+            def predict(images: tuple, prompt: Prompt) -> Image:
+                seg.set_image(images[ct])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", LesionSegWarning)
+                    return seg.predict(prompt)
+            return predict
 
-def _segmenter_predict(seg) -> Callable[[Image, Box], Image]:
-    def predict(image: Image, box: Box) -> Image:
-        seg.set_image(image)
-        return seg.predict(box)
-    return predict
+        return {"GrabCut": runner(ClassicalBox(options=ClassicalBoxOptions(crf=False))),
+                "GrabCut + DenseCRF": runner(ClassicalBox())}
 
+    def baselines(self, train_cases: Sequence[Case]) -> dict[str, Predictor]:
+        return {**self.threshold_baseline(train_cases), **self.grabcut_baselines()}
 
-def evaluate_model(folder: Path, cases: Sequence[data.Case], boxes: Sequence[Box], fp16_check: bool,
-                   retune: Optional[tuple[Sequence[data.Case], int]] = None) -> dict:
-    """Dice of a TS-FCN model folder on ``cases``; with ``fp16_check`` also with fp16-rounded weights.
+    def summary(self, records: Sequence[dict]) -> dict:
+        """The common summary plus, per row, ``lesion_dice`` (``mean``, ``median``, ``worst``, ``lesions``) and,
+        for every row after the first, ``vs <first row>`` (:func:`paired`); the threshold row also gets the
+        threshold chosen on each model's training cases."""
+        out = super().summary(records)
+        rows = list(out)
+        per_row = {row: {(r["case"], n): d for r in records if r["row"] == row
+                         for n, d in enumerate(r["scores"].get("lesion_dice") or [])} for row in rows}
+        for row in rows:
+            values = list(per_row[row].values())
+            if values:
+                out[row]["lesion_dice"] = {"mean": round(float(np.mean(values)), 4),
+                                           "median": round(float(np.median(values)), 4),
+                                           "worst": round(float(np.min(values)), 4), "lesions": len(values)}
+        for row in rows[1:]:
+            keys = sorted(set(per_row[rows[0]]) & set(per_row[row]))
+            if keys:
+                out[row][f"vs {rows[0]}"] = paired([per_row[rows[0]][k] for k in keys], [per_row[row][k] for k in keys])
+        if THRESHOLD_ROW in out and self.threshold_choices:
+            out[THRESHOLD_ROW]["chosen"] = self.threshold_choices
+        return out
 
-    ``retune=(train_cases, seed)`` first re-chooses the threshold and largest-component step on the
-    training patients (:func:`.train.choose_postprocessing`), as training does, and scores with those.
-    """
-    from ...modelfolder import load_model_folder
-    from .segmenter import TSFCN
-    from .train import choose_postprocessing
-
-    seg = TSFCN(load_model_folder(folder, "tsfcn"), device="cpu")
-    stored = torch.load(folder / "weights.pt", weights_only=True)
-    result: dict = {"weights_dtype": str(next(iter(stored.values())).dtype)}
-    if retune is not None:
-        seg.prep, result["postprocessing_train_dice"] = choose_postprocessing(
-            seg.net, seg.prep, retune[0], retune[1], 0.15, "cpu")
-    result["preprocessing"] = seg.prep.to_dict()
-    variants = {"stored": seg.net.state_dict()}
-    if fp16_check:
-        variants["fp16"] = {k: v.half().float() if v.is_floating_point() else v for k, v in variants["stored"].items()}
-    for name, state in variants.items():
-        seg.net.load_state_dict(state)
-        scores, seconds = run_method(_segmenter_predict(seg), cases, boxes)
-        result[name] = {"mean_dice": round(float(np.mean(scores)), 4), "median_s_per_nodule": round(seconds, 4),
-                        "dice": [round(s, 4) for s in scores]}
-        log.info("%s (%s weights): mean Dice %.4f", folder, name, result[name]["mean_dice"])
-    return result
-
-
-def export_model(src: Path, dest: Path, results: dict, key: str) -> None:
-    """Copy model folder ``src`` to ``dest`` with the comparison table in its card's ``metrics``."""
-    from ...modelfolder import load_model_folder, save_model_folder
-
-    folder = load_model_folder(src, "tsfcn")
-    own = results["methods"][key]
-    fp16 = "fp16" in own and own["fp16"]["mean_dice"] >= own["stored"]["mean_dice"] - 0.001
-    table = {name: (res.get("stored", res)["mean_dice"]) for name, res in results["methods"].items()}
-    before = folder.card.get("metrics", {})
-    metrics = {**before, "validation_mean_dice_3d": own["fp16" if fp16 else "stored"]["mean_dice"],
-               "validation_mean_dice_3d_at_training": before.get("validation_mean_dice_3d"),
-               "comparison_mean_dice_3d": table,
-               "validation_nodules": results["validation_nodules"],
-               "fp16_mean_dice_3d": own.get("fp16", {}).get("mean_dice"), "weights_fp16": fp16}
-    state = torch.load(folder.file("weights.pt"), map_location="cpu", weights_only=True)
-    card = {**folder.card, "preprocessing": own["preprocessing"], "metrics": metrics}
-    save_model_folder(dest, card, {"weights.pt": state}, fp16=fp16, overwrite=True)
-    log.info("exported %s to %s (%s weights)", src, dest, "fp16" if fp16 else "float32")
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Validate TS-FCN models and baselines on jittered boxes")
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR", help="model folder(s)")
-    parser.add_argument("--baselines", action="store_true", help="also threshold, GrabCut, GrabCut + DenseCRF")
-    parser.add_argument("--fp16-check", action="store_true", help="also score fp16-rounded weights")
-    parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument("--export", metavar="NAME=DIR",
-                        help="write model NAME to DIR with these results in its card; fp16 weights when "
-                             "--fp16-check shows they cost no Dice (< 0.001), else float32")
-    parser.add_argument("--retune", action="store_true",
-                        help="re-choose threshold and largest-component step on the training patients first")
-    parser.add_argument("--split-seed", type=int, default=0, help="split seed when no --model is given")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="validation fraction without --model")
-    parser.add_argument("--eval-seed", type=int, default=2016, help="box seed without --model")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(2)
-    models = dict(m.split("=", 1) for m in args.model)
-    cases = data.load_cases(args.data)
-    if models:
-        card = json.loads((Path(next(iter(models.values()))) / "model.json").read_text())
-        val_patients = set(card["training"]["split"]["validation_patients"])
-        seed, eval_seed = int(card["training"]["config"]["seed"]), int(card["metrics"].get("eval_seed", 2016))
-    else:
-        seed, eval_seed = args.split_seed, args.eval_seed
-        val_patients = {c.patient for c in data.split_by_patient(cases, args.val_fraction, seed)[1]}
-    train_cases = [c for c in cases if c.patient not in val_patients]
-    val_cases = [c for c in cases if c.patient in val_patients]
-    boxes = data.jitter_boxes(val_cases, eval_seed)
-    results = {"validation_nodules": len(val_cases), "validation_patients": len(val_patients),
-               "train_nodules": len(train_cases), "eval_seed": eval_seed, "split_seed": seed,
-               "cases": [c.name for c in val_cases], "methods": {}}
-    for name, folder in models.items():
-        retune = (train_cases, eval_seed + 1) if args.retune else None
-        results["methods"][f"tsfcn {name}"] = evaluate_model(Path(folder), val_cases, boxes, args.fp16_check, retune)
-    if args.baselines:
-        results["methods"].update(baselines(train_cases, val_cases, boxes, eval_seed))
-    if args.export:
-        name, dest = args.export.split("=", 1)
-        export_model(Path(models[name]), Path(dest), results, f"tsfcn {name}")
-    text = json.dumps(results, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    for name, res in results["methods"].items():
-        res = res.get("stored", res)
-        print(f"{name:28s} mean 3D Dice {res['mean_dice']:.4f}  ({res['median_s_per_nodule'] * 1000:.0f} ms/nodule)")
-    return 0
+    @classmethod
+    def markdown(cls, result: dict) -> str:
+        """One line per row: lesions, mean (median, worst) per-lesion 3D Dice, the paired test against the
+        first row, and the global Dice."""
+        summary = result["summary"]
+        rows = list(summary)
+        first = rows[0] if rows else ""
+        lines = [f"# {result['method']} on {result['dataset']}", "",
+                 f"{'Synthetic data.' if result.get('synthetic') else 'Real data.'} Models: "
+                 + ", ".join(f"`{m}`" for m in result["models"]) + f". Cases scored: {result['cases']}. "
+                 "One box per lesion, jittered ±15 % in scale and shift per axis; the same boxes for every row.", "",
+                 f"| row | lesions | mean 3D Dice per lesion (median, worst) | vs {first}: mean difference, "
+                 f"{first} better on, Wilcoxon p | global Dice |", "|---|---|---|---|---|"]
+        for row, entry in summary.items():
+            d = entry.get("lesion_dice")
+            cell = f"{d['mean']:.4f} ({d['median']:.4f}, {d['worst']:.4f})" if d else "–"
+            test = entry.get(f"vs {first}")
+            versus = "–"
+            if test:
+                p = "–" if test["p"] is None else f"{test['p']:.3g}"
+                versus = f"{test['mean_difference']:+.4f}, {test['first_better']} of {test['lesions']}, {p}"
+            lesions = d["lesions"] if d else 0
+            lines.append(f"| {row} | {lesions} | {cell} | {versus} | {entry.get('global_dice', '–')} |")
+        for choice in summary.get(THRESHOLD_ROW, {}).get("chosen", []):
+            lines.append(f"\n{THRESHOLD_ROW}: {choice['hu']:g} HU, chosen on {choice['training_lesions']} training "
+                         f"lesions {choice['train_dice'] or '(none: fixed)'}.")
+        return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def paired(first: Sequence[float], other: Sequence[float]) -> dict[str, Any]:
+    """Paired comparison of two rows' per-lesion Dice: ``lesions``, ``mean_difference`` (other - first),
+    ``first_better`` (lesions where the first row scores higher) and ``p`` of the two-sided Wilcoxon
+    signed-rank test (None with fewer than two lesions or no difference at all)."""
+    a, b = np.asarray(first, float), np.asarray(other, float)
+    p: Optional[float] = None
+    if len(a) >= 2 and np.any(a != b):
+        from scipy.stats import wilcoxon
+
+        p = round(float(wilcoxon(a, b).pvalue), 6)
+    return {"lesions": int(len(a)), "mean_difference": round(float(np.mean(b - a)), 4),
+            "first_better": int(np.sum(a > b)), "p": p}
+
+
+class TSFCNEvaluation(BoxEvaluation):
+    """``lesionseg evaluate tsfcn``: the model's row is ``tsfcn``; baselines as :class:`BoxEvaluation`."""
+
+    def rows(self, segmenter) -> dict[str, Optional[Options]]:
+        return {"tsfcn": None}
+
+
+class ClassicalBoxEvaluation(BoxEvaluation):
+    """``lesionseg evaluate classical-box``: its row is ``classical-box`` (with the given options); the only
+    baseline is the HU threshold (fixed at :data:`FIXED_HU` when every case is scored, as there are then no
+    training cases to choose it on)."""
+
+    def rows(self, segmenter) -> dict[str, Optional[Options]]:
+        return {"classical-box": None}
+
+    def baselines(self, train_cases: Sequence[Case]) -> dict[str, Predictor]:
+        return self.threshold_baseline(train_cases)

@@ -10,7 +10,6 @@ square is clipped to it.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from typing import Optional
@@ -24,6 +23,7 @@ from ...geometry import box_to_index
 from ...image import Image
 from ...intensity import looks_like_ct
 from ...modelfolder import ModelFolder
+from ...options import Options
 from ...prompts import Box, Prompt
 from ...registry import register
 from ...segmenter import Segmenter
@@ -49,27 +49,28 @@ def binarize(prob: np.ndarray, threshold: float, largest_component: bool = False
     return label.astype(np.uint8)
 
 
-@register("tsfcn", prompt="box",
-          summary="TS-FCN (Ray 2016): 2D FCN per axial slice in a liberal box around a lung tumour (CT)")
+@register("tsfcn", prompt="box", inputs=("CT",), classes=("background", "lesion"),
+          summary="TS-FCN (Ray 2016): 2D FCN per axial slice in a liberal box around a lung tumour (CT)",
+          training="lesionseg.methods.tsfcn.train:TRAINING",
+          evaluation="lesionseg.methods.tsfcn.evaluate:TSFCNEvaluation")
 class TSFCN(Segmenter):
     """TS-FCN box-prompt segmenter.
 
     Args:
-        model: model folder with ``weights.pt`` and a card whose ``network`` is ``{"class": "TSFCNNet",
-            "kwargs": {...}}`` and whose ``preprocessing`` is a :class:`Preprocessing` dict. Both are required,
-            the latter with every entry (:data:`REQUIRED_PREPROCESSING`): each changes the labels, so a default
-            is never silently used. The network and its weights are loaded here, so a broken folder fails
-            before any image is read.
+        model: model folder with ``weights.pt`` and a card whose ``networks["weights.pt"]`` (old cards:
+            ``network``) is ``{"class": "TSFCNNet", "kwargs": {...}}`` and whose ``preprocessing`` is a
+            :class:`Preprocessing` dict. Both are required, the latter with every entry
+            (:data:`REQUIRED_PREPROCESSING`): each changes the labels, so a default is never silently used.
+            The network and its weights are loaded here, so a broken folder fails before any image is read.
         device: ``"cpu"`` or ``"cuda"``.
+        options: predict-time settings (TS-FCN has none: its post-processing is the model's).
         net: an already built network (used instead of the model folder, e.g. in tests).
         preprocessing: pipeline parameters when ``net`` is given.
     """
 
-    inputs = ("CT",)
-
-    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu",
-                 net: Optional[torch.nn.Module] = None, preprocessing: Optional[Preprocessing] = None) -> None:
-        super().__init__(model, device)
+    def __init__(self, model: Optional[ModelFolder] = None, device: str = "cpu", options: Optional[Options] = None,
+                 *, net: Optional[torch.nn.Module] = None, preprocessing: Optional[Preprocessing] = None) -> None:
+        super().__init__(model, device, options)
         if net is None:
             if model is None:
                 raise WeightsError("tsfcn needs a model folder (or a network passed as net=)")
@@ -126,18 +127,3 @@ class TSFCN(Segmenter):
         out = np.zeros(image.shape, np.uint8)
         out[region] = binarize(values, self.prep.threshold, self.prep.largest_component)
         return Image(out, image.spacing, image.origin, image.direction)
-
-    @classmethod
-    def add_train_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Options of ``lesionseg train tsfcn`` (see :mod:`.train`)."""
-        from .train import add_train_arguments
-
-        add_train_arguments(parser)
-
-    @classmethod
-    def train(cls, args: argparse.Namespace) -> ModelFolder:
-        """Train on ``args.data`` and write the model folder ``args.output`` (see :mod:`.train`)."""
-        from .train import train
-
-        return train(args)
-
