@@ -177,8 +177,8 @@ def _deeplesion_3d(root: Path) -> Path:
 
 
 def test_deeplesion_end_to_end(tmp_path, capsys):
-    """``data import deeplesion`` (RECIST axes only) -> ``train`` on the prompt cases -> ``evaluate`` says the
-    dataset has no mask and where to score; on DeepLesion 3D masks it scores the patients the model held out."""
+    """``data import deeplesion`` (RECIST axes only) -> ``train`` on the prompt cases -> ``evaluate`` scores the
+    held-out patient's lesions against their RECIST axes; on DeepLesion 3D masks it scores Dice of the same patient."""
     src = _deeplesion(tmp_path / "DeepLesion")
     assert run("data", "import", "deeplesion", src, "-o", tmp_path / "D") == 0
     assert run("train", "recist-coseg", "--data", tmp_path / "D", "--minutes", "0.1", "--fcn-minutes", "0.01",
@@ -186,8 +186,17 @@ def test_deeplesion_end_to_end(tmp_path, capsys):
     training = load_model_folder(tmp_path / "M", "recist-coseg").model_card.training
     assert (training["prompt_cases"], training["prompt_samples"], training["held_out_patients"]) == (2, 2, ["DL000002"])
     capsys.readouterr()
+    assert run("evaluate", "recist-coseg", "--data", tmp_path / "D", "--model", tmp_path / "M", "--baselines",
+               "--json", tmp_path / "axes.json") == 0
+    axes = json.loads((tmp_path / "axes.json").read_text())
+    assert {r["patient"] for r in axes["records"]} == {"DL000002"} and list(axes["summary"]) == [
+        "network", "network + DenseCRF", "GrabCut"]
+    grabcut = axes["summary"]["GrabCut"]
+    assert grabcut["found"]["mean"] == 1.0 and grabcut["long_axis_error_pct"]["mean"] < 40
+    assert "long-axis error %" in capsys.readouterr().out
+    (tmp_path / "D" / "prompts.json").write_text("{}")
     assert run("evaluate", "recist-coseg", "--data", tmp_path / "D", "--model", tmp_path / "M") == 2
-    assert "holds no lesion mask (no labelsTr/labelsTs), RECIST axes only" in capsys.readouterr().err
+    assert "no lesion mask (no labelsTr/labelsTs) and no RECIST axes" in capsys.readouterr().err
     assert run("data", "import", "deeplesion-3d", _deeplesion_3d(tmp_path / "dl3d"), "-o", tmp_path / "D3") == 0
     assert run("evaluate", "recist-coseg", "--data", tmp_path / "D3", "--model", tmp_path / "M", "--baselines",
                "--json", tmp_path / "e.json") == 0

@@ -51,8 +51,20 @@ class Evaluation:
         seed: for prompt jitter and anything random, so every row and model sees the same prompts.
     """
 
+    unlabelled: bool = False
+    """Whether cases without a label but with prompts (``prompts.json``, e.g. DeepLesion's RECIST axes) are
+    scored, by :meth:`score_unlabelled`."""
+
     def __init__(self, spec, dataset: Dataset, label_map: Mapping[int, Sequence[int]], seed: int = 0) -> None:
         self.spec, self.dataset, self.label_map, self.seed = spec, dataset, dict(label_map), seed
+
+    def scorable(self, case: Case) -> bool:
+        """A case this evaluation can score: labelled, or (:attr:`unlabelled`) carrying prompts."""
+        return case.label is not None or (self.unlabelled and bool(self.dataset.prompts(case.name)))
+
+    def score_unlabelled(self, pred: Image, image: Image, prompts: Sequence[Prompt], case: Case) -> dict:
+        """Scores of one prediction of a case without a label (only with :attr:`unlabelled`)."""
+        raise NotImplementedError
 
     # --- hooks ------------------------------------------------------------------------------------------
     def rows(self, segmenter) -> dict[str, Optional[Options]]:
@@ -147,20 +159,23 @@ class Evaluation:
         return "\n".join(lines) + "\n"
 
 
-def held_out(dataset: Dataset, card, model: Path, all_cases: bool, split: str) -> list[Case]:
-    """The cases a model is scored on (see the module docstring)."""
+def held_out(dataset: Dataset, card, model: Path, all_cases: bool, split: str,
+             evaluation: Optional[Evaluation] = None) -> list[Case]:
+    """The cases a model is scored on (see the module docstring); ``evaluation`` says which it can score
+    (default: labelled ones)."""
+    can = evaluation.scorable if evaluation is not None else (lambda case: case.label is not None)
     if split == "test":
-        cases = [c for c in dataset.cases("test") if c.label is not None]
+        cases = [c for c in dataset.cases("test") if can(c)]
         if not cases:
             raise InputError(f"{dataset.root} has no labelled test cases (imagesTs with labelsTs)")
         return cases
     if all_cases:
-        return dataset.cases("train")
+        return dataset.cases("train") or [c for c in dataset.cases("test") if can(c)]
     if card.held_out_cases:
         return dataset.select(card.held_out_cases)
     patients = set(card.held_out_patients)
     if patients:
-        cases = [c for c in dataset.cases("train") if c.patient in patients]
+        cases = [c for c in dataset.cases("all") if c.patient in patients and can(c)]
         if cases:
             return cases
     raise InputError(f"{model}'s card records no held-out cases of {dataset.root}; pass --all-cases to score every "
@@ -187,9 +202,10 @@ def evaluate(method: str, data: Path, models: Sequence[Path] = (), *, all_cases:
     plan: list[tuple[Optional[Path], list[Case]]] = []
     for model in models:
         card = load_model_folder(model, method).model_card
-        plan.append((Path(model), held_out(dataset, card, Path(model), all_cases, split)))
+        plan.append((Path(model), held_out(dataset, card, Path(model), all_cases, split, evaluation)))
     if not models:
-        plan.append((None, dataset.cases("test") if split == "test" else dataset.cases("train")))
+        plan.append((None, [c for c in dataset.cases("test") if evaluation.scorable(c)] if split == "test"
+                     else dataset.cases("train")))
     seen: dict[str, str] = {}
     for model, cases in plan:
         for case in cases:
@@ -222,6 +238,8 @@ def _evaluation(spec, dataset: Dataset, label_map, seed: int) -> Evaluation:
 def _score_case(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options]],
                 baselines: Mapping[str, Predictor], case: Case, model: Optional[Path]) -> list[dict]:
     images = method_inputs(evaluation.spec, case)
+    if case.label is None:
+        return _score_unlabelled(evaluation, seg, rows, baselines, case, model, images)
     truth = evaluation.truth(case)
     prompts = evaluation.prompts(case, truth)
     out = []
@@ -239,6 +257,32 @@ def _score_case(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options
         t0 = time.perf_counter()
         pred = _union(truth, (predict(images, p) for p in prompts))
         out.append(_record(evaluation, case, None, row, pred, truth, time.perf_counter() - t0))
+    return out
+
+
+def _score_unlabelled(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options]],
+                      baselines: Mapping[str, Predictor], case: Case, model: Optional[Path], images) -> list[dict]:
+    """The records of a case without a label, scored from its prompts (:meth:`Evaluation.score_unlabelled`)."""
+    prompts = evaluation.dataset.prompts(case.name)
+    out = []
+    t0 = time.perf_counter()
+    seg.set_image(*images)
+    set_seconds = time.perf_counter() - t0
+    own = seg.options
+    for row, options in rows.items():
+        seg.set_options(own if options is None else options)
+        t0 = time.perf_counter()
+        pred = _union(images[0], (seg.predict(p) for p in prompts))
+        out.append({"case": case.name, "patient": case.patient, "model": None if model is None else str(model),
+                    "row": row, "seconds": round(set_seconds + time.perf_counter() - t0, 3),
+                    "scores": evaluation.score_unlabelled(pred, images[0], prompts, case)})
+    seg.set_options(own)
+    for row, predict in baselines.items():
+        t0 = time.perf_counter()
+        pred = _union(images[0], (predict(images, p) for p in prompts))
+        out.append({"case": case.name, "patient": case.patient, "model": None, "row": row,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "scores": evaluation.score_unlabelled(pred, images[0], prompts, case)})
     return out
 
 

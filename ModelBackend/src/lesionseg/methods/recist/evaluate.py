@@ -9,9 +9,14 @@ symmetric surface distance (mm; the symmetric "average Hausdorff distance") and 
 (:mod:`lesionseg.metrics`), and the voxel counts for the global Dice.
 
 Rows: ``network`` (no DenseCRF), ``network + DenseCRF`` (the default), and with ``--baselines`` ``GrabCut`` (the
-initial masks the network learnt from, from the same prompts; no model). Cases without a mask are never scored:
-a dataset with no labelled case at all (e.g. DeepLesion's release, RECIST axes only) is an error that says which
-data to score on.
+initial masks the network learnt from, from the same prompts; no model).
+
+Cases without a mask but with RECIST axes (DeepLesion's release: ``lesionseg data import deeplesion``) are scored
+by how well the segmentation reproduces the reader's measurement (:meth:`RecistEvaluation.score_unlabelled`): the
+RECIST long and short axes measured on the predicted lesion of each prompt's slice against the given ones, as
+absolute relative errors in %, and the share of prompts that got a lesion at all. This is a consistency check, not
+an overlap score: a mask can match both diameters and still be wrong elsewhere; DeepLesion's paper scored masks
+on a labelled subset, which its public release does not hold.
 """
 from __future__ import annotations
 
@@ -32,10 +37,9 @@ from .initial_mask import grabcut_from_recist
 from .segmenter import axes_in_crop, crop_of, keep_touching_axis, slice_label
 
 SCORES = ("recall", "precision", "dice", "assd_mm", "volumetric_similarity")
-NO_MASKS = ("{root} holds no lesion mask (no labelsTr/labelsTs){prompted}: recist-coseg is scored against masks. "
-            "Score the model on a dataset with masks, e.g. DeepLesion's 3D lesion masks: 'lesionseg data import "
-            "deeplesion-3d SRC -o D3' then 'lesionseg evaluate recist-coseg --data D3 --model M' (the cases of the "
-            "patients M held out) or with --all-cases")
+NO_MASKS = ("{root} holds no lesion mask (no labelsTr/labelsTs) and no RECIST axes (prompts.json): there is "
+            "nothing to score recist-coseg against")
+AXIS_SCORES = ("long_axis_error_pct", "short_axis_error_pct", "found")
 
 
 def grabcut(images: Sequence[Image], prompt: RecistLine) -> Image:
@@ -52,13 +56,44 @@ def grabcut(images: Sequence[Image], prompt: RecistLine) -> Image:
 class RecistEvaluation(Evaluation):
     """Scores on the RECIST slice (see the module docstring)."""
 
+    unlabelled = True
+
     def __init__(self, spec, dataset: Dataset, label_map, seed: int = 0) -> None:
         super().__init__(spec, dataset, label_map, seed)
         cases = dataset.cases("all") if dataset is not None else []
-        if dataset is not None and not any(c.label is not None for c in cases):
-            prompted = ", RECIST axes only" if any(recist_prompts(dataset, c.name) for c in cases) else ""
-            raise InputError(NO_MASKS.format(root=dataset.root, prompted=prompted))
+        if dataset is not None and not any(c.label is not None or recist_prompts(dataset, c.name) for c in cases):
+            raise InputError(NO_MASKS.format(root=dataset.root))
         self._slices: dict[str, list[int]] = {}
+
+    def score_unlabelled(self, pred: Image, image: Image, prompts, case: Case) -> dict:
+        """For a case with RECIST axes and no mask: per prompt, the predicted lesion on its slice (the component
+        nearest the long axis' middle) measured like a reader (:func:`lesionseg.metrics.recist_axes`) against the
+        given axes; the mean absolute relative errors (%) over the prompts that got a lesion, and ``found``, the
+        share of prompts that got one."""
+        from scipy import ndimage
+
+        long_err, short_err, found = [], [], 0
+        recists = [p for p in prompts if isinstance(p, RecistLine)]
+        for prompt in recists:
+            index = recist_to_index(image, prompt)
+            k = index.k
+            labels, n = ndimage.label(np.asarray(pred.array[k]) > 0)
+            if n == 0:
+                continue
+            middle = np.asarray(index.long, float).mean(axis=0)[::-1]  # (j, i) of the long axis' middle
+            spots = np.argwhere(labels > 0)
+            nearest = labels[tuple(spots[np.argmin(((spots - middle) ** 2).sum(axis=1))])]
+            size = image.size_ijk
+            lesion = image.crop((0, 0, k), (size[0] - 1, size[1] - 1, k)).with_array(
+                (labels == nearest).astype(np.uint8)[None])
+            axes = metrics.recist_axes(lesion)
+            found += 1
+            long_err.append(abs(axes.long_mm - prompt.long_length_mm) / prompt.long_length_mm)
+            if prompt.short_start is not None and prompt.short_length_mm > 0:
+                short_err.append(abs(axes.short_mm - prompt.short_length_mm) / prompt.short_length_mm)
+        return {"long_axis_error_pct": round(100 * float(np.mean(long_err)), 2) if long_err else None,
+                "short_axis_error_pct": round(100 * float(np.mean(short_err)), 2) if short_err else None,
+                "found": round(found / len(recists), 4) if recists else None, "prompts": len(recists)}
 
     def rows(self, segmenter) -> dict:
         """``network`` (DenseCRF off) and ``network + DenseCRF``, with the segmenter's other options."""
@@ -102,10 +137,12 @@ class RecistEvaluation(Evaluation):
         """The base summary (mean, median, worst per score; global Dice), with the worst ASSD the largest."""
         out = super().summary(records)
         for row, entry in out.items():
-            values = [r["scores"]["assd_mm"] for r in records if r["row"] == row and r["scores"]["assd_mm"] is not None]
-            if "assd_mm" in entry and values:
-                entry["assd_mm"]["worst"] = round(float(max(values)), 4)
+            for key in ("assd_mm", "long_axis_error_pct", "short_axis_error_pct"):
+                values = [r["scores"][key] for r in records if r["row"] == row and r["scores"].get(key) is not None]
+                if key in entry and values:
+                    entry[key]["worst"] = round(float(max(values)), 4)
             entry.pop("slices", None)
+            entry.pop("prompts", None)
         return out
 
     @classmethod
@@ -125,4 +162,13 @@ class RecistEvaluation(Evaluation):
             lines.append(f"| {row} | {entry['cases']} | {cell('recall')} | {cell('precision')} | {cell('dice')} | "
                          f"{cell('assd_mm', 1.0, 2)} | {cell('volumetric_similarity')} | "
                          f"{'–' if glob is None else f'{100 * glob:.1f}'} |")
+        if any("long_axis_error_pct" in entry for entry in result["summary"].values()):
+            lines += ["", "Cases without a mask, against the given RECIST axes (mean over cases; worst in brackets):", "",
+                      "| row | long-axis error % | short-axis error % | prompts with a lesion % |", "|---|---|---|---|"]
+            for row, entry in result["summary"].items():
+                def err(key: str) -> str:
+                    return f"{entry[key]['mean']:.1f} ({entry[key]['worst']:.1f})" if key in entry else "–"
+
+                got = f"{100 * entry['found']['mean']:.0f}" if "found" in entry else "–"
+                lines.append(f"| {row} | {err('long_axis_error_pct')} | {err('short_axis_error_pct')} | {got} |")
         return "\n".join(lines) + "\n"
