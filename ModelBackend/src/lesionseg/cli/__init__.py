@@ -22,8 +22,23 @@ from .. import progress
 from ..errors import InputError, LesionSegError
 
 log = logging.getLogger("lesionseg")
-CORE = ("methods", "predict", "train", "evaluate", "data", "demo")
+CORE = ("methods", "predict", "train", "evaluate", "data", "demo", "batch", "serve")
 """Commands of the CLI itself; any other word is a verb some method declares."""
+COMMAND_MODULES = {"predict": "predict", "train": "train", "evaluate": "evaluate", "data": "data", "batch": "batch",
+                   "serve": "serve"}
+"""Commands with a module in this package (``HELP``, ``add_parser(sub, argv)``, ``run(args)``), imported when used."""
+
+
+def _command_module(name: str):
+    """The module of command ``name`` (None while it does not exist in this installation)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__name__}.{COMMAND_MODULES[name]}":
+            return None
+        raise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,8 +84,6 @@ def _verbs() -> list:
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser; a command's own sub-parsers (with every method's flags) are built only when ``argv``
     asks for that command."""
-    from . import data, evaluate, predict, train
-
     parser = _Parser(prog="lesionseg", description=__doc__.splitlines()[0])
     parser.add_argument("--progress", choices=progress.MODES, default="bar",
                         help="progress display: tqdm bar, PROGRESS lines for the Slicer runner, or none")
@@ -79,7 +92,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("methods", help="list registered methods, their prompts and whether weights are found")
     wanted = _first_command(argv)
-    for name, module in (("predict", predict), ("train", train), ("evaluate", evaluate), ("data", data)):
+    for name in COMMAND_MODULES:
+        module = _command_module(name)
+        if module is None:
+            continue
         if wanted == name:
             module.add_parser(sub, argv)
         else:
@@ -127,12 +143,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from . import data, evaluate, predict, train
-
-    commands = {"methods": cmd_methods, "demo": cmd_demo, "predict": predict.run, "train": train.run,
-                "evaluate": evaluate.run, "data": data.run}
+    commands = {"methods": cmd_methods, "demo": cmd_demo}
     if args.command in commands:
         return commands[args.command](args)
+    if args.command in COMMAND_MODULES and _command_module(args.command) is not None:
+        return _command_module(args.command).run(args)
     for module in _verbs():
         if getattr(module, "COMMAND", None) == args.command or args.command in getattr(module, "COMMANDS", ()):
             return module.run(args)
