@@ -61,7 +61,7 @@ def test_methods_never_see_argparse():
     for path in (SRC / "methods").rglob("*.py"):
         if path.name.startswith("cli_"):
             continue  # the verbs' own command-line modules
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         if "getattr(args" in text or re.search(r"^import argparse", text, re.M):
             offenders.append(str(path.relative_to(SRC)))
     assert offenders == []
@@ -70,8 +70,8 @@ def test_methods_never_see_argparse():
 def test_no_python_m_entry_points_in_docs_cards_and_scripts():
     places = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(SRC / "weights").rglob("*.md"),
               *(SRC / "weights").rglob("model.json"), *(REPO / "scripts").glob("*"), *(REPO / "benchmarks").glob("*.py")]
-    found = [str(p.relative_to(REPO)) for p in places if p.is_file() and "python -m lesionseg." in p.read_text()]
+    found = [str(p.relative_to(REPO)) for p in places if p.is_file() and "python -m lesionseg." in p.read_text(encoding="utf-8")]
     assert found == []
     mains = [str(p.relative_to(SRC)) for p in (SRC / "methods").rglob("*.py")
-             if re.search(r"^if __name__ == .__main__.:", p.read_text(), re.M)]
+             if re.search(r"^if __name__ == .__main__.:", p.read_text(encoding="utf-8"), re.M)]
     assert mains == []

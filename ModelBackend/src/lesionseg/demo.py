@@ -214,8 +214,8 @@ def _run_into(work: Path, seed: int, device: str, methods: Optional[list[str]], 
     timings["total"] = round(time.perf_counter() - t_start, 3)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     report = {"synthetic": True, "seed": seed, "results": clean, "timings_s": timings}
-    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (work / "report.md").write_text(_markdown(report))
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (work / "report.md").write_text(_markdown(report), encoding="utf-8")
     return report
 
 

@@ -272,7 +272,7 @@ def load_model_folder(path: os.PathLike | str, method: Optional[str] = None) -> 
     if not card_path.is_file():
         raise WeightsError(f"{folder} is not a model folder (no {CARD_NAME})")
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsError(f"cannot read {card_path}: {exc}") from None
     if method is not None and card.get("method") != method:

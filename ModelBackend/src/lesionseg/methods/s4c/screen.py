@@ -122,8 +122,8 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
                   if model is not None else None},
         "phases": entries, "timings_s": {**timings, "total": round(time.perf_counter() - t_start, 3)},
     }
-    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (work / "report.md").write_text(report_markdown(report))
+    (work / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (work / "report.md").write_text(report_markdown(report), encoding="utf-8")
     progress.emit_line(1.0, f"screening done: {report['verdict']}")
     return report
 
