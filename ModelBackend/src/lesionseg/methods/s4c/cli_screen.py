@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None,
                    help="sliding-window stride in working voxels (default: the model's; the paper uses 20)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty report folder")
+    p.add_argument("--output-format", choices=("nifti", "dicom-seg"), default="nifti",
+                   help="dicom-seg: also write <phase>_seg.dcm, a DICOM SEG referencing the phase's DICOM series "
+                        "(each phase must be a DICOM folder)")
     return p
 
 
@@ -50,13 +53,19 @@ def run(args: argparse.Namespace) -> int:
     if not given:
         raise InputError("give --venous and/or --arterial (one CT per phase)")
     check_output_folder(args.output, args.overwrite, list(given.values()))
+    dicom_seg = None
+    if getattr(args, "output_format", "nifti") == "dicom-seg":
+        from ...dicomseg import check_source
+
+        dicom_seg = {phase: str(check_source(path, f"the {phase} phase")) for phase, path in given.items()}
     seg = build("s4c", weights=args.weights, device=args.device, options=S4COptions(stride=args.stride))
     images = {}
     for phase, path in given.items():
         progress.emit_line(0.0, f"reading the {phase} phase")
         images[phase] = read_image(path)
     report = screen_case(images, seg, args.output, overwrite=args.overwrite,
-                         inputs={phase: str(Path(path).resolve()) for phase, path in given.items()})
+                         inputs={phase: str(Path(path).resolve()) for phase, path in given.items()},
+                         dicom_seg=dicom_seg)
     print(verdict_paragraph(report))
     print(f"report: {args.output / 'report.json'}")
     return 0

@@ -5,6 +5,7 @@ folder (assembled in a temporary sibling and renamed at the end, so an error lea
 
     <phase>_seg.nii.gz   uint8 labels 0 background, 1 pancreas, 2 tumour, 3 dilated duct, on the phase's grid
     <phase>.png          axial / coronal / sagittal views through the most suspicious region
+    <phase>_seg.dcm      with ``dicom_seg``: the same labels as a DICOM SEG referencing the phase's DICOM series
     report.json          verdict, reasons, rule, model, per-phase counts and findings, timings
     report.md            the same for people, with the pictures
 
@@ -63,7 +64,8 @@ def _check_phases(phases: Mapping[str, Image]) -> list[str]:
 
 
 def screen_case(phases: Mapping[str, Image], segmenter: Union[Any, Callable[[], Any]], output: Path,
-                overwrite: bool = False, inputs: Optional[Mapping[str, str]] = None) -> dict:
+                overwrite: bool = False, inputs: Optional[Mapping[str, str]] = None,
+                dicom_seg: Optional[Mapping[str, str]] = None) -> dict:
     """Screen one case and write its report folder (see the module docstring).
 
     Args:
@@ -74,6 +76,8 @@ def screen_case(phases: Mapping[str, Image], segmenter: Union[Any, Callable[[], 
         overwrite: replace ``output`` when it is an earlier LesionSeg output (never another folder, the
             current folder or a folder holding an input: :func:`lesionseg.outputs.check_output_folder`).
         inputs: ``{phase: path}`` recorded in the report (``None`` where not given).
+        dicom_seg: ``{phase: DICOM series folder}``: also write each phase's labels as ``<phase>_seg.dcm``
+            (:mod:`lesionseg.dicomseg`; the NIfTI labels stay, the report and the Slicer panel read them).
     Returns:
         the report (the content of ``report.json``).
     Raises:
@@ -86,11 +90,12 @@ def screen_case(phases: Mapping[str, Image], segmenter: Union[Any, Callable[[], 
     order = _check_phases(phases)
     seg = segmenter if hasattr(segmenter, "set_image") else segmenter()
     with output_folder(output, overwrite, sources, command="lesionseg screen") as work:
-        report = _screen_into(work, {p: phases[p] for p in order}, seg, dict(inputs or {}), t_start)
+        report = _screen_into(work, {p: phases[p] for p in order}, seg, dict(inputs or {}), t_start, dicom_seg or {})
     return report
 
 
-def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t_start: float) -> dict:
+def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t_start: float,
+                 dicom_seg: Mapping[str, str]) -> dict:
     timings: dict[str, float] = {}
     found: dict[str, PhaseFindings] = {}
     entries: dict[str, dict] = {}
@@ -105,12 +110,18 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
         log.info("s4c screen: %s phase %s in %.1f s", phase, found[phase].verdict.lower(), seconds)
         t0 = time.perf_counter()
         write_image(label.with_array(label.array.astype(np.uint8)), work / f"{phase}_seg.nii.gz")
+        if phase in dicom_seg:
+            from ...dicomseg import write_label
+            from ...registry import get_spec
+
+            write_label(label.with_array(label.array.astype(np.uint8)), work / f"{phase}_seg.dcm", "dicom-seg",
+                        spec=get_spec("s4c"), source=dicom_seg[phase])
         suspicious_picture(ct, label, found[phase], work / f"{phase}.png", _phase_title(found[phase]))
         timings[f"{phase} outputs"] = round(time.perf_counter() - t0, 3)
         entry = {"input": inputs.get(phase), **found[phase].to_dict()}
         entry.pop("phase")
         entries[phase] = {**entry, "segmentation": f"{phase}_seg.nii.gz", "picture": f"{phase}.png",
-                          "seconds": seconds}
+                          "seconds": seconds, **({"dicom_seg": f"{phase}_seg.dcm"} if phase in dicom_seg else {})}
     verdict, reasons = case_verdict(list(found.values()))
     _warn_inconclusive(found, verdict)
     model = getattr(seg, "model", None)
