@@ -25,6 +25,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
+from LesionSegLib.batchinputs import each_input  # Logic.process takes lists of inputs
 from LesionSegLib import dependencies, lesiontable, selftests, wholevolume  # pure; backend imported in the logic
 from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
@@ -177,6 +178,7 @@ class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
         (e.g. "this does not look like PET in SUV")."""
         return run.check_inputs(petNode, ctNode, petUnits, weightKg, doseMBq, minutesToScan, self._valueRange)
 
+    @each_input("petNode", "ctNode", "segmentationNode", "weightKg", "doseMBq", "minutesToScan")
     def process(self, petNode, ctNode=None, segmentationNode=None, waitForCompletion: bool = True,
                 petUnits: str = "suv", weightKg=None, doseMBq=None, minutesToScan: float = 0.0,
                 perLesion: bool = False, weights=None, device: str = "auto", onProgress=None, onLog=None):

@@ -25,6 +25,7 @@ try:
     import LesionSegLib  # noqa: F401  (beside this module once built/installed)
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "LesionSegCommon"))
+from LesionSegLib.batchinputs import each_input  # Logic.process takes lists of inputs
 from LesionSegLib import dependencies, selftests, undo  # pure; the backend is imported only in the logic
 from LesionSegLib.device import DEVICE_CHOICES, describe as describeDevice
 from LesionSegLib.interactive import InteractiveLogic, box_method_choices
@@ -183,6 +184,7 @@ class LesionSegBoxPromptLogic(InteractiveLogic, ScriptedLoadableModuleLogic):
 
         return session.default_method(names)
 
+    @each_input("volumeNode", "roiNode", "segmentationNode")
     def process(self, volumeNode, roiNode, segmentationNode=None, method: Optional[str] = None,
                 currentSliceOnly: bool = False, device: str = "auto", sliceCenterRAS=None,
                 waitForCompletion: bool = True):

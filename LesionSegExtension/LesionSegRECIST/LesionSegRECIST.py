@@ -28,6 +28,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
+from LesionSegLib.batchinputs import each_input  # Logic.process takes lists of inputs
 from LesionSegLib import dependencies, selftests, undo  # pure; the backend is imported only in the logic
 from LesionSegLib.device import DEVICE_CHOICES
 from LesionSegLib.interactive import InteractiveLogic
@@ -137,6 +138,7 @@ class LesionSegRECISTLogic(InteractiveLogic, ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return LesionSegRECISTParameterNode(super().getParameterNode())
 
+    @each_input("volumeNode", "longLineNode", "shortLineNode", "segmentationNode")
     def process(self, volumeNode, longLineNode, shortLineNode=None, segmentationNode=None,
                 method: Optional[str] = None, device: str = "auto", waitForCompletion: bool = True):
         """Segment the lesion under the drawn axes; returns the ID of the NEW segment (2D, RECIST slice).

@@ -26,6 +26,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
+from LesionSegLib.batchinputs import each_input  # Logic.process takes lists of inputs
 from LesionSegLib import dependencies, selftests, wholevolume  # pure; the backend is imported only in the logic
 from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
@@ -142,6 +143,7 @@ class LesionSegScreeningLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return LesionSegScreeningParameterNode(super().getParameterNode())
 
+    @each_input("venousNode", "arterialNode", "segmentationNode")
     def process(self, venousNode=None, arterialNode=None, segmentationNode=None, waitForCompletion: bool = True,
                 weights=None, device: str = "auto", stride: int = screening.DEFAULT_STRIDE,
                 onProgress=None, onLog=None):

@@ -27,6 +27,7 @@ try:
 except ImportError:  # source checkout: the shared package lives in the sibling LesionSegCommon folder
     sys.path.insert(0, str(_HERE.parent / "LesionSegCommon"))
 sys.path.insert(0, str(_HERE))
+from LesionSegLib.batchinputs import each_input  # Logic.process takes lists of inputs
 from LesionSegLib import dependencies, lesiontable, selftests, wholevolume  # pure; backend imported in the logic
 from LesionSegLib.background_ui import BackgroundRunPanelMixin
 from LesionSegLib.device import DEVICE_CHOICES
@@ -183,6 +184,7 @@ class LesionSegSmallLesionLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic)
     def getParameterNode(self):
         return LesionSegSmallLesionParameterNode(super().getParameterNode())
 
+    @each_input("volumeNode", "segmentationNode", "roiNode")
     def process(self, volumeNode, segmentationNode=None, roiNode=None, prior=None, waitForCompletion: bool = True,
                 weights=None, device: str = "auto", priorSegmentationNode=None, onProgress=None, onLog=None):
         """Segment the small lesions of a CT: the result dict when waiting (``rows``, ``segmentationNode``,

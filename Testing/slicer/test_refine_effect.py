@@ -142,7 +142,27 @@ class Widget:
     def addWidget(self, widget):
         self.children.append(widget)
 
+    def addItem(self, text):
+        self.children.append(text)
+
+    def addRow(self, *widgets):
+        self.children.append(widgets)
+
     setInterval = start = stop = lambda self, *args: None
+    Password = 2
+
+
+class FakeSettings:
+    """``qt.QSettings``: Slicer's application settings (empty: "Run on" this computer)."""
+
+    def __init__(self, *args):
+        self.values = {}
+
+    def value(self, key, default=None):
+        return self.values.get(key, default)
+
+    def setValue(self, key, value):
+        self.values[key] = value
 
 
 class FakeSegmentation:
@@ -223,10 +243,12 @@ class FakeScriptedEffect:
 
 def _stubs():
     qt = types.ModuleType("qt")
-    for name in ("QPushButton", "QHBoxLayout", "QCheckBox", "QLabel", "QTimer", "QIcon"):
+    for name in ("QPushButton", "QHBoxLayout", "QCheckBox", "QLabel", "QTimer", "QIcon", "QComboBox", "QLineEdit",
+                 "QFormLayout"):
         setattr(qt, name, Widget)
+    qt.QSettings = FakeSettings
     ctk = types.ModuleType("ctk")
-    ctk.ctkSliderWidget = Widget
+    ctk.ctkSliderWidget = ctk.ctkCollapsibleButton = Widget
     slicer = types.ModuleType("slicer")
     slicer.util = types.ModuleType("slicer.util")
     slicer.util.errorDisplay = lambda *args, **kwargs: None
@@ -283,6 +305,7 @@ def test_effect_loads_builds_its_options_frame_without_the_backend(effect):
     labels = [w[0] for w in scripted.options if isinstance(w, tuple)]
     assert len(labels) == len(effect_refine.SLIDERS) and labels[0] == "GrabCut iterations:"
     assert effect.previewButton.text == "Preview" and effect.applyButton.text == "Apply"
+    assert scripted.options[-1] is effect.runOnSection.widget and effect.runOnSection.widget.text == "Run on"
     assert scripted.params["iterations"] == "5.0" and scripted.params["use_crf"] == "1.0"
     effect.updateGUIFromMRML()  # runs on every editor update
     assert effect.sliders["band_mm"].value == 5.0 and effect.useCrfCheckBox.checked

@@ -12,6 +12,9 @@ Submodules, each small and importable on its own:
 * :mod:`LesionSegLib.refine` -- what the "Lesion GrabCut/CRF" effect computes (pure; backend imported lazily).
 * :mod:`LesionSegLib.undo` -- the undo stack of LesionSeg results (pure Python).
 * :mod:`LesionSegLib.device` -- the auto/cpu/cuda choice of the panels (pure Python).
+* :mod:`LesionSegLib.remote` -- "Run on": this computer or a LesionSeg server (pure Python); where each kind of
+  run goes in server mode.
+* :mod:`LesionSegLib.remote_ui` -- the "Run on" section of every panel and of the refine effect (Test connection).
 * :mod:`LesionSegLib.process` -- background runner of the backend command line with progress and Cancel.
 * :mod:`LesionSegLib.background_ui` -- drives a progress bar, status line and Cancel button from that runner;
   the start / finish / jump-to part of a whole-volume panel (a mixin).

@@ -189,7 +189,13 @@ def build_with_backend(method: str, weights: Optional[str], device: str) -> Any:
     """``lesionseg.build(method, weights, device)``; the backend (and torch) are imported here, on the worker.
 
     A method of :data:`CRF_METHODS` is built without its DenseCRF step when pydensecrf2 is not installed (a warning
-    says so) if its options allow it, else refused (:func:`options_without_crf`)."""
+    says so) if its options allow it, else refused (:func:`options_without_crf`). When "Run on" is a server
+    (:mod:`LesionSegLib.remote`), a ``lesionseg.client.RemoteSegmenter`` is built instead (the server's own
+    weights and device)."""
+    from . import remote
+
+    if remote.current().server:
+        return remote.build_remote(method)
     import lesionseg
 
     options = None
@@ -237,14 +243,22 @@ class ModelCache:
     _models: dict = field(default_factory=dict, init=False, repr=False)
     _lock: Any = field(default_factory=threading.Lock, init=False, repr=False)
 
+    @staticmethod
+    def _key(method: str, weights: Optional[str], device: str) -> tuple:
+        """``(method, weights, device, where)``: a model on a server is another model than the local one."""
+        from .remote import current
+
+        return method, None if weights is None else str(weights), device, current().key
+
     def get(self, method: str, weights: Optional[str], device: str) -> CachedModel:
-        """The cached model of ``(method, weights, device)``, built on first use (a failed build is not kept)."""
-        key = (method, None if weights is None else str(weights), device)
+        """The cached model of ``(method, weights, device)`` where "Run on" points now, built on first use (a failed
+        build is not kept)."""
+        key = self._key(method, weights, device)
         with self._lock:
             found = self._models.get(key)
         if found is None:
             t0 = time.perf_counter()
-            found = CachedModel(self.builder(*key))
+            found = CachedModel(self.builder(*key[:3]))
             with self._lock:
                 found = self._models.setdefault(key, found)
             logger.info("built %s on %s in %.2f s", method, device, time.perf_counter() - t0)
@@ -253,7 +267,7 @@ class ModelCache:
     def has(self, method: str, weights: Optional[str], device: str) -> bool:
         """True when that model is built (nothing is built to find out)."""
         with self._lock:
-            return (method, None if weights is None else str(weights), device) in self._models
+            return self._key(method, weights, device) in self._models
 
     def forget_images(self) -> None:
         """Mark every model as not primed (e.g. the scene was closed): the next use calls ``set_image`` again."""

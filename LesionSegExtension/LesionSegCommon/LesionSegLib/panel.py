@@ -10,6 +10,8 @@ then keeps the ``@parameterNodeWrapper`` node bound to the ``.ui`` (``connectGui
 
 What differs between panels goes in small hooks (each has a default that does nothing special):
 
+Every panel gets the "Run on" section (:mod:`LesionSegLib.remote_ui`) below its ``.ui``.
+
 * :attr:`ParameterNodePanelMixin._defaultVolumeParameters` -- which volume parameters get the scene's first
   scalar volume when none of them is set.
 * :meth:`ParameterNodePanelMixin._onParameterNodeModified` -- the node changed (or was just connected);
@@ -43,11 +45,16 @@ class ParameterNodePanelMixin:
     """Volume parameters (names) of which, when all are empty, the first gets the scene's first scalar volume."""
 
     def _loadPanel(self, logic: Any) -> None:
-        """Load ``Resources/UI/<moduleName>.ui`` into ``self.ui``, keep ``logic``, observe the scene closing."""
+        """Load ``Resources/UI/<moduleName>.ui`` into ``self.ui``, add the "Run on" section
+        (:class:`LesionSegLib.remote_ui.RunOnSection`), keep ``logic``, observe the scene closing."""
         import slicer
+
+        from .remote_ui import RunOnSection
 
         uiWidget = slicer.util.loadUI(self.resourcePath(f"UI/{self.moduleName}.ui"))
         self.layout.addWidget(uiWidget)
+        self.runOnSection = RunOnSection()
+        self.layout.addWidget(self.runOnSection.widget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = logic
@@ -55,8 +62,11 @@ class ParameterNodePanelMixin:
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
     def cleanup(self) -> None:
-        """The module is unloaded: drop every VTK observation (scene and parameter node)."""
+        """The module is unloaded: drop every VTK observation (scene and parameter node) and the "Run on" section's
+        link to the setting."""
         self.removeObservers()
+        if getattr(self, "runOnSection", None) is not None:
+            self.runOnSection.cleanup()
 
     def enter(self) -> None:
         """The panel is shown: bind the logic's parameter node to the GUI."""

@@ -127,7 +127,16 @@ class RefineResult:
 def refine_job(report: Callable[[str], None], image: Any, mask: np.ndarray, fg_strokes: Optional[np.ndarray],
                bg_strokes: Optional[np.ndarray], settings: RefineSettings, crf_available: bool) -> RefineResult:
     """:func:`refine` as a worker task (:mod:`LesionSegLib.interactive`): DenseCRF is skipped, with a note, when
-    it was asked for but ``crf_available`` is false (pydensecrf2 could not be installed on this platform)."""
+    it was asked for but ``crf_available`` is false (pydensecrf2 could not be installed on this platform). With "Run
+    on" a server, the refinement runs there (:func:`LesionSegLib.remote.refine_on_server`)."""
+    from . import remote
+
+    target = remote.current()
+    if target.server:
+        report(f"GrabCut{' + DenseCRF' if settings.use_crf else ''} on {target.url}...")
+        fg = stroke_points(image, fg_strokes) if fg_strokes is not None else None
+        bg = stroke_points(image, bg_strokes) if bg_strokes is not None else None
+        return RefineResult(*remote.refine_on_server(image, mask, fg, bg, settings, target))
     notes: tuple[str, ...] = ()
     if settings.use_crf and not crf_available:
         settings = RefineSettings(**{**vars(settings), "use_crf": False})

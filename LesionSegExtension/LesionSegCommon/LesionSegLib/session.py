@@ -187,12 +187,17 @@ def segment_box_job(report: Report, session: SegmenterSession, method: Optional[
 
 def box_methods(method_classes: Optional[list] = None,
                 has_weights: Optional[Callable[[str], bool]] = None) -> list[str]:
-    """Registered methods taking a box prompt that can run now (weights found or not needed), sorted.
+    """Registered methods taking a box prompt that can run now (weights found or not needed), sorted; with "Run on" a
+    server, the server's (:func:`LesionSegLib.remote.server_methods`).
 
     Reading the registry imports every method (and torch): call it on the worker thread, not when a panel is
     shown (:func:`LesionSegLib.interactive.box_method_choices` is for that)."""
     registry = method_classes is None
     if registry:
+        from . import remote
+
+        if remote.current().server:
+            return remote.server_methods("box")
         from lesionseg import list_methods
 
         method_classes = list_methods()

@@ -6,7 +6,8 @@ outputs:
 
 * :func:`check_options` -- the device and weights folder, checked before any volume is written.
 * :func:`start_job` -- a temporary folder, the method's ``prepare(folder)`` writing the inputs and naming the
-  backend commands, the commands started in the background (:class:`LesionSegLib.process.BackgroundProcess`, or
+  backend commands (pointed at a LesionSeg server when "Run on" says so: :mod:`LesionSegLib.remote`), the commands
+  started in the background (:class:`LesionSegLib.process.BackgroundProcess`, or
   :class:`LesionSegLib.steps.SequentialRun` for several); the :class:`Job` record that
   :class:`LesionSegLib.jobs.BackgroundJobLogic` finishes.
 * :func:`load_lesions` -- a lesion run's outputs (a 0/1 label on the input's grid and the backend's lesion table,
@@ -113,7 +114,7 @@ def start_job(owner: str, volumes: Mapping[str, Any], segmentationNode: Any,
     """
     import slicer
 
-    from . import labelmaps, process
+    from . import labelmaps, process, remote
     from .steps import SequentialRun
 
     labelmaps.check_transforms(list(volumes.values()), segmentationNode)
@@ -122,7 +123,7 @@ def start_job(owner: str, volumes: Mapping[str, Any], segmentationNode: Any,
     try:
         if createOutputDir:
             (folder / "out").mkdir()
-        commands = [process.backend_command(args) for args in prepare(folder)]
+        commands = [process.backend_command(remote.command_arguments(args, folder)) for args in prepare(folder)]
         inputNames = tuple(sorted(p.name for p in folder.iterdir() if p.name != "out"))
         runner = (process.BackgroundProcess(commands[0], onProgress, onLog) if len(commands) == 1
                   else SequentialRun(commands, shares, onProgress, onLog)).start()

@@ -110,8 +110,13 @@ def segment_recist_job(report: Callable[[str], None], session, method: Optional[
 
 def recist_methods(method_classes: Optional[list] = None,
                    has_weights: Optional[Callable[[str], bool]] = None) -> list[str]:
-    """Registered methods taking a RECIST prompt that can run now (weights found or not needed), sorted."""
+    """Registered methods taking a RECIST prompt that can run now (weights found or not needed), sorted; with "Run on"
+    a server, the server's (:func:`LesionSegLib.remote.server_methods`)."""
     if method_classes is None:
+        from LesionSegLib import remote
+
+        if remote.current().server:
+            return remote.server_methods("recist")
         from lesionseg import list_methods
 
         method_classes = list_methods()

@@ -7,8 +7,8 @@ Work flow (Slicer's AutoComplete pattern: Initialize / Preview / Apply / Cancel)
    "None", so strokes never erase other segments (the user's mode comes back on Preview, Apply, Cancel, or when
    this effect is active again).
 2. Preview: GrabCut from the mask with the strokes as sure foreground / background, then DenseCRF with the slider
-   settings (:mod:`LesionSegLib.refine`) on LesionSeg's worker thread (click again to stop); shown as
-   "<name> preview". Without DenseCRF (pydensecrf2 not installed) GrabCut only, with a note.
+   settings (:mod:`LesionSegLib.refine`) on LesionSeg's worker thread (click again to stop), or on the LesionSeg
+   server that "Run on" names; shown as "<name> preview". Without DenseCRF (pydensecrf2 not installed) GrabCut only, with a note.
 3. Apply: the preview replaces the selected segment (one Segment Editor undo step); helpers removed.
    Cancel: helpers removed, the segment unchanged.
 
@@ -95,6 +95,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addOptionsWidget(finish)
         self.statusLabel = qt.QLabel("")
         self.scriptedEffect.addOptionsWidget(self.statusLabel)
+        from LesionSegLib.remote_ui import RunOnSection  # pure Qt: no backend import
+
+        self.runOnSection = RunOnSection()
+        self.scriptedEffect.addOptionsWidget(self.runOnSection.widget)
         self.initializeButton.connect("clicked()", self.onInitialize)
         self.paintFgButton.connect("clicked()", lambda: self.onPaint("fg"))
         self.paintBgButton.connect("clicked()", lambda: self.onPaint("bg"))

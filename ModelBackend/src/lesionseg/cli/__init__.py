@@ -205,8 +205,8 @@ def _quiet_stdout() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status: 0 ok, 1 unexpected failure, 2 bad input (or weights, or an
-    output that cannot be written), 130 interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 when
-    the reader of the output went away (a closed pipe)."""
+    output that cannot be written), 3 ``batch`` finished but some cases failed (listed in its summary), 130
+    interrupted (Ctrl-C), 143/129 terminated (SIGTERM/SIGHUP), 141 when the reader of the output went away."""
     import signal
 
     argv = list(sys.argv[1:] if argv is None else argv)

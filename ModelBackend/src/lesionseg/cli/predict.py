@@ -20,6 +20,7 @@ HELP = "segment image(s) with a method"
 
 def add_parser(sub: argparse._SubParsersAction, argv: Sequence[str] = ()) -> None:
     """``lesionseg predict METHOD ...`` with every registered method's flags."""
+    from ..client import add_server_arguments
     from ..registry import list_specs
     from . import add_common
 
@@ -32,7 +33,11 @@ def add_parser(sub: argparse._SubParsersAction, argv: Sequence[str] = ()) -> Non
         names = ", ".join(spec.inputs[:needed]) + (f" [, {', '.join(spec.inputs[needed:])}]" if spec.optional_inputs else "")
         p.add_argument("images", nargs="+" if spec.optional_inputs else len(spec.inputs), metavar="IMAGE",
                        help=f"input image(s) in this order: {names} (a file or a DICOM folder each)")
-        p.add_argument("-o", "--output", required=True, type=Path, help="output label image (.nii.gz/.nii/.nrrd/.mha)")
+        p.add_argument("-o", "--output", required=True, type=Path,
+                       help="output label image (.nii.gz/.nii/.nrrd/.mha; .dcm with --output-format dicom-seg)")
+        p.add_argument("--output-format", choices=("nifti", "dicom-seg"), default="nifti",
+                       help="nifti (default): a label image; dicom-seg: a DICOM SEG referencing the first input, "
+                            "which must be a DICOM series folder")
         p.add_argument("--weights", type=Path, help="model folder (default: $LESIONSEG_WEIGHTS, then built-in)")
         p.add_argument("--series", action="append", metavar="UID", default=[],
                        help="SeriesInstanceUID to read from a DICOM folder holding several series "
@@ -48,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, argv: Sequence[str] = ()) -> Non
                            metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"), help="long-axis end points, LPS mm")
             p.add_argument("--recist-short", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                            help="short-axis end points, LPS mm")
+        add_server_arguments(p)
         spec.options.add_arguments(p, f"{spec.name} options")
         for out in spec.outputs:
             p.add_argument(out.flag, dest=out.name, type=Path, help=f"{out.help} ({'/'.join(out.suffixes)})")
@@ -82,7 +88,13 @@ def check_outputs(spec, args: argparse.Namespace, inputs: list[Path]) -> None:
     from ..io import WRITE_SUFFIXES
     from ..outputs import check_output_file
 
-    check_output_file(args.output, args.overwrite, inputs, WRITE_SUFFIXES, "output label")
+    if getattr(args, "output_format", "nifti") == "dicom-seg":
+        from ..dicomseg import SEG_SUFFIXES, check_source
+
+        check_source(inputs[0])
+        check_output_file(args.output, args.overwrite, inputs, SEG_SUFFIXES, "DICOM SEG output")
+    else:
+        check_output_file(args.output, args.overwrite, inputs, WRITE_SUFFIXES, "output label")
     seen = {args.output.absolute(): "-o"}
     for flag, path, suffixes in _extra_outputs(spec, args):
         if Path(path).absolute() in seen:
@@ -102,9 +114,19 @@ def read_inputs(spec, args: argparse.Namespace, options) -> list:
     return [read_image(p, args.series or None) for p in args.images]
 
 
+def _series_of(folder: Path, series: Sequence[str]):
+    """The one of the ``--series`` UIDs that DICOM ``folder`` holds (None: none given, or a file)."""
+    if not series or not Path(folder).is_dir():
+        return None
+    from ..io import list_dicom_series
+
+    held = [uid for uid in series if uid in list_dicom_series(folder)]
+    return held[0] if len(held) == 1 else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``lesionseg predict``; returns the exit status."""
-    from ..io import write_image
+    from ..dicomseg import write_label
     from ..outputs import publish_together
     from ..registry import build, get_spec, load_object
 
@@ -117,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(spec, args, inputs)
     t0 = time.perf_counter()
     options = spec.options.from_namespace(args)
-    seg = build(args.method, weights=args.weights, device=args.device, options=options)  # a broken model fails first
+    if getattr(args, "server", None):  # the method runs on a LesionSeg server; the images are read here
+        from ..client import segmenter_from_args
+
+        seg = segmenter_from_args(args, options)
+    else:
+        seg = build(args.method, weights=args.weights, device=args.device, options=options)  # a broken model fails first
     images = read_inputs(spec, args, options)
     prompt = prompt_from_args(args, images[0])
     progress.emit_line(0.1, "loading image")
@@ -125,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     progress.emit_line(0.5, "segmenting")
     label = seg.predict(prompt)
     with publish_together():  # the label and its extras (lesion table, MIP) appear together or not at all
-        write_image(label, args.output, overwrite=args.overwrite, inputs=inputs)
+        write_label(label, args.output, getattr(args, "output_format", "nifti"), spec=spec, source=inputs[0], prompts=[prompt],
+                    series_uid=_series_of(inputs[0], args.series), overwrite=args.overwrite, inputs=inputs)
         extras = [load_object(out.writer)(seg, label, getattr(args, out.name), args.overwrite)
                   for out in spec.outputs if getattr(args, out.name, None) is not None]
     progress.emit_line(1.0, "done")

@@ -156,9 +156,18 @@ def _with_attention(base: RecistCoSeg, attention: str) -> RecistCoSeg:
 
 
 def train(job: TrainJob) -> ModelFolder:
-    """Train as described in the module docstring and write the model folder ``job.output``."""
+    """Train as described in the module docstring and write the model folder ``job.output``; torch's thread count
+    is ``--threads`` while training and is given back afterwards (a Slicer or notebook session keeps its own)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.settings.threads)
+    try:
+        return _train(job)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(job: TrainJob) -> ModelFolder:
     s, common = job.settings, job.common
-    torch.set_num_threads(s.threads)
     device = resolve_device(common.device)
     minutes = common.minutes if common.minutes is not None else DEFAULT_MINUTES
     fcn_minutes = s.fcn_minutes if s.fcn_minutes is not None else FCN_SHARE * minutes
