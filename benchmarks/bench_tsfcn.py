@@ -79,11 +79,14 @@ def main() -> None:
             print(f"{name:36s} {t1 * 1000:11.1f} {tn:16.3f} {tn / args.slices * 1000:9.1f}")
     for layout in (torch.contiguous_format, torch.channels_last):
         x = torch.zeros(1, 3, 100, 100).contiguous(memory_format=layout)
-        for config in ("slim", "paper"):
+        for config in ("lite", "fast", "slim", "paper"):
             net = TSFCNNet.from_config(config).eval().to(memory_format=layout)
             with torch.inference_mode():
                 t = median_seconds(lambda: net(x), args.repeats)
-            print(f"network only, {config}, 1x3x100x100, {str(layout).split('.')[-1]}: {t * 1000:.1f} ms")
+                t30 = median_seconds(lambda: net(x.expand(args.slices, -1, -1, -1).contiguous(memory_format=layout)),
+                                     1 if config == "paper" else 3)
+            print(f"network only, {config}, 1x3x100x100, {str(layout).split('.')[-1]}: {t * 1000:.1f} ms; "
+                  f"{args.slices} slices in one batch {t30 * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def test_search_order(tmp_path, monkeypatch):
 WEIGHTED = [cls.name for cls in list_methods() if cls.needs_weights]
 
 REQUIRED = {
-    "tsfcn": [("network",), ("network", "kwargs"), ("preprocessing",), ("preprocessing", "mean"),
+    "tsfcn": [("networks", "weights.pt", "kwargs"), ("preprocessing",), ("preprocessing", "mean"),
               ("preprocessing", "largest_component")],
     "autopet-l2snet": [("networks",), ("networks", "seg.pt", "kwargs"), ("preprocessing",),
                        ("preprocessing", "ct_window"), ("preprocessing", "adaptive_threshold")],

@@ -6,8 +6,10 @@ cross-entropy (lesion ``1 - f``, background ``f``, ``f`` = lesion pixel fraction
 decay 5e-4, pick the probability threshold and whether to keep only the largest connected component on the
 *training* lesions, measure the held-out Dice with the evaluation's boxes (seed 0: what ``lesionseg evaluate
 tsfcn`` reports; both with the weights as stored, float16 unless ``--fp32``), and write the model folder with
-its card. ``--init MODEL`` continues from an earlier model of the same ``--config`` (the shipped one was
-trained in three such stages, see its card). Checkpoints go to ``MODEL.checkpoints/`` (``--resume``) and are
+its card. ``--init MODEL`` continues from an earlier model with the same layers: the same ``--config``, or
+``slim`` <-> ``fast``, which differ only in padding, or from a wider one whose strongest filters a narrower
+``--config`` keeps (``fast`` -> ``lite``, :func:`.network.shrink_state`); the shipped model's card says which
+stages it went through. Checkpoints go to ``MODEL.checkpoints/`` (``--resume``) and are
 removed once the model is saved. Budget:
 ``--minutes`` (the cosine schedule then follows the clock) and/or ``--epochs``; with neither,
 :data:`DEFAULT_EPOCHS` epochs.
@@ -34,7 +36,7 @@ from ...registry import resolve_device
 from ...train_job import Training, TrainJob
 from ...training import TrainConfig, Trainer
 from . import data
-from .network import CONFIGS, TSFCNNet, count_parameters
+from .network import CONFIGS, TSFCNNet, count_parameters, shrink_state
 from .preprocess import PAPER_WINDOW, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,9 @@ the training lesions with boxes of seed ``EVAL_SEED + 1``."""
 class TSFCNTrainSettings(Settings):
     """TS-FCN's own training flags (the common ones: :class:`lesionseg.train_job.CommonTrainSettings`)."""
 
-    config: str = option("slim", "network size: slim (512-channel fc) or paper (4096)", choices=tuple(sorted(CONFIGS)))
+    config: str = option("slim", "network: slim (512-channel fc), fast (slim with 'same' padding, 2-2.5x "
+                                 "faster), lite (fast with half the channels, ~4x faster again) or paper (4096)",
+                         choices=tuple(sorted(CONFIGS)))
     epochs: Optional[int] = option(None, f"training epochs (with --minutes: at most; default {DEFAULT_EPOCHS} "
                                          "without --minutes)")
     batch_size: int = option(8, "slices per step (paper: 1)")
@@ -169,7 +173,14 @@ def train(job: TrainJob) -> ModelFolder:
     earlier = None
     if job.common.init is not None:
         init = load_model_folder(job.common.init, "tsfcn")
-        init.load_network("weights.pt", lambda: net)  # the --config network, checked against the file
+        _, kwargs = init.network_spec("weights.pt")
+        shapes = lambda n: {k: v.shape for k, v in n.state_dict().items()}  # noqa: E731
+        if shapes(TSFCNNet(**kwargs)) == shapes(net):
+            init.load_network("weights.pt", lambda: net)  # same layers: checked against the file
+        else:  # a wider model: keep its strongest filters
+            net.load_state_dict(shrink_state(init.load_network("weights.pt", lambda: TSFCNNet(**kwargs))
+                                             .state_dict(), net))
+            log.info("kept the filters with the largest L1 norms of the wider model")
         earlier = init.card.get("training", {})
         log.info("initialised from %s", job.common.init)
     epochs = s.epochs if s.epochs is not None or job.common.minutes is not None else DEFAULT_EPOCHS
