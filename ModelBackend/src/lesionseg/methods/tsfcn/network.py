@@ -9,19 +9,18 @@ over input pixel ``o`` (the padding of 32 shifts the receptive field centres; Ca
 FCN-32s computes the same kind of offset). The paper's wording says "centre crop" (offset 10): one pixel
 off.
 
-Four configurations: ``paper`` (4096-channel fc layers, 69.3 M parameters), ``slim`` (512 channels, 7.8 M),
-``fast`` and ``lite``. ``fast`` has the same layers and parameters as ``slim`` with "same" padding: the first
-convolution pads 1 pixel, not 32, and the 7x7 layer pads 3. FCN's large first padding exists so that any input
-size gives an output that can be cropped to it; on TS-FCN's fixed 100x100 crops it only makes the first block
-work on 162x162 maps, 2.6x the pixels, and the 7x7 layer on 20x20. ``fast`` computes the same kind of
-1/8-resolution map (12x12 for 100x100, where ``slim`` has 14x14) and resizes the two-class logits bilinearly to the input size (the transposed convolution's
+Four configurations: ``paper`` (4096-channel fc layers, 69.3 M parameters), ``slim`` (512 channels, 7.8 M), ``fast``
+and ``lite``. ``fast`` has the same layers and parameters as ``slim`` with "same" padding: the first convolution pads
+1 pixel, not 32, and the 7x7 layer pads 3. FCN's large first padding exists so that any input size gives an output
+that can be cropped to it; on TS-FCN's fixed 100x100 crops it only makes the first block work on 162x162 maps, 2.6x
+the pixels, and the 7x7 layer on 20x20. ``fast`` computes the same kind of 1/8-resolution map (12x12 for 100x100,
+where ``slim`` has 14x14) and resizes the two-class logits bilinearly to the input size (the transposed convolution's
 8x grid does not fit sizes that are not multiples of 8); it is 2-2.5x faster on a CPU, which the interactive box
-targets need (issue #19: <= 20 ms per slice). Its frozen upsampling kernel is kept, unused, so weights move
-between ``slim`` and ``fast`` (``lesionseg train tsfcn --config fast --init SLIM_MODEL``). ``lite`` (shipped) is
-``fast`` with half the channels in every layer (1.96 M parameters, ~4x fewer operations); it starts from a wider
-model by keeping the filters with the largest L1 norms (:func:`shrink_state`, the filter pruning of Li et al.,
-ICLR 2017) and is then fine-tuned. The net is 2D by definition of the method; volumes are segmented slice by
-slice.
+targets need (issue #19: <= 20 ms per slice). Its frozen upsampling kernel is kept, unused, so weights move between
+``slim`` and ``fast`` (``lesionseg train tsfcn --config fast --init SLIM_MODEL``). ``lite`` (shipped) is ``fast`` with
+half the channels in every layer (1.96 M parameters, ~4x fewer operations); it starts from a wider model by keeping
+the filters with the largest L1 norms (:func:`shrink_state`, the filter pruning of Li et al., ICLR 2017) and is then
+fine-tuned. The net is 2D by definition of the method; volumes are segmented slice by slice.
 """
 from __future__ import annotations
 
