@@ -199,26 +199,11 @@ def test_an_unreachable_server_says_so():
 
 @contextmanager
 def in_process_server(config: ServerConfig):
-    """An in-process uvicorn on a free loopback port (a thread: no signal handlers); yields ``(url, app)``."""
-    import uvicorn
+    """:func:`lesionseg.server.app.serve_in_thread` on the CPU; afterwards the server's folder must be gone."""
+    from lesionseg.server.app import serve_in_thread
 
-    from lesionseg.cli.serve import bind
-    from lesionseg.server.app import create_app
-
-    sock = bind("127.0.0.1", 0)
-    app = create_app(config, "cpu")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+    with serve_in_thread(config, "cpu") as (url, app):
+        yield url, app
     assert not app.state.lesionseg.store.root.exists()
 
 

@@ -136,10 +136,11 @@ def test_config_validation_and_card_values(tmp_path):
 
 # --- wall-clock budget ----------------------------------------------------------------------------------
 
-def test_budget_without_epochs_stops_on_time_and_the_schedule_spans_it(clock, caplog):
+def test_budget_without_epochs_stops_on_time_and_the_schedule_spans_it(clock, caplog, capfd):
     trainer = _Trainer(config(epochs=None, max_minutes=5.0, steps_per_epoch=3, lr=0.1, progress=True), clock)
     with caplog.at_level("INFO", logger="lesionseg.training"):
         result = trainer.fit()
+    assert "epoch 1" not in capfd.readouterr().err  # stderr is not a terminal here: no bar, the log line only
     assert "epoch 1, steps 3," in caplog.text and "2.0 min left" in caplog.text and "budget is spent" in caplog.text
     assert result.steps == 5 and [h["steps"] for h in result.history] == [3, 2]  # steps start at 0..4 minutes
     assert [h["minutes"] for h in result.history] == [3.0, 5.0] and result.minutes == 5.0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import threading
-import time
 import types
 from contextlib import contextmanager
 
@@ -32,24 +30,10 @@ def run_here_afterwards():
 @contextmanager
 def in_process_server(token=None):
     """A LesionSeg server in a thread of this process on a free loopback port; yields its URL."""
-    import uvicorn
+    from lesionseg.server.app import serve_in_thread
 
-    from lesionseg.cli.serve import bind
-    from lesionseg.server.app import create_app
-
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(token=token), "cpu"), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+    with serve_in_thread(ServerConfig(token=token), "cpu") as (url, _):
+        yield url
 
 
 class FakeSettings:

@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -323,7 +324,8 @@ class Trainer:
         if cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(batches), initial=run.done, leave=False,
+            # disable=None: no bar when stderr is not a terminal (a log file gets the per-epoch line only)
+            bar = tqdm(total=len(batches), initial=run.done, leave=False, file=sys.stderr, disable=None,
                        desc=f"epoch {run.epoch + 1}" + ("" if cfg.epochs is None else f"/{cfg.epochs}"))
         try:
             for step in range(run.done, len(batches)):

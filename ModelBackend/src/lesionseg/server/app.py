@@ -14,8 +14,9 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -269,3 +270,30 @@ def create_app(config: ServerConfig, device: str) -> FastAPI:
 
     app.include_router(_routes())
     return app
+
+
+@contextmanager
+def serve_in_thread(config: ServerConfig, device: str = "cpu", start_timeout: float = 20.0):
+    """A server in a thread of this process on a free loopback port (``config.port`` is ignored), for a notebook or
+    a test; yields ``(url, app)``. It runs without signal handlers (a thread cannot install them) and is stopped,
+    with its temporary folder removed, when the ``with`` block ends."""
+    import uvicorn
+
+    from ..cli.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    app = create_app(config, device)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        if not server.started:
+            raise RuntimeError(f"the in-process LesionSeg server did not start within {start_timeout:g} s")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    finally:
+        server.should_exit = True
+        thread.join(start_timeout)
+        sock.close()
