@@ -52,3 +52,15 @@ def shipped(request):
     torch.set_num_threads(2)
     yield lesionseg.build(method, device="cpu")
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (tiny networks run fastest so and do not stall beside other jobs); the
+    thread count is given back afterwards. Modules use it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

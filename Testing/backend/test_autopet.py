@@ -23,13 +23,7 @@ TINY = dict(shape=(64, 32, 32), spacing=(12.5, 8.0, 16.0))
 """A whole-body phantom on a 64 x 32 x 32 grid (coarse voxels), for fast tests."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not stall when other jobs load the CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Pointwise(nn.Module):

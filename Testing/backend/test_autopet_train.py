@@ -27,12 +27,7 @@ NETS = ["--device", "cpu", "--spacing", "16", "--loc-size", "32", "32", "--seg-p
 """Tiny networks and windows on a 16 mm working grid, so that training steps take milliseconds."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(*argv) -> int:

@@ -237,11 +237,21 @@ def _evaluation(spec, dataset: Dataset, label_map, seed: int) -> Evaluation:
 
 def _score_case(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options]],
                 baselines: Mapping[str, Predictor], case: Case, model: Optional[Path]) -> list[dict]:
+    """The records of one case: every model row and baseline on the same prompts, scored against the label, or
+    from the prompts for a case without one (:meth:`Evaluation.score_unlabelled`)."""
     images = method_inputs(evaluation.spec, case)
     if case.label is None:
-        return _score_unlabelled(evaluation, seg, rows, baselines, case, model, images)
-    truth = evaluation.truth(case)
-    prompts = evaluation.prompts(case, truth)
+        grid, prompts = images[0], evaluation.dataset.prompts(case.name)
+        score = lambda pred: evaluation.score_unlabelled(pred, grid, prompts, case)  # noqa: E731
+    else:
+        grid = truth = evaluation.truth(case)
+        prompts = evaluation.prompts(case, truth)
+        score = lambda pred: evaluation.score(pred, truth, case)  # noqa: E731
+
+    def record(row: str, row_model: Optional[Path], pred: Image, seconds: float) -> dict:
+        return {"case": case.name, "patient": case.patient, "model": None if row_model is None else str(row_model),
+                "row": row, "seconds": round(seconds, 3), "scores": score(pred)}
+
     out = []
     t0 = time.perf_counter()
     seg.set_image(*images)
@@ -250,39 +260,13 @@ def _score_case(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options
     for row, options in rows.items():
         seg.set_options(own if options is None else options)
         t0 = time.perf_counter()
-        pred = _union(truth, (seg.predict(p) for p in prompts))
-        out.append(_record(evaluation, case, model, row, pred, truth, set_seconds + time.perf_counter() - t0))
+        pred = _union(grid, (seg.predict(p) for p in prompts))
+        out.append(record(row, model, pred, set_seconds + time.perf_counter() - t0))
     seg.set_options(own)
     for row, predict in baselines.items():
         t0 = time.perf_counter()
-        pred = _union(truth, (predict(images, p) for p in prompts))
-        out.append(_record(evaluation, case, None, row, pred, truth, time.perf_counter() - t0))
-    return out
-
-
-def _score_unlabelled(evaluation: Evaluation, seg, rows: Mapping[str, Optional[Options]],
-                      baselines: Mapping[str, Predictor], case: Case, model: Optional[Path], images) -> list[dict]:
-    """The records of a case without a label, scored from its prompts (:meth:`Evaluation.score_unlabelled`)."""
-    prompts = evaluation.dataset.prompts(case.name)
-    out = []
-    t0 = time.perf_counter()
-    seg.set_image(*images)
-    set_seconds = time.perf_counter() - t0
-    own = seg.options
-    for row, options in rows.items():
-        seg.set_options(own if options is None else options)
-        t0 = time.perf_counter()
-        pred = _union(images[0], (seg.predict(p) for p in prompts))
-        out.append({"case": case.name, "patient": case.patient, "model": None if model is None else str(model),
-                    "row": row, "seconds": round(set_seconds + time.perf_counter() - t0, 3),
-                    "scores": evaluation.score_unlabelled(pred, images[0], prompts, case)})
-    seg.set_options(own)
-    for row, predict in baselines.items():
-        t0 = time.perf_counter()
-        pred = _union(images[0], (predict(images, p) for p in prompts))
-        out.append({"case": case.name, "patient": case.patient, "model": None, "row": row,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    "scores": evaluation.score_unlabelled(pred, images[0], prompts, case)})
+        pred = _union(grid, (predict(images, p) for p in prompts))
+        out.append(record(row, None, pred, time.perf_counter() - t0))
     return out
 
 
@@ -310,12 +294,6 @@ def _union(grid: Image, labels: Iterable[Image]) -> Image:
     for label in labels:
         out = np.maximum(out, np.asarray(label.array, np.uint8))
     return grid.with_array(out)
-
-
-def _record(evaluation: Evaluation, case: Case, model: Optional[Path], row: str, pred: Image, truth: Image,
-            seconds: float) -> dict:
-    return {"case": case.name, "patient": case.patient, "model": None if model is None else str(model), "row": row,
-            "seconds": round(seconds, 3), "scores": evaluation.score(pred, truth, case)}
 
 
 def pool(paths: Sequence[Path]) -> dict:
