@@ -9,12 +9,14 @@ exits 0 when the folder is absent. Only the backend's public API is used: ``lesi
 
 Prompts: a one-slice box on the tumour's middle annotated slice; the same box over a ``--slices``-slice ROI centred
 on it (clipped to the volume); a RECIST long axis along the longer side of that box through its centre and a short
-axis across it. Each method (``tsfcn``, ``classical-box`` = GrabCut + DenseCRF, ``recist-coseg``) is built once;
+axis across it. Each method (``tsfcn``, ``box-unet``, ``classical-box`` = GrabCut + DenseCRF, ``recist-coseg``,
+``recist-3d``) is built once;
 ``set_image`` and the first prompt after it are timed once; then the median of ``--repeats`` predictions of each
 prompt (after one warm-up). Every figure is also given as a ratio to ``classical-box`` on the same ROI in the same
 run (machines differ up to 3x in speed). Targets (issue #19, on 2 CPU threads): box <= 20 ms per slice and <= 0.3 s
 for a 30-slice ROI, RECIST <= 150 ms per lesion, first prompt after ``set_image`` <= 1 s; the 30-slice tsfcn box at
-most half the time of classical-box on the same ROI. The load average is printed: the machine may be shared.
+most half the time of classical-box on the same ROI; issue #23: the same for ``box-unet``, and RECIST -> 3D
+(``recist-3d``, the whole lesion from one measurement) <= 1 s per lesion. The load average is printed: the machine may be shared.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ ROI_SECONDS = 0.3
 RECIST_MS = 150.0
 FIRST_PROMPT_SECONDS = 1.0
 TSFCN_ROI_RATIO = 0.5
+RECIST_3D_SECONDS = 1.0
 
 
 def world(image, ijk: np.ndarray) -> np.ndarray:
@@ -119,7 +122,8 @@ def main() -> int:
         warnings.simplefilter("ignore")
         for name, tests in (("classical-box", (("box 1 slice", one), (f"box {slices} slices", tall))),
                             ("tsfcn", (("box 1 slice", one), (f"box {slices} slices", tall))),
-                            ("recist-coseg", (("RECIST", recist),))):
+                            ("box-unet", (("box 1 slice", one), (f"box {slices} slices", tall))),
+                            ("recist-coseg", (("RECIST", recist),)), ("recist-3d", (("RECIST 3D", recist),))):
             try:
                 t0 = time.perf_counter()
                 segmenter = lesionseg.build(name, device="cpu")
@@ -144,7 +148,7 @@ def report(figures: dict, slices: int) -> None:
                  roi: figures.get(("classical-box", roi)), "RECIST": figures.get(("classical-box", "box 1 slice")),
                  "first prompt": figures.get(("classical-box", "first prompt"))}
     targets = {"box 1 slice": BOX_MS_PER_SLICE / 1000, roi: min(ROI_SECONDS, BOX_MS_PER_SLICE * slices / 1000),
-               "RECIST": RECIST_MS / 1000, "first prompt": FIRST_PROMPT_SECONDS}
+               "RECIST": RECIST_MS / 1000, "RECIST 3D": RECIST_3D_SECONDS, "first prompt": FIRST_PROMPT_SECONDS}
     print(f"\n{'method':14s} {'figure':16s} {'seconds':>9s} {'ms/slice':>9s} {'target s':>9s} {'met':>4s} "
           f"{'x classical-box':>16s}")
     for (name, label), seconds in figures.items():
@@ -157,11 +161,13 @@ def report(figures: dict, slices: int) -> None:
               f"{'' if target is None else f'{target:9.2f}':>9s} "
               f"{'' if target is None else ('yes' if seconds <= target else 'NO'):>4s} "
               f"{'' if not ratio else f'{seconds / ratio:16.2f}':>16s}")
-    tsfcn, classical = figures.get(("tsfcn", roi)), figures.get(("classical-box", roi))
-    if tsfcn and classical:
-        ratio = tsfcn / classical
-        print(f"\ntsfcn {slices}-slice box / classical-box on the same ROI: {ratio:.2f} (target <= {TSFCN_ROI_RATIO}: "
-              f"{'met' if ratio <= TSFCN_ROI_RATIO else 'NOT met'})")
+    classical = figures.get(("classical-box", roi))
+    for name in ("tsfcn", "box-unet"):
+        model = figures.get((name, roi))
+        if model and classical:
+            ratio = model / classical
+            print(f"\n{name} {slices}-slice box / classical-box on the same ROI: {ratio:.2f} (target <= "
+                  f"{TSFCN_ROI_RATIO}: {'met' if ratio <= TSFCN_ROI_RATIO else 'NOT met'})")
     threads = {name: int(v) for (name, label), v in figures.items() if label == "torch threads"}
     if threads:
         print(f"torch threads: {threads}")

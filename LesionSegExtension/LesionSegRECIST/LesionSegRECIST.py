@@ -46,16 +46,22 @@ class LesionSegRECIST(ScriptedLoadableModule):
         self.parent.helpText = (
             "Draw the RECIST long axis (and optionally the short axis) of a lesion with markups lines on an "
             "axial slice and press Segment: the lesion on that slice is added as a new segment 'lesion N' "
-            "(recist-coseg: GrabCut-trained attention co-segmentation + DenseCRF). The measured axes of the "
+            "(recist-coseg: GrabCut-trained attention co-segmentation + DenseCRF), or with 'Whole lesion (3D)' the "
+            "whole lesion through its slices (recist-3d). The measured axes of the "
             "result are added as lines and printed next to the drawn ones. Undo removes the last result.")
         self.parent.acknowledgementText = ("Agarwal et al., Weakly-supervised lesion segmentation on CT scans "
                                            "using co-segmentation (arXiv 2001.08590). See the LesionSeg README.")
 
 
+WHOLE_LESION_METHOD = "recist-3d"
+"""The method of the panel's "Whole lesion (3D)" box: the lesion's 3D mask from the axes."""
+
+
 @parameterNodeWrapper
 class LesionSegRECISTParameterNode:
     """inputVolume: CT; longLine / shortLine: the drawn axes (short optional); segmentation: where results
-    go (None: a new one is created); method: registered RECIST method (empty: default)."""
+    go (None: a new one is created); method: registered RECIST method (empty: default, or ``recist-3d`` when
+    wholeLesion3D is ticked)."""
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     longLine: slicer.vtkMRMLMarkupsLineNode
@@ -63,6 +69,7 @@ class LesionSegRECISTParameterNode:
     segmentation: slicer.vtkMRMLSegmentationNode
     method: str = ""
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    wholeLesion3D: bool = False
 
 
 class LesionSegRECISTWidget(InteractivePanelMixin, ParameterNodePanelMixin, ScriptedLoadableModuleWidget,
@@ -102,8 +109,9 @@ class LesionSegRECISTWidget(InteractivePanelMixin, ParameterNodePanelMixin, Scri
 
     def onSegment(self) -> None:
         p = self._parameterNode
+        method = p.method or (WHOLE_LESION_METHOD if p.wholeLesion3D else None)
         self._startTask(lambda: self.logic.process(p.inputVolume, p.longLine, p.shortLine, p.segmentation,
-                                                   p.method or None, p.device, waitForCompletion=False))
+                                                   method, p.device, waitForCompletion=False))
 
     def _taskDone(self, result) -> None:
         self._parameterNode.segmentation = result.segmentationNode
@@ -141,7 +149,8 @@ class LesionSegRECISTLogic(InteractiveLogic, ScriptedLoadableModuleLogic):
     @each_input("volumeNode", "longLineNode", "shortLineNode", "segmentationNode")
     def process(self, volumeNode, longLineNode, shortLineNode=None, segmentationNode=None,
                 method: Optional[str] = None, device: str = "auto", waitForCompletion: bool = True):
-        """Segment the lesion under the drawn axes; returns the ID of the NEW segment (2D, RECIST slice).
+        """Segment the lesion under the drawn axes; returns the ID of the NEW segment (2D on the RECIST slice, or
+        the whole lesion in 3D with ``method="recist-3d"``).
 
         ``segmentationNode`` None creates a segmentation under the volume's study (see ``lastResult``).
         The model runs on LesionSeg's worker thread; ``waitForCompletion=False`` returns its ``Task`` at once

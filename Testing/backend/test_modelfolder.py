@@ -80,6 +80,9 @@ REQUIRED = {
     "small-lesion-il": [("network",), ("variant",), ("preprocessing",), ("preprocessing", "window_hu"),
                         ("preprocessing", "body_hu")],
     "recist-coseg": [("network",), ("network", "kwargs"), ("preprocessing",), ("preprocessing", "crop_size")],
+    "box-unet": [("networks", "weights.pt", "kwargs"), ("preprocessing",), ("preprocessing", "soft"),
+                 ("preprocessing", "threshold")],
+    "recist-3d": [("networks", "weights.pt", "kwargs"), ("preprocessing", "factor")],
 }
 """Card fields each method cannot run without (tuple = path into the card)."""
 OPTIONAL = [("labels",), ("training",), ("metrics",), ("paper",), ("postprocessing",), ("preprocessing", "batch_size"),

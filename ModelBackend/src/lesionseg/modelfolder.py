@@ -265,8 +265,15 @@ def _check_fits(net: "nn.Module", state: dict, path: Path) -> None:
                            "weights belong to another network or the network arguments are wrong")
 
 
+WEIGHTS_OF: dict[str, str] = {}
+"""Methods that run on another method's model folder (``register(..., weights_of=...)``): ``recist-3d`` uses
+``box-unet``'s weights. :func:`load_model_folder` and :func:`find_model_folder` look the folder up by that name."""
+
+
 def load_model_folder(path: os.PathLike | str, method: Optional[str] = None) -> ModelFolder:
-    """Read and validate ``path/model.json``; check it belongs to ``method`` when given."""
+    """Read and validate ``path/model.json``; check it belongs to ``method`` when given (or to the method whose
+    weights ``method`` uses, :data:`WEIGHTS_OF`)."""
+    method = WEIGHTS_OF.get(method, method) if method is not None else None
     folder = Path(path)
     card_path = folder / CARD_NAME
     if not card_path.is_file():
@@ -289,6 +296,7 @@ def find_model_folder(method: str, explicit: Optional[os.PathLike | str] = None)
     """
     if explicit is not None:
         return load_model_folder(explicit, method)
+    method = WEIGHTS_OF.get(method, method)
     candidates = []
     env = os.environ.get(ENV_VAR)
     if env:

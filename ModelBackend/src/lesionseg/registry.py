@@ -24,6 +24,8 @@ BUILTIN_MODULES = (
     "lesionseg.methods.classical",
     "lesionseg.methods.recist.segmenter",
     "lesionseg.methods.tsfcn",
+    "lesionseg.methods.boxunet",
+    "lesionseg.methods.boxunet.recist3d",
     "lesionseg.methods.s4c.segmenter",
     "lesionseg.methods.autopet.segmenter",
     "lesionseg.methods.smalllesion.segmenter",
@@ -114,7 +116,7 @@ def register(name: str, *, prompt: str, summary: str, inputs: tuple[str, ...] = 
              options: Optional[type[Options]] = None, optional_inputs: int = 0, training: Optional[str] = None,
              evaluation: Optional[str] = None, synthetic: Optional[str] = None, reader: Optional[str] = None,
              outputs: tuple[OutputSpec, ...] = (), verbs: tuple[str, ...] = (),
-             demo_case: Optional[str] = None) -> Callable[[S], S]:
+             demo_case: Optional[str] = None, weights_of: Optional[str] = None) -> Callable[[S], S]:
     """Class decorator registering a :class:`Segmenter` subclass under ``name`` with its :class:`MethodSpec`.
 
     Args:
@@ -125,6 +127,8 @@ def register(name: str, *, prompt: str, summary: str, inputs: tuple[str, ...] = 
         needs_weights: whether :func:`build` must find a model folder.
         classes, options, optional_inputs, training, evaluation, synthetic, reader, outputs, verbs,
         demo_case: see :class:`MethodSpec` (``options`` default: the class's ``Options`` attribute).
+        weights_of: the method whose model folder this one runs on (e.g. ``recist-3d`` on ``box-unet``'s);
+            default: its own (``weights/<name>``).
     """
     if prompt not in PROMPT_KINDS:
         raise ValueError(f"prompt must be one of {PROMPT_KINDS}")
@@ -141,6 +145,10 @@ def register(name: str, *, prompt: str, summary: str, inputs: tuple[str, ...] = 
                               optional_inputs, training, evaluation, synthetic, reader, tuple(outputs),
                               tuple(verbs), demo_case or getattr(cls, "demo_case", "chest_ct"))
         _REGISTRY[name] = cls
+        if weights_of is not None:
+            from .modelfolder import WEIGHTS_OF
+
+            WEIGHTS_OF[name] = weights_of
         return cls
 
     return deco

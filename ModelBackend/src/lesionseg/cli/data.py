@@ -4,6 +4,8 @@
   ibsi-sts, lidc-vois, deeplesion-3d, deeplesion) into the convention.
 - ``lesionseg data synthetic METHOD -o DatasetNNN_Name [--cases N --seed S ...]``: a method's seeded synthetic
   dataset (phantoms), marked ``"synthetic": true``.
+- ``lesionseg data merge A[=GROUP] B[=GROUP] ... -o DatasetNNN_Name [--folds K]``: one dataset of lesions of
+  several kinds, each case's kind in ``groups`` (:mod:`lesionseg.data.merge`).
 - ``lesionseg data check DATASET [--no-read]``: list channels, labels, cases and patients and check every case
   (missing channel, grids, label values); one error naming the first broken case.
 """
@@ -50,6 +52,14 @@ def add_parser(sub: argparse._SubParsersAction, argv: Sequence[str] = ()) -> Non
         p.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
         p.add_argument("--overwrite", action="store_true", help="replace an earlier dataset written by LesionSeg")
         generator.settings.add_arguments(p, f"{spec.name} generator options")
+    merge = actions.add_parser("merge", help="one dataset from several (lesions of several kinds)")
+    merge.add_argument("sources", nargs="+", metavar="DATASET[=GROUP]",
+                       help="dataset folders, each optionally with its lesion kind (default: the folder's name)")
+    merge.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
+    merge.add_argument("--folds", type=int, default=0, help="also write splits.json: K patient-wise folds dealt "
+                                                            "within each group")
+    merge.add_argument("--seed", type=int, default=0, help="seed of the folds")
+    merge.add_argument("--overwrite", action="store_true", help="replace an earlier dataset written by LesionSeg")
     check = actions.add_parser("check", help="list and check a dataset")
     check.add_argument("dataset", type=Path)
     check.add_argument("--no-read", dest="read", action="store_false",
@@ -72,6 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
         generator = get_spec(args.method).load("synthetic")
         out = generator.write(args.output, generator.settings.from_namespace(args), args.overwrite)
+        return _summary(out, read=False)
+    if args.action == "merge":
+        from ..data.merge import merge_datasets, parse_source
+
+        from .. import progress
+
+        with progress.task("merging datasets") as tick:
+            out = merge_datasets([parse_source(s) for s in args.sources], args.output, args.folds, args.seed,
+                                 args.overwrite, tick, "lesionseg " + " ".join(sys.argv[1:]))
         return _summary(out, read=False)
     if args.action == "check":
         return _summary(args.dataset, read=args.read, check=True)

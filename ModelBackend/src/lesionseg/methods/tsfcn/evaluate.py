@@ -65,7 +65,9 @@ class BoxEvaluation(Evaluation):
     def score(self, pred: Image, truth: Image, case: Case) -> dict:
         scores = super().score(pred, truth, case)
         dice = data.lesion_dice(pred.array, self.lesions(case, truth), truth.spacing)
-        return {**scores, "lesion_dice": [round(float(d), 4) for d in dice]}
+        groups = (self.dataset.meta.get("groups") or {}) if self.dataset is not None else {}
+        group = {"group": str(groups[case.name])} if case.name in groups else {}
+        return {**scores, "lesion_dice": [round(float(d), 4) for d in dice], **group}
 
     def _ct(self) -> int:
         return data.ct_channel(self.dataset.channel_names) if self.dataset is not None else 0
@@ -125,12 +127,16 @@ class BoxEvaluation(Evaluation):
         rows = list(out)
         per_row = {row: {(r["case"], n): d for r in records if r["row"] == row
                          for n, d in enumerate(r["scores"].get("lesion_dice") or [])} for row in rows}
+        group_of = {r["case"]: r["scores"]["group"] for r in records if "group" in r.get("scores", {})}
         for row in rows:
             values = list(per_row[row].values())
             if values:
-                out[row]["lesion_dice"] = {"mean": round(float(np.mean(values)), 4),
-                                           "median": round(float(np.median(values)), 4),
-                                           "worst": round(float(np.min(values)), 4), "lesions": len(values)}
+                out[row]["lesion_dice"] = _stats(values)
+            if group_of:
+                by_group: dict[str, list[float]] = {}
+                for (case, _), d in per_row[row].items():
+                    by_group.setdefault(group_of.get(case, "?"), []).append(d)
+                out[row]["lesion_dice_by_group"] = {g: _stats(v) for g, v in sorted(by_group.items())}
         for row in rows[1:]:
             keys = sorted(set(per_row[rows[0]]) & set(per_row[row]))
             if keys:
@@ -162,10 +168,25 @@ class BoxEvaluation(Evaluation):
                 versus = f"{test['mean_difference']:+.4f}, {test['first_better']} of {test['lesions']}, {p}"
             lesions = d["lesions"] if d else 0
             lines.append(f"| {row} | {lesions} | {cell} | {versus} | {entry.get('global_dice', '–')} |")
+        groups = sorted({g for entry in summary.values() for g in entry.get("lesion_dice_by_group", {})})
+        if groups:
+            lines += ["", "Per lesion kind: mean (median, worst) per-lesion 3D Dice, lesions.", "",
+                      "| row | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+            for row, entry in summary.items():
+                by = entry.get("lesion_dice_by_group", {})
+                lines.append(f"| {row} | " + " | ".join(
+                    f"{by[g]['mean']:.4f} ({by[g]['median']:.4f}, {by[g]['worst']:.4f}), {by[g]['lesions']}"
+                    if g in by else "–" for g in groups) + " |")
         for choice in summary.get(THRESHOLD_ROW, {}).get("chosen", []):
             lines.append(f"\n{THRESHOLD_ROW}: {choice['hu']:g} HU, chosen on {choice['training_lesions']} training "
                          f"lesions {choice['train_dice'] or '(none: fixed)'}.")
         return "\n".join(lines) + "\n"
+
+
+def _stats(values: Sequence[float]) -> dict:
+    """Mean, median, worst and count of per-lesion Dice values."""
+    return {"mean": round(float(np.mean(values)), 4), "median": round(float(np.median(values)), 4),
+            "worst": round(float(np.min(values)), 4), "lesions": len(values)}
 
 
 def paired(first: Sequence[float], other: Sequence[float]) -> dict[str, Any]:

@@ -116,12 +116,14 @@ class TSFCNTrainer(Trainer):
 
 
 def probabilities(net: torch.nn.Module, prep: Preprocessing, items: Sequence[data.Sample], boxes: Sequence[Box],
-                  device: str = "cpu") -> list[np.ndarray]:
+                  device: str = "cpu", segmenter: Optional[type] = None) -> list[np.ndarray]:
     """``(K, J, I)`` float32 lesion probabilities of each sample for its box, through the segmenter (warnings
-    about boxes partly outside the image are silenced: clipping is the documented behaviour)."""
+    about boxes partly outside the image are silenced: clipping is the documented behaviour). ``segmenter``:
+    the box method's class, built as ``segmenter(net=net, preprocessing=prep, device=device)`` (default
+    :class:`~.segmenter.TSFCN`; ``box-unet`` passes its own)."""
     from .segmenter import TSFCN
 
-    seg = TSFCN(net=net, preprocessing=prep, device=device)
+    seg = (segmenter or TSFCN)(net=net, preprocessing=prep, device=device)
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LesionSegWarning)
@@ -141,10 +143,11 @@ def mean_dice(items: Sequence[data.Sample], probs: Sequence[np.ndarray], thresho
 
 
 def choose_postprocessing(net: torch.nn.Module, prep: Preprocessing, items: Sequence[data.Sample], seed: int,
-                          device: str) -> tuple[Preprocessing, dict]:
+                          device: str, segmenter: Optional[type] = None) -> tuple[Preprocessing, dict]:
     """``prep`` with the threshold of :data:`THRESHOLDS` and the largest-component choice that give the best
-    mean Dice on ``items`` (the evaluation's boxes of ``seed``), and the Dice of every candidate."""
-    probs = probabilities(net, prep, items, data.sample_boxes(items, seed), device)
+    mean Dice on ``items`` (the evaluation's boxes of ``seed``), and the Dice of every candidate (``segmenter``:
+    as for :func:`probabilities`)."""
+    probs = probabilities(net, prep, items, data.sample_boxes(items, seed), device, segmenter)
     scores = {(float(t), lcc): mean_dice(items, probs, float(t), lcc) for t in THRESHOLDS for lcc in (False, True)}
     threshold, lcc = max(scores, key=scores.get)
     chosen = dataclasses.replace(prep, threshold=threshold, largest_component=lcc)

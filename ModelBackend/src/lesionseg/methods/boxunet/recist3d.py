@@ -1,0 +1,119 @@
+"""The registered ``recist-3d`` method: one RECIST measurement -> the lesion's 3D mask, with ``box-unet``'s model.
+
+A RECIST measurement is a box prompt in disguise: the end points of the long and short axes lie on the
+lesion's border on its slice of largest extent. ``recist-3d`` segments that slice from the axes' bounding box
+(enlarged by :data:`KEY_MARGIN` on each side, as the end points span the lesion only along the two axes), keeps
+the component that touches the long axis, then **propagates** slice by slice away from it in both directions:
+each next slice is segmented from the bounding box of the lesion just found on its neighbour (enlarged by
+:data:`STEP_MARGIN`), keeping the components that overlap that neighbour's lesion (dilated by one pixel), until
+the lesion vanishes or covers fewer than :data:`MIN_PIXELS` pixels. ``box-unet`` learnt exactly this step: a
+share of its training slices come with the lesion's box from the neighbour slice
+(:mod:`lesionseg.methods.boxunet.train`). One network pass per slice; a 30-slice lesion takes about 0.1 s on two
+CPU threads (``benchmarks/bench_interactive.py``).
+
+It runs on ``box-unet``'s model folder (``weights_of``); ``lesionseg train box-unet`` and ``lesionseg train
+recist-3d`` are the same training and write a ``box-unet`` model folder that both methods use.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy import ndimage
+
+from ...errors import InputError
+from ...geometry import IndexBox, recist_to_index
+from ...image import Image
+from ...prompts import Prompt, RecistLine
+from ...registry import register
+from .segmenter import BoxUNet
+
+KEY_MARGIN = 0.1
+"""Share of the axes' extent added on each side of the key slice's box."""
+STEP_MARGIN = 0.15
+"""Share of the neighbour lesion's extent (at least one pixel) added on each side of the next slice's box."""
+MIN_PIXELS = 3
+"""Propagation stops at a slice whose lesion covers fewer pixels than this."""
+
+
+def _box(image: Image, lo: np.ndarray, hi: np.ndarray, margin: float, k: int) -> IndexBox:
+    """The voxel box of continuous in-plane range ``lo..hi`` ``(i, j)`` enlarged by ``margin`` x its size (at
+    least one pixel) on each side, on slice ``k``, clipped to the image."""
+    pad = np.maximum((hi - lo + 1) * margin, 1.0)
+    size = image.size_ijk
+    a = np.clip(np.floor(lo - pad), 0, size[:2] - 1).astype(int)
+    b = np.clip(np.ceil(hi + pad), 0, size[:2] - 1).astype(int)
+    return IndexBox(np.array([a[0], a[1], k]), np.array([b[0], b[1], k]))
+
+
+def _touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The 8-connected components of 2D ``mask`` that overlap ``seed``."""
+    labels, count = ndimage.label(mask, np.ones((3, 3), bool))
+    if count == 0:
+        return mask
+    keep = np.unique(labels[seed & (labels > 0)])
+    return np.isin(labels, keep[keep > 0])
+
+
+def _line_pixels(ends: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(J, I)`` bool: the pixels the segment between two ``(i, j)`` end points passes through."""
+    out = np.zeros(shape, bool)
+    n = int(np.ceil(np.abs(ends[1] - ends[0]).max() * 2)) + 2
+    pts = np.round(ends[0] + np.linspace(0, 1, n)[:, None] * (ends[1] - ends[0])).astype(int)
+    pts[:, 0] = np.clip(pts[:, 0], 0, shape[1] - 1)
+    pts[:, 1] = np.clip(pts[:, 1], 0, shape[0] - 1)
+    out[pts[:, 1], pts[:, 0]] = True
+    return out
+
+
+@register("recist-3d", prompt="recist", inputs=("CT",), classes=("background", "lesion"),
+          summary="RECIST -> 3D: the lesion's 3D mask from one RECIST measurement (box-unet propagated slice by "
+                  "slice; CT, any lesion kind)",
+          training="lesionseg.methods.boxunet.train:TRAINING",
+          evaluation="lesionseg.methods.boxunet.evaluate:Recist3DEvaluation", weights_of="box-unet")
+class Recist3D(BoxUNet):
+    """RECIST -> 3D segmenter (module docstring); the model folder is ``box-unet``'s."""
+
+    def slice_mask(self, box: IndexBox) -> np.ndarray:
+        """``(J, I)`` bool lesion mask of slice ``box.lo[2]`` from the network, for the in-plane ``box``."""
+        values, region = self.region_probability(box)
+        out = np.zeros(self.image.shape[1:], bool)
+        out[region[1:]] = values[0] >= self.prep.threshold
+        return out
+
+    def predict(self, prompt: Prompt = None) -> Image:
+        """uint8 0/1 3D label of the lesion the RECIST axes measure (module docstring)."""
+        if not isinstance(prompt, RecistLine):
+            kind = "no prompt" if prompt is None else f"a {type(prompt).__name__} prompt"
+            raise InputError(f"recist-3d needs a RecistLine prompt (long axis, optional short axis), got {kind}")
+        image = self.image
+        recist = recist_to_index(image, prompt)
+        ends = np.asarray(recist.long, float)
+        points = ends if recist.short is None else np.vstack([ends, np.asarray(recist.short, float)])
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        if recist.short is None:  # a long axis alone: assume a round lesion around it
+            half = (hi - lo).max() / 2.0
+            centre = (lo + hi) / 2.0
+            lo, hi = centre - half, centre + half
+        out = np.zeros(image.shape, np.uint8)
+        key = self.slice_mask(_box(image, lo, hi, KEY_MARGIN, recist.k))
+        key = _touching(key, ndimage.binary_dilation(_line_pixels(ends, key.shape), iterations=1))
+        if key.sum() < MIN_PIXELS:
+            return image.with_array(out)
+        out[recist.k] = key
+        for step in (-1, 1):
+            previous, k = key, recist.k + step
+            while 0 <= k < image.shape[0] and previous.sum() >= MIN_PIXELS:
+                j, i = np.nonzero(previous)
+                found = self.slice_mask(_box(image, np.array([i.min(), j.min()], float),
+                                             np.array([i.max(), j.max()], float), STEP_MARGIN, k))
+                found = _touching(found, ndimage.binary_dilation(previous, iterations=1))
+                if not found.any():
+                    break
+                out[k] = found
+                previous, k = found, k + step
+        return image.with_array(out)
+
+    def predict_probability(self, prompt: Prompt = None) -> Optional[Image]:
+        """Not offered: the propagation decides slice by slice on thresholded masks."""
+        raise InputError("recist-3d gives a label, not a probability map")

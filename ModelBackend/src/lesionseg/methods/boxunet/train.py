@@ -1,0 +1,241 @@
+"""Training of ``box-unet``: ``lesionseg train box-unet --data DATASET -o MODEL [--minutes M] [options]``.
+
+The data are lesions of every kind in CT in the dataset convention, e.g. ``lesionseg data merge LIDC=lung
+STSCT=soft-tissue DL3D=abdomen -o MIX --folds 5`` (docs/box-unet.md gives the commands). Steps:
+
+1. one sample per lesion of the training and held-out cases (TS-FCN's :mod:`~lesionseg.methods.tsfcn.data`:
+   the CT cropped around the lesion with room for every jittered box, the lesion's mask);
+2. each epoch draws fresh slices: per lesion ``clip(depth // 4, 3, 12)`` slices (a 40-slice sarcoma gives 10, a
+   6-slice nodule 3, so the kinds stay in balance), each with a box as a hand would draw it:
+   - *3D box* (``1 - propagation`` of the slices): the lesion's bounding box jittered ±``jitter`` in scale and
+     shift per axis, a random slice of the box's range (slices past the lesion's ends teach empty outputs);
+   - *neighbour box* (``propagation``): the bounding box of the lesion on the next or previous slice, enlarged
+     by up to 30 % and jittered ±15 % (what RECIST -> 3D propagation hands the network, slice by slice);
+3. augmentation: one of 8 mirror/rotations, HU contrast x U(0.9, 1.1) and offset U(-40, 40), Gaussian noise of
+   up to 25 HU on half the slices, and on thin-slice cases (< 2 mm) the neighbour channels two slices away
+   (a thicker slice's view) on a fifth of the slices;
+4. loss: binary cross-entropy + soft Dice; AdamW with a cosine schedule; the held-out mean per-lesion 3D Dice
+   (evaluation boxes, seed 0) every ``--validate-every`` epochs; the last weights are kept;
+5. the probability threshold and the largest-component step chosen on the *training* lesions (boxes of seed 1),
+   scores measured with the weights as stored (float16 unless ``--fp32``), card written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ...errors import InputError
+from ...geometry import IndexBox
+from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
+from ...nets.unet import UNet
+from ...options import Settings, option
+from ...prompts import Box
+from ...registry import resolve_device
+from ...train_job import Training, TrainJob
+from ...training import TrainConfig, Trainer
+from ..tsfcn import data
+from ..tsfcn.preprocess import crop_slices, resize
+from ..tsfcn.train import choose_postprocessing, mean_dice, probabilities
+from .preprocess import BoxUNetPreprocessing, network_input, square
+from .segmenter import NETWORK, BoxUNet
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED = 0
+"""Seed of the held-out boxes (``lesionseg evaluate``'s default); the post-processing uses ``EVAL_SEED + 1``."""
+
+
+@dataclass(frozen=True)
+class BoxUNetTrainSettings(Settings):
+    """``box-unet``'s own training flags (the common ones: :class:`lesionseg.train_job.CommonTrainSettings`)."""
+
+    epochs: Optional[int] = option(None, "training epochs (with --minutes: at most; default 60 without --minutes)")
+    batch_size: int = option(32, "slices per step")
+    lr: float = option(2e-3, "peak AdamW learning rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    warmup_epochs: int = option(2, "linear warm-up epochs")
+    width: int = option(16, "feature maps of the first U-Net level (doubled at each of the 4 levels)")
+    jitter: float = option(0.25, "scale/shift jitter of the training boxes, a fraction of the lesion's size")
+    propagation: float = option(0.3, "share of training slices whose box is the lesion's box on a neighbour slice")
+    validate_every: int = option(5, "score the held-out lesions every N epochs")
+    fp32: bool = option(False, "store float32 weights (default float16)")
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.epochs < 1:
+            raise InputError(f"{self.flag('epochs')} must be >= 1, got {self.epochs}")
+        for name in ("batch_size", "validate_every", "width"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{self.flag(name)} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise InputError(f"need {self.flag('lr')} > 0, {self.flag('weight_decay')} >= 0 and "
+                             f"{self.flag('warmup_epochs')} >= 0")
+        if not 0.0 <= self.jitter < 1.0 or not 0.0 <= self.propagation <= 1.0:
+            raise InputError(f"{self.flag('jitter')} must be in [0, 1) and {self.flag('propagation')} in [0, 1]")
+
+
+def slices_per_lesion(mask: np.ndarray) -> int:
+    """Training slices drawn per lesion and epoch: ``clip(depth // 4, 3, 12)``."""
+    lo, hi = data.tight(mask)
+    return int(np.clip((hi[2] - lo[2] + 1) // 4, 3, 12))
+
+
+def _box_3d(sample: data.Sample, rng: np.random.Generator, jitter: float) -> tuple[IndexBox, int]:
+    lo, hi = data.tight(sample.mask)
+    centre, side = (lo + hi) / 2.0, (hi - lo + 1).astype(float) * rng.uniform(1 - jitter, 1 + jitter, 3)
+    centre = centre + rng.uniform(-jitter, jitter, 3) * side
+    box = data._index_range(sample.image, centre - side / 2.0, centre + side / 2.0)
+    return box, int(rng.integers(box.lo[2], box.hi[2] + 1))
+
+
+def _box_neighbour(sample: data.Sample, rng: np.random.Generator) -> Optional[tuple[IndexBox, int]]:
+    mask = sample.mask
+    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    k = int(rng.integers(ks[0] - 1, ks[-1] + 2))
+    other = k + int(rng.choice((-1, 1)))
+    if not (0 <= k < mask.shape[0] and 0 <= other < mask.shape[0]) or not mask[other].any():
+        return None
+    j, i = np.nonzero(mask[other])
+    lo, hi = np.array([i.min(), j.min()], float), np.array([i.max(), j.max()], float)
+    side = (hi - lo + 1) * (1 + rng.uniform(0, 0.3)) * rng.uniform(0.85, 1.15, 2)
+    centre = (lo + hi) / 2 + rng.uniform(-0.15, 0.15, 2) * side
+    a, b = np.append(centre - side / 2, k), np.append(centre + side / 2, k)
+    return data._index_range(sample.image, a, b), k
+
+
+def training_slices(items: Sequence[data.Sample], prep: BoxUNetPreprocessing, rng: np.random.Generator,
+                    jitter: float, propagation: float) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of augmented training slices (module docstring, steps 2-3): ``x`` ``(N, 5, s, s)`` float32 and
+    ``y`` ``(N, s, s)`` float32 0/1."""
+    xs, ys = [], []
+    for sample in items:
+        array = sample.image.array
+        thin = float(sample.image.spacing[2]) < 2.0
+        for _ in range(slices_per_lesion(sample.mask)):
+            drawn = _box_neighbour(sample, rng) if rng.random() < propagation else None
+            box, k = drawn or _box_3d(sample, rng, jitter)
+            box = IndexBox(np.array([box.lo[0], box.lo[1], k]), np.array([box.hi[0], box.hi[1], k]))
+            hu = (float(rng.uniform(0.9, 1.1)), float(rng.uniform(-40, 40)))
+            step = 2 if thin and rng.random() < 0.2 else 1
+            x, sq = network_input(array, box, prep, hu, step)
+            if rng.random() < 0.5:
+                sd = float(rng.uniform(0, 25))
+                noise = torch.randn(x.shape[-2:]) * sd
+                for c, window in enumerate((prep.wide,) * 3 + (prep.soft,)):
+                    x[0, c] += noise * (2.0 / (window[1] - window[0]))
+            y = resize(torch.from_numpy(crop_slices(sample.mask.astype(np.float32), sq, 0.0)), prep.size)
+            t = int(rng.integers(8))
+            xs.append(data.dihedral(x[0].numpy(), t))
+            ys.append(data.dihedral((y[0] >= 0.5).float().numpy(), t))
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+
+
+class BoxUNetTrainer(Trainer):
+    """Trainer hooks: fresh slices each epoch, BCE + soft Dice, held-out mean per-lesion 3D Dice."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, train: Sequence[data.Sample],
+                 held_out: Sequence[data.Sample], boxes: Sequence[Box], prep: BoxUNetPreprocessing,
+                 settings: BoxUNetTrainSettings) -> None:
+        super().__init__(model, config)
+        self.train_items, self.held_out, self.boxes, self.prep, self.s = train, held_out, boxes, prep, settings
+
+    def train_batches(self, epoch: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        x, y = training_slices(self.train_items, self.prep, self.rng, self.s.jitter, self.s.propagation)
+        return data.batches(x, y, self.s.batch_size, self.rng)
+
+    def loss(self, batch: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+        x, y = (torch.from_numpy(np.ascontiguousarray(a)).to(self.config.device) for a in batch)
+        logits = self.model(x.contiguous(memory_format=torch.channels_last))[:, 0]
+        bce = F.binary_cross_entropy_with_logits(logits, y)
+        p = torch.sigmoid(logits)
+        inter, total = (p * y).sum(dim=(1, 2)), (p + y).sum(dim=(1, 2))
+        dice = 1.0 - (2.0 * inter + 1.0) / (total + 1.0)
+        return bce + dice.mean()
+
+    def validate(self) -> Optional[dict]:
+        if not self.held_out:
+            return None
+        probs = probabilities(self.model, self.prep, self.held_out, self.boxes, self.config.device, BoxUNet)
+        return {"score": mean_dice(self.held_out, probs, 0.5, True)}
+
+
+def _groups(job: TrainJob, items: Sequence[data.Sample]) -> dict[str, int]:
+    groups = job.dataset.meta.get("groups") or {}
+    out: dict[str, int] = {}
+    for s in items:
+        key = str(groups.get(s.case, job.dataset.name))
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def train(job: TrainJob) -> ModelFolder:
+    """Run the whole training of the module docstring; returns the written model folder."""
+    t0 = time.perf_counter()
+    s: BoxUNetTrainSettings = job.settings
+    device = resolve_device(job.common.device)
+    prep = BoxUNetPreprocessing()
+    train_items = data.read_samples(job.train_cases(), job.label_map, s.jitter, prep.min_side)
+    held_out = data.read_samples(job.held_out_cases(), job.label_map, s.jitter, prep.min_side)
+    if not train_items:
+        raise InputError(f"the training cases of {job.dataset.root} hold no lesion (label map {job.label_map})")
+    log.info("%d training lesions %s, %d held-out lesions %s", len(train_items), _groups(job, train_items),
+             len(held_out), _groups(job, held_out))
+    kwargs = dict(NETWORK, channels=[s.width * 2 ** n for n in range(4)])
+    net = UNet(**kwargs)
+    earlier = None
+    if job.common.init is not None:
+        init = load_model_folder(job.common.init, "box-unet")
+        init.load_network("weights.pt", lambda: net)
+        earlier = init.card.get("training", {})
+    epochs = s.epochs if s.epochs is not None or job.common.minutes is not None else 60
+    config = TrainConfig(epochs=epochs, lr=s.lr, weight_decay=s.weight_decay, optimizer="adamw", schedule="cosine",
+                         warmup_epochs=s.warmup_epochs, seed=job.common.seed, device=device,
+                         validate_every=s.validate_every, keep="last", max_minutes=job.common.minutes,
+                         progress=job.progress, checkpoint_path=job.checkpoint("box-unet"),
+                         checkpoint_minutes=job.common.checkpoint_minutes, resume=job.common.resume)
+    boxes = data.sample_boxes(held_out, EVAL_SEED)
+    trainer = BoxUNetTrainer(net.to(memory_format=torch.channels_last), config, train_items, held_out, boxes, prep, s)
+    result = trainer.fit()
+    state = result.state if s.fp32 else {k: v.half().float() if v.is_floating_point() else v
+                                         for k, v in result.state.items()}
+    net.load_state_dict(state)
+    prep, scores = choose_postprocessing(net, prep, train_items, EVAL_SEED + 1, device, BoxUNet)
+    metrics: dict = {"postprocessing_train_dice": scores, "eval_seed": EVAL_SEED, "held_out_lesions": len(held_out)}
+    if held_out:
+        probs = probabilities(net, prep, held_out, boxes, device, BoxUNet)
+        metrics.update({
+            "validation_mean_dice_3d": round(mean_dice(held_out, probs, prep.threshold, prep.largest_component), 4),
+            "validation_protocol": "mean per-lesion 3D Dice on the held-out cases, one box per lesion from its "
+                                   f"mask jittered ±{data.EVAL_JITTER:.0%} in scale and shift per axis (lesionseg "
+                                   f"evaluate box-unet --seed {EVAL_SEED})"})
+        log.info("threshold %.2f, largest component %s; held-out Dice %.4f", prep.threshold,
+                 prep.largest_component, metrics["validation_mean_dice_3d"])
+    card = {
+        "method": "box-unet",
+        "networks": {"weights.pt": {"class": "UNet", "kwargs": kwargs,
+                                    "parameters": int(sum(p.numel() for p in net.parameters()))}},
+        "preprocessing": prep.to_dict(),
+        "labels": {"background": 0, "lesion": 1},
+        "training": job.training_record(
+            lesions={"train": _groups(job, train_items), "held_out": _groups(job, held_out)},
+            sources=job.dataset.meta.get("sources"), config=config.to_dict(), epochs_run=len(result.history),
+            steps=result.steps, resumed=result.resumed, minutes=round((time.perf_counter() - t0) / 60.0, 1),
+            history=result.history, initialised_from=earlier),
+        "metrics": metrics,
+    }
+    folder = save_model_folder(job.output, card, {"weights.pt": state}, fp16=not s.fp32, overwrite=job.overwrite)
+    shutil.rmtree(job.checkpoints, ignore_errors=True)
+    return folder
+
+
+TRAINING = Training(settings=BoxUNetTrainSettings, train=train)
+"""The ``training`` entry of the ``box-unet`` spec."""
+
+__all__ = ["TRAINING", "BoxUNetTrainSettings", "training_slices", "square"]
