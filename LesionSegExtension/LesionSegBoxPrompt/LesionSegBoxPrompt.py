@@ -112,7 +112,8 @@ class LesionSegBoxPromptWidget(InteractivePanelMixin, ParameterNodePanelMixin, S
             combo.addItem(name)
         combo.setCurrentIndex(max(0, combo.findText(wanted)))
         combo.blockSignals(wasBlocked)
-        combo.toolTip = "auto: tsfcn when its trained weights are installed, else classical-box"
+        combo.toolTip = ("auto: box-unet (any lesion kind) when its trained weights are installed, else tsfcn (lung "
+                         "nodules), else classical-box")
         self.onMethodChanged()
 
     def onMethodChanged(self, index: int = 0) -> None:
@@ -192,7 +193,7 @@ class LesionSegBoxPromptLogic(InteractiveLogic, ScriptedLoadableModuleLogic):
 
         ``segmentationNode`` None creates a segmentation under the volume's study (see ``lastResult``).
         ``currentSliceOnly`` keeps one slice: the one through ``sliceCenterRAS`` (world RAS mm), or through
-        the ROI centre. ``method`` None: tsfcn when its weights are installed, else classical-box. The model runs
+        the ROI centre. ``method`` None: box-unet when its weights are installed, else tsfcn, else classical-box. The model runs
         on LesionSeg's worker thread; ``waitForCompletion=False`` returns its ``Task`` at once (``finish(task)``
         then adds the segment, ``cancel()`` drops it). Backend errors (``lesionseg.LesionSegError``) leave the
         scene unchanged.

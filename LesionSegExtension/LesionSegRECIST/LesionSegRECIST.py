@@ -217,14 +217,7 @@ class LesionSegRECISTTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
         import numpy as np
 
         selftests.skip_without_crf(self)
-        ct = selftests.synthetic_ct()
-        volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="ct")
-        ijk = np.argwhere(ct.sphere > 0)
-        k = int(np.round(ijk[:, 0].mean()))
-        row = ijk[ijk[:, 0] == k]
-        j = int(np.round(row[:, 1].mean()))
-        cols = row[row[:, 1] == j][:, 2]
-        ends = [ct.ijk_to_ras @ np.array([c, j, k, 1.0]) for c in (cols.min(), cols.max())]
+        ct, volumeNode, k, ends = self._nodule()
         lineNode = self._line("long", [e[:3] for e in ends])
         logic = LesionSegRECISTLogic()
         segmentId = logic.process(volumeNode, lineNode)
@@ -235,6 +228,36 @@ class LesionSegRECISTTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
         self.assertGreater(selftests.dice(label[k], ct.sphere[k]), 0.6)
         logic.undo()
         self.assertFalse(logic.canUndo())
+
+    def test_WholeLesion3D(self) -> None:
+        """recist-3d: the same drawn long axis -> one segment through the nodule's slices."""
+        import numpy as np
+
+        selftests.skip_without_weights(self, WHOLE_LESION_METHOD)
+        ct, volumeNode, k, ends = self._nodule()
+        logic = LesionSegRECISTLogic()
+        segmentId = logic.process(volumeNode, self._line("long", [e[:3] for e in ends]),
+                                  method=WHOLE_LESION_METHOD, device="cpu")
+        from LesionSegLib import nodes
+
+        label = nodes.segment_array(logic.lastResult.segmentationNode, segmentId, volumeNode)
+        self.assertGreater(int(np.count_nonzero(label.reshape(label.shape[0], -1).any(axis=1))), 1)
+        self.assertGreater(selftests.dice(label, ct.sphere), 0.5)
+
+    @staticmethod
+    def _nodule():
+        """The synthetic CT, its volume node, the nodule's middle slice and the RAS end points of a long axis."""
+        import numpy as np
+
+        ct = selftests.synthetic_ct()
+        volumeNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="ct")
+        ijk = np.argwhere(ct.sphere > 0)
+        k = int(np.round(ijk[:, 0].mean()))
+        row = ijk[ijk[:, 0] == k]
+        j = int(np.round(row[:, 1].mean()))
+        cols = row[row[:, 1] == j][:, 2]
+        ends = [ct.ijk_to_ras @ np.array([c, j, k, 1.0]) for c in (cols.min(), cols.max())]
+        return ct, volumeNode, k, ends
 
     @staticmethod
     def _line(name, points):

@@ -166,7 +166,8 @@ class _Bright(torch.nn.Module):
         return torch.where(hu > 55, 10.0, -10.0)
 
 
-def test_recist_3d_propagates_the_key_slice_through_the_lesion():
+@pytest.mark.parametrize("step_box", ["key", "neighbour"])
+def test_recist_3d_propagates_the_key_slice_through_the_lesion(step_box):
     image = Image(np.full((20, 60, 60), 40, np.int16), (1.0, 1.0, 2.0))
     k, j, i = np.ogrid[:20, :60, :60]
     ball = ((i - 30) / 14.0) ** 2 + ((j - 28) / 10.0) ** 2 + ((k - 9) / 6.0) ** 2 <= 1
@@ -176,6 +177,7 @@ def test_recist_3d_propagates_the_key_slice_through_the_lesion():
     arr[:, :, :3] = -1000                                        # air at one edge: a CT in HU
     image = image.with_array(arr)
     seg = recist3d.Recist3D(net=_Bright(), preprocessing=preprocess.BoxUNetPreprocessing(largest_component=False))
+    seg.step_box = step_box
     seg.set_image(image)
     ends = index_to_world(image, np.array([[16.5, 28, 9], [43.5, 28, 9], [30, 18.5, 9], [30, 37.5, 9]]))
     out = seg.predict(RecistLine(*ends)).array > 0
@@ -199,6 +201,22 @@ def test_recist_3d_runs_on_box_unet_weights(tmp_path, monkeypatch):
     assert load_model_folder(tmp_path / "box-unet", "recist-3d").method == "box-unet"
     seg = build("recist-3d", weights=tmp_path / "box-unet", device="cpu")
     assert isinstance(seg, recist3d.Recist3D)
+
+
+def test_training_slices_past_the_lesion_ends_are_empty_and_the_others_hold_lesion():
+    image, mask = _soft(0)
+    pad = ((10, 10), (0, 0), (0, 0))                           # room past both ends of the lesion
+    image = Image(np.pad(image.array, pad, mode="edge"), image.spacing, image.origin)
+    sample = data.Sample(image, np.pad(mask.array > 0, pad), "SOFT_0", "p")
+    prep = preprocess.BoxUNetPreprocessing()
+    rng = np.random.default_rng(0)
+    x, y = train.training_slices([sample] * 8, prep, rng, 0.25, 0.0, 1.0)
+    empty = y.reshape(len(y), -1).sum(axis=1) == 0
+    assert x.shape == (len(y), 5, 64, 64) and empty.mean() > 0.9
+    x, y = train.training_slices([sample] * 8, prep, rng, 0.25, 0.0, 0.0)
+    assert (y.reshape(len(y), -1).sum(axis=1) > 0).mean() > 0.8
+    with pytest.raises(InputError, match="at most 1"):
+        train.BoxUNetTrainSettings(propagation=0.6, beyond=0.5)
 
 
 # ---- training and evaluation ----------------------------------------------------------------------------------
@@ -235,6 +253,8 @@ def test_evaluation_reports_each_lesion_kind(trained, mixed, tmp_path):
     by = rows["box-unet"]["lesion_dice_by_group"]
     assert set(by) == {"lung", "soft-tissue"} and by["lung"]["lesions"] + by["soft-tissue"]["lesions"] == 4
     assert "| row | lung | soft-tissue |" in (tmp_path / "r.md").read_text(encoding="utf-8")
+    chosen = {c["group"]: c["hu"] for c in rows["HU threshold"]["chosen"]}     # one threshold per lesion kind
+    assert set(chosen) == {"lung", "soft-tissue"} and chosen["lung"] < chosen["soft-tissue"]
     pooled = tmp_path / "p.json"
     assert _cli("evaluate", "box-unet", "--pool", report, "--json", pooled) == 0
     assert json.loads(pooled.read_text(encoding="utf-8"))["summary"]["box-unet"]["lesion_dice_by_group"] == by

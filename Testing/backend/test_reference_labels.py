@@ -7,7 +7,8 @@ redesign, by::
     python Testing/backend/test_reference_labels.py --write
 
 A model replaced on purpose gets its own labels rewritten, and only those (``--write tsfcn``): tsfcn's were
-rewritten when the ``lite`` model replaced the ``slim`` one (issue #19).
+rewritten when the ``lite`` model replaced the ``slim`` one (issue #19). ``box-unet`` and ``recist-3d`` (one model,
+issue #23) got theirs when that model first shipped (``--write box-unet recist-3d``).
 
 The test recomputes them through ``lesionseg.build`` / ``set_image`` / ``predict`` and asks for the same labels:
 at most ``max(2, 0.1 %)`` of the voxels labelled in either may differ (one float rounding at a threshold can
@@ -75,6 +76,16 @@ def _sts(case: str) -> Callable[[], np.ndarray]:
     return run
 
 
+def _sts_ct(method: str, case: str, kind: str) -> Callable[[], np.ndarray]:
+    def run() -> np.ndarray:
+        from lesionseg import read_image
+
+        folder = DATA / "ibsi-sts-petct" / case
+        ct, mask = read_image(folder / "CT_image.nii.gz"), read_image(folder / "CT_mask.nii.gz")
+        return _predict_all(method, (ct,), mask.with_array((mask.array > 0).astype(np.uint8)), kind)
+    return run
+
+
 def _real_ct(method: str) -> Callable[[], np.ndarray]:
     def run() -> np.ndarray:
         from lesionseg import read_image
@@ -92,9 +103,16 @@ def cases() -> Iterator[tuple[str, bool, Callable[[], np.ndarray]]]:
     yield "autopet-l2snet/wholebody_petct", False, _phantom("autopet-l2snet", "wholebody_petct", "none")
     yield "s4c/pancreas_ct", False, _phantom("s4c", "pancreas_ct", "none")
     yield "small-lesion-il/smallbowel_ct", False, _phantom("small-lesion-il", "smallbowel_ct", "none")
+    yield "box-unet/chest_ct", False, _phantom("box-unet", "chest_ct", "box")
+    yield "recist-3d/chest_ct", False, _phantom("recist-3d", "chest_ct", "recist")
     for nodule in LIDC_NODULES:
         yield f"tsfcn/{nodule}", True, _lidc("tsfcn", nodule, "box")
         yield f"recist-coseg/{nodule}", True, _lidc("recist-coseg", nodule, "recist")
+        yield f"box-unet/{nodule}", True, _lidc("box-unet", nodule, "box")
+        yield f"recist-3d/{nodule}", True, _lidc("recist-3d", nodule, "recist")
+    for case in STS_CASES:
+        yield f"box-unet/{case}_CT", True, _sts_ct("box-unet", case, "box")
+        yield f"recist-3d/{case}_CT", True, _sts_ct("recist-3d", case, "recist")
     for case in STS_CASES:
         yield f"autopet-l2snet/{case}", True, _sts(case)
     yield "s4c/totalseg_example_ct_sm", True, _real_ct("s4c")

@@ -239,12 +239,12 @@ def test_showing_a_panel_imports_no_torch():
                                     recist=str(EXTENSION / "LesionSegRECIST" / "LesionSegRECIST.py"))
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "['auto', 'tsfcn', 'classical-box'] " in done.stdout and "TORCH False" in done.stdout, done.stdout
+    assert "['auto', 'box-unet', 'tsfcn', 'classical-box'] " in done.stdout and "TORCH False" in done.stdout, done.stdout
 
 
 def test_box_method_choices_follow_the_registry_once_read(monkeypatch):
     monkeypatch.setattr(interactive, "KNOWN_BOX_METHODS", [])
-    assert interactive.box_method_choices() == ["tsfcn", "classical-box"]
+    assert interactive.box_method_choices() == ["box-unet", "tsfcn", "classical-box"]
     monkeypatch.setattr(session, "KNOWN_BOX_METHODS", interactive.KNOWN_BOX_METHODS)
     names = session.box_methods()  # the real registry (imports the methods)
     assert interactive.box_method_choices() == names and "classical-box" in names

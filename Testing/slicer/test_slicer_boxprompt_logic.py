@@ -185,11 +185,14 @@ def test_errors_change_nothing(setup):
     assert fake_scene.added == [] and not logic.canUndo() and logic.lastResult is None
 
 
-def test_default_method_prefers_tsfcn(setup, monkeypatch):
+def test_default_method_prefers_box_unet_then_tsfcn(setup, monkeypatch):
     logic, fake_scene, ct, volume, built = setup
     monkeypatch.setattr(session, "box_methods", lambda: ["classical-box", "tsfcn"])
     logic.process(volume, FakeRoi(ct.centre_ras, ct.box_size))
     assert built == [("tsfcn", "auto")]
+    monkeypatch.setattr(session, "box_methods", lambda: ["box-unet", "classical-box", "tsfcn"])
+    logic.process(volume, FakeRoi(ct.centre_ras, ct.box_size))
+    assert built[-1] == ("box-unet", "auto")
     monkeypatch.setattr(session, "box_methods", lambda: [])
     with pytest.raises(InputError, match="no box-prompt method"):
         logic.process(volume, FakeRoi(ct.centre_ras, ct.box_size))

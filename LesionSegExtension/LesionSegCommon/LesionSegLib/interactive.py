@@ -32,8 +32,10 @@ from typing import Any, Callable, Hashable, Optional
 logger = logging.getLogger(__name__)
 
 
-PREFERRED_BOX_METHODS = ("tsfcn", "classical-box")
-"""Default order for box prompts: the trained TS-FCN when its weights exist, else the weight-free baseline. Also the
+PREFERRED_BOX_METHODS = ("box-unet", "tsfcn", "classical-box")
+"""Default order for box prompts: the lesion-agnostic box model when its weights exist (it matches TS-FCN on lung
+nodules and is far better on other lesions, docs/box-unet.md), then TS-FCN (the paper's lung method), else the
+weight-free baseline. Also the
 choices a panel offers before the backend's registry was read in this session (reading it imports torch)."""
 
 KNOWN_BOX_METHODS: list = []

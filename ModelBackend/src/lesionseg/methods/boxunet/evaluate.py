@@ -28,6 +28,9 @@ COSEG_PROPAGATE = 40
 class BoxUNetEvaluation(BoxEvaluation):
     """``lesionseg evaluate box-unet``: the model's row is ``box-unet``; baselines as :class:`BoxEvaluation`."""
 
+    hu_thresholds = (-700.0, -500.0, -400.0, -300.0, -200.0, -100.0, -50.0, 0.0, 20.0, 40.0)
+    """Lung and soft-tissue candidates (chosen per lesion kind on the training cases)."""
+
     def rows(self, segmenter) -> dict[str, Optional[Options]]:
         return {"box-unet": None}
 

@@ -32,6 +32,8 @@ KEY_MARGIN = 0.1
 """Share of the axes' extent added on each side of the key slice's box."""
 STEP_MARGIN = 0.15
 """Share of the neighbour lesion's extent (at least one pixel) added on each side of the next slice's box."""
+REACH = 2.0
+"""Propagation goes at most this many long-axis lengths (in mm) away from the RECIST slice on each side."""
 MIN_PIXELS = 3
 """Propagation stops at a slice whose lesion covers fewer pixels than this."""
 
@@ -74,6 +76,19 @@ def _line_pixels(ends: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class Recist3D(BoxUNet):
     """RECIST -> 3D segmenter (module docstring); the model folder is ``box-unet``'s."""
 
+    step_box = "key"
+    """How each slice's box is made while propagating: ``"key"`` (the key slice's box on every slice: the lesion's
+    largest in-plane extent, as a 3D box gives it, which is what most training slices saw) or ``"neighbour"`` (the
+    neighbour lesion's box + :data:`STEP_MARGIN`, never larger than the key box)."""
+
+    def _step_box(self, image: Image, lo: np.ndarray, hi: np.ndarray, previous: np.ndarray, k: int) -> IndexBox:
+        key = _box(image, lo, hi, KEY_MARGIN, k)
+        if self.step_box == "key":
+            return key
+        j, i = np.nonzero(previous)
+        near = _box(image, np.array([i.min(), j.min()], float), np.array([i.max(), j.max()], float), STEP_MARGIN, k)
+        return IndexBox(np.maximum(near.lo, key.lo), np.minimum(near.hi, key.hi))
+
     def slice_mask(self, box: IndexBox) -> np.ndarray:
         """``(J, I)`` bool lesion mask of slice ``box.lo[2]`` from the network, for the in-plane ``box``."""
         values, region = self.region_probability(box)
@@ -101,12 +116,11 @@ class Recist3D(BoxUNet):
         if key.sum() < MIN_PIXELS:
             return image.with_array(out)
         out[recist.k] = key
+        reach = int(np.ceil(REACH * prompt.long_length_mm / float(image.spacing[2])))
         for step in (-1, 1):
             previous, k = key, recist.k + step
-            while 0 <= k < image.shape[0] and previous.sum() >= MIN_PIXELS:
-                j, i = np.nonzero(previous)
-                found = self.slice_mask(_box(image, np.array([i.min(), j.min()], float),
-                                             np.array([i.max(), j.max()], float), STEP_MARGIN, k))
+            while 0 <= k < image.shape[0] and abs(k - recist.k) <= reach and previous.sum() >= MIN_PIXELS:
+                found = self.slice_mask(self._step_box(image, lo, hi, previous, k))
                 found = _touching(found, ndimage.binary_dilation(previous, iterations=1))
                 if not found.any():
                     break

@@ -7,10 +7,13 @@ STSCT=soft-tissue DL3D=abdomen -o MIX --folds 5`` (docs/box-unet.md gives the co
    the CT cropped around the lesion with room for every jittered box, the lesion's mask);
 2. each epoch draws fresh slices: per lesion ``clip(depth // 4, 3, 12)`` slices (a 40-slice sarcoma gives 10, a
    6-slice nodule 3, so the kinds stay in balance), each with a box as a hand would draw it:
-   - *3D box* (``1 - propagation`` of the slices): the lesion's bounding box jittered ±``jitter`` in scale and
+   - *3D box* (the other slices): the lesion's bounding box jittered ±``jitter`` in scale and
      shift per axis, a random slice of the box's range (slices past the lesion's ends teach empty outputs);
    - *neighbour box* (``propagation``): the bounding box of the lesion on the next or previous slice, enlarged
      by up to 30 % and jittered ±15 % (what RECIST -> 3D propagation hands the network, slice by slice);
+   - *beyond* (``beyond``): the lesion's whole (jittered) box on a slice 1 .. max(2, depth // 2) slices past
+     one of its ends, where the answer is "no lesion" (without these the network fills any box it is given,
+     and RECIST -> 3D propagation would never stop: measured, see docs/box-unet.md);
 3. augmentation: one of 8 mirror/rotations, HU contrast x U(0.9, 1.1) and offset U(-40, 40), Gaussian noise of
    up to 25 HU on half the slices, and on thin-slice cases (< 2 mm) the neighbour channels two slices away
    (a thicker slice's view) on a fifth of the slices;
@@ -65,6 +68,8 @@ class BoxUNetTrainSettings(Settings):
     width: int = option(16, "feature maps of the first U-Net level (doubled at each of the 4 levels)")
     jitter: float = option(0.25, "scale/shift jitter of the training boxes, a fraction of the lesion's size")
     propagation: float = option(0.3, "share of training slices whose box is the lesion's box on a neighbour slice")
+    beyond: float = option(0.15, "share of training slices past the lesion's ends (up to half its depth) with the "
+                                 "lesion's whole box: teaches where a lesion stops (RECIST -> 3D)")
     validate_every: int = option(5, "score the held-out lesions every N epochs")
     fp32: bool = option(False, "store float32 weights (default float16)")
 
@@ -77,8 +82,11 @@ class BoxUNetTrainSettings(Settings):
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise InputError(f"need {self.flag('lr')} > 0, {self.flag('weight_decay')} >= 0 and "
                              f"{self.flag('warmup_epochs')} >= 0")
-        if not 0.0 <= self.jitter < 1.0 or not 0.0 <= self.propagation <= 1.0:
-            raise InputError(f"{self.flag('jitter')} must be in [0, 1) and {self.flag('propagation')} in [0, 1]")
+        if not 0.0 <= self.jitter < 1.0 or not 0.0 <= self.propagation <= 1.0 or not 0.0 <= self.beyond <= 1.0:
+            raise InputError(f"{self.flag('jitter')} must be in [0, 1), {self.flag('propagation')} and "
+                             f"{self.flag('beyond')} in [0, 1]")
+        if self.propagation + self.beyond > 1.0:
+            raise InputError(f"{self.flag('propagation')} + {self.flag('beyond')} must be at most 1")
 
 
 def slices_per_lesion(mask: np.ndarray) -> int:
@@ -93,6 +101,19 @@ def _box_3d(sample: data.Sample, rng: np.random.Generator, jitter: float) -> tup
     centre = centre + rng.uniform(-jitter, jitter, 3) * side
     box = data._index_range(sample.image, centre - side / 2.0, centre + side / 2.0)
     return box, int(rng.integers(box.lo[2], box.hi[2] + 1))
+
+
+def _box_beyond(sample: data.Sample, rng: np.random.Generator, jitter: float) -> Optional[tuple[IndexBox, int]]:
+    """The lesion's in-plane box (jittered) on a slice 1 .. max(2, depth // 2) slices past one of its ends (None
+    when that slice is outside the crop)."""
+    lo, hi = data.tight(sample.mask)
+    depth = int(hi[2] - lo[2] + 1)
+    gap = int(rng.integers(1, max(2, depth // 2) + 1))
+    k = int(lo[2] - gap if rng.random() < 0.5 else hi[2] + gap)
+    if not 0 <= k < sample.mask.shape[0]:
+        return None
+    box, _ = _box_3d(sample, rng, jitter)
+    return IndexBox(np.array([box.lo[0], box.lo[1], k]), np.array([box.hi[0], box.hi[1], k])), k
 
 
 def _box_neighbour(sample: data.Sample, rng: np.random.Generator) -> Optional[tuple[IndexBox, int]]:
@@ -111,7 +132,7 @@ def _box_neighbour(sample: data.Sample, rng: np.random.Generator) -> Optional[tu
 
 
 def training_slices(items: Sequence[data.Sample], prep: BoxUNetPreprocessing, rng: np.random.Generator,
-                    jitter: float, propagation: float) -> tuple[np.ndarray, np.ndarray]:
+                    jitter: float, propagation: float, beyond: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of augmented training slices (module docstring, steps 2-3): ``x`` ``(N, 5, s, s)`` float32 and
     ``y`` ``(N, s, s)`` float32 0/1."""
     xs, ys = [], []
@@ -119,7 +140,9 @@ def training_slices(items: Sequence[data.Sample], prep: BoxUNetPreprocessing, rn
         array = sample.image.array
         thin = float(sample.image.spacing[2]) < 2.0
         for _ in range(slices_per_lesion(sample.mask)):
-            drawn = _box_neighbour(sample, rng) if rng.random() < propagation else None
+            u = rng.random()
+            drawn = (_box_neighbour(sample, rng) if u < propagation else
+                     _box_beyond(sample, rng, jitter) if u < propagation + beyond else None)
             box, k = drawn or _box_3d(sample, rng, jitter)
             box = IndexBox(np.array([box.lo[0], box.lo[1], k]), np.array([box.hi[0], box.hi[1], k]))
             hu = (float(rng.uniform(0.9, 1.1)), float(rng.uniform(-40, 40)))
@@ -147,7 +170,8 @@ class BoxUNetTrainer(Trainer):
         self.train_items, self.held_out, self.boxes, self.prep, self.s = train, held_out, boxes, prep, settings
 
     def train_batches(self, epoch: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-        x, y = training_slices(self.train_items, self.prep, self.rng, self.s.jitter, self.s.propagation)
+        x, y = training_slices(self.train_items, self.prep, self.rng, self.s.jitter, self.s.propagation,
+                               self.s.beyond)
         return data.batches(x, y, self.s.batch_size, self.rng)
 
     def loss(self, batch: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:

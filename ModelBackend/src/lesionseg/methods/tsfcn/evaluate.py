@@ -72,27 +72,43 @@ class BoxEvaluation(Evaluation):
     def _ct(self) -> int:
         return data.ct_channel(self.dataset.channel_names) if self.dataset is not None else 0
 
+    hu_thresholds: tuple[float, ...] = HU_THRESHOLDS
+    """Candidate thresholds of the threshold baseline."""
+
+    def _group(self, case: str) -> str:
+        """The lesion kind of a case (``groups`` of a merged dataset), ``""`` without."""
+        groups = (self.dataset.meta.get("groups") or {}) if self.dataset is not None else {}
+        return str(groups.get(case, ""))
+
     def threshold_baseline(self, train_cases: Sequence[Case]) -> dict[str, Predictor]:
-        """The HU-threshold row, its threshold chosen on ``train_cases`` (:data:`FIXED_HU` without any)."""
+        """The HU-threshold row, its threshold chosen on ``train_cases`` (:data:`FIXED_HU` without any); on a
+        merged dataset one threshold per lesion kind, each chosen on the training lesions of that kind."""
         from ..classical import threshold_in_box
 
-        hu, scores = FIXED_HU, {}
         items = data.read_samples(train_cases, self.label_map) if train_cases else []
-        if items:
-            boxes = data.sample_boxes(items, self.seed + 1)
+        kinds: dict[str, list] = {}
+        for s in items:
+            kinds.setdefault(self._group(s.case), []).append(s)
+        chosen: dict[str, float] = {}
+        for kind, group in sorted(kinds.items()) or [("", [])]:
+            boxes = data.sample_boxes(group, self.seed + 1)
+            scores: dict[float, float] = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LesionSegWarning)
-                for candidate in HU_THRESHOLDS:
+                for candidate in self.hu_thresholds:
                     scores[candidate] = float(np.mean([
                         data.lesion_dice(threshold_in_box(s.image, box, candidate).array, [s.mask])[0]
-                        for s, box in zip(items, boxes)]))
-            hu = max(scores, key=scores.get)
-        self.threshold_choices.append({"hu": hu, "training_lesions": len(items),
-                                       "train_dice": {f"{k:g}": round(v, 4) for k, v in scores.items()}})
-        log.info("HU threshold %g (chosen on %d training lesions)", hu, len(items))
+                        for s, box in zip(group, boxes)]))
+            chosen[kind] = max(scores, key=scores.get) if scores else FIXED_HU
+            self.threshold_choices.append({"hu": chosen[kind], "training_lesions": len(group),
+                                           "train_dice": {f"{k:g}": round(v, 4) for k, v in scores.items()},
+                                           **({"group": kind} if kind else {})})
+            log.info("HU threshold %g%s (chosen on %d training lesions)", chosen[kind],
+                     f" for {kind}" if kind else "", len(group))
         ct = self._ct()
 
         def threshold(images: tuple, prompt: Prompt) -> Image:
+            hu = chosen.get(self._group(self._masks[0]), FIXED_HU)  # _masks: the case being scored
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LesionSegWarning)
                 return threshold_in_box(images[ct], prompt, hu)
@@ -178,8 +194,9 @@ class BoxEvaluation(Evaluation):
                     f"{by[g]['mean']:.4f} ({by[g]['median']:.4f}, {by[g]['worst']:.4f}), {by[g]['lesions']}"
                     if g in by else "–" for g in groups) + " |")
         for choice in summary.get(THRESHOLD_ROW, {}).get("chosen", []):
-            lines.append(f"\n{THRESHOLD_ROW}: {choice['hu']:g} HU, chosen on {choice['training_lesions']} training "
-                         f"lesions {choice['train_dice'] or '(none: fixed)'}.")
+            kind = f" for {choice['group']}" if choice.get("group") else ""
+            lines.append(f"\n{THRESHOLD_ROW}{kind}: {choice['hu']:g} HU, chosen on {choice['training_lesions']} "
+                         f"training lesions {choice['train_dice'] or '(none: fixed)'}.")
         return "\n".join(lines) + "\n"
 
 
