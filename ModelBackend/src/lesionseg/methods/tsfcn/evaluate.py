@@ -95,7 +95,7 @@ class BoxEvaluation(Evaluation):
             scores: dict[float, float] = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LesionSegWarning)
-                for candidate in self.hu_thresholds:
+                for candidate in self.hu_thresholds if group else ():
                     scores[candidate] = float(np.mean([
                         data.lesion_dice(threshold_in_box(s.image, box, candidate).array, [s.mask])[0]
                         for s, box in zip(group, boxes)]))
