@@ -26,6 +26,20 @@ def looks_like_ct(array: np.ndarray) -> bool:
     return bool(np.mean(sample(array) < CT_LOW_HU) >= 0.01)
 
 
+def warn_unless_ct(image, method: str) -> None:
+    """Warn (:class:`lesionseg.errors.LesionSegWarning`, at the caller's caller) when ``image`` does not look like
+    a CT in HU: for methods trained on HU that still run on other images (the box methods)."""
+    import warnings
+
+    from .errors import LesionSegWarning
+
+    array = np.asarray(image.array)
+    if not looks_like_ct(array):
+        warnings.warn(f"{method} expects a CT in Hounsfield units, but the intensities ({float(array.min()):g} .. "
+                      f"{float(array.max()):g}) do not look like one; results may be meaningless",
+                      LesionSegWarning, stacklevel=4)
+
+
 def looks_like_pet(array: np.ndarray) -> bool:
     """True when the values look like a PET in SUV: (almost) no negative values and a 99.9th percentile in
     :data:`SUV_P999_RANGE` (Bq/mL PET and CT both fail)."""

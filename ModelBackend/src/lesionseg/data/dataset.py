@@ -141,6 +141,11 @@ class Dataset:
         """``dataset.json`` says its data was generated (phantoms, or lesions inserted into real images)."""
         return bool(self.meta.get("synthetic", False))
 
+    def group(self, case: str) -> str:
+        """The lesion kind of ``case`` (``"groups"`` of a merged dataset, :mod:`.merge`); ``""`` without one."""
+        groups = self.meta.get("groups") or {}
+        return str(groups.get(case, "")) if isinstance(groups, dict) else ""
+
     def __repr__(self) -> str:
         return (f"Dataset({str(self.root)!r}, channels={list(self.channel_names)}, labels={self.labels}, "
                 f"training cases={len(self.cases('train'))})")

@@ -71,9 +71,9 @@ class Recist3DEvaluation(RecistEvaluation):
     def score(self, pred: Image, truth: Image, case: Case) -> dict:
         scores = super().score(pred, truth, case)
         dice = data.lesion_dice(pred.array, data.lesion_masks(truth), truth.spacing)
-        groups = (self.dataset.meta.get("groups") or {}) if self.dataset is not None else {}
-        extra = {"group": str(groups[case.name])} if case.name in groups else {}
-        return {**scores, "dice_3d": round(float(np.mean(dice)), 4) if dice else None, **extra}
+        group = self.dataset.group(case.name) if self.dataset is not None else ""
+        return {**scores, "dice_3d": round(float(np.mean(dice)), 4) if dice else None,
+                **({"group": group} if group else {})}
 
     def summary(self, records: Sequence[dict]) -> dict:
         out = super().summary(records)

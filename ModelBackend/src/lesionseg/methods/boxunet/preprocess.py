@@ -78,11 +78,6 @@ class BoxUNetPreprocessing:
         return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
 
 
-def square(box: IndexBox, prep: BoxUNetPreprocessing) -> LiberalBox:
-    """The square crop of every slice of ``box`` (step 1 of the module docstring)."""
-    return liberal_box(box, prep)
-
-
 def _window(x: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
     lo, hi = window
     return (x.clamp(lo, hi) - lo) * (2.0 / (hi - lo)) - 1.0
@@ -103,7 +98,7 @@ def network_input(array: np.ndarray, box: IndexBox, prep: BoxUNetPreprocessing,
     """``(n, 5, size, size)`` float32 inputs of the ``n`` slices of ``box`` in ``array`` (``[k, j, i]``, HU) and
     their square. ``hu = (scale, offset)`` maps the HU first (training augmentation: contrast and brightness);
     ``neighbour`` is the slice step of the previous/next channels (training: 2 mimics thicker slices)."""
-    sq = square(box, prep)
+    sq = liberal_box(box, prep)  # step 1: uses prep.factor and prep.min_side
     kdim = array.shape[0]
     first, last = max(sq.k0 - neighbour, 0), min(sq.k1 + neighbour, kdim - 1)
     crops = crop_slices(array, LiberalBox(sq.i0, sq.j0, sq.side, first, last), pad_mode="edge")

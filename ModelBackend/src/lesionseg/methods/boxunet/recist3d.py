@@ -82,15 +82,11 @@ def _line_pixels(ends: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 class Recist3D(BoxUNet):
     """RECIST -> 3D segmenter (module docstring); the model folder is ``box-unet``'s."""
 
-    step_box = "neighbour"
-    """How each slice's box is made while propagating: ``"key"`` (the key slice's box on every slice: the lesion's
-    largest in-plane extent, as a 3D box gives it, which is what most training slices saw) or ``"neighbour"`` (the
-    neighbour lesion's box + :data:`STEP_MARGIN`, never larger than the key box)."""
-
-    def _step_box(self, image: Image, lo: np.ndarray, hi: np.ndarray, previous: np.ndarray, k: int) -> IndexBox:
+    @staticmethod
+    def _step_box(image: Image, lo: np.ndarray, hi: np.ndarray, previous: np.ndarray, k: int) -> IndexBox:
+        """Slice ``k``'s box: the neighbour lesion's box + :data:`STEP_MARGIN`, never larger than the key box (the
+        key box on every slice was measured too and did worse: docs/box-unet.md)."""
         key = _box(image, lo, hi, KEY_MARGIN, k)
-        if self.step_box == "key":
-            return key
         j, i = np.nonzero(previous)
         near = _box(image, np.array([i.min(), j.min()], float), np.array([i.max(), j.max()], float), STEP_MARGIN, k)
         return IndexBox(np.maximum(near.lo, key.lo), np.minimum(near.hi, key.hi))

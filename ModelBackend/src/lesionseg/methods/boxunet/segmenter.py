@@ -11,7 +11,6 @@ thresholded at the model's threshold and, as the card says, only the largest 26-
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Optional
 
 import numpy as np
@@ -20,14 +19,13 @@ import torch
 from ...errors import InputError, WeightsError
 from ...geometry import IndexBox, box_to_index
 from ...image import Image
-from ...intensity import looks_like_ct
+from ...intensity import warn_unless_ct
 from ...modelfolder import ModelFolder
 from ...nets.unet import UNet
 from ...options import Options
 from ...prompts import Box, Prompt
 from ...registry import register
 from ...segmenter import Segmenter
-from ...errors import LesionSegWarning
 from ..tsfcn.preprocess import paste_probability
 from ..tsfcn.segmenter import binarize
 from .preprocess import CHANNELS, BoxUNetPreprocessing, network_input
@@ -88,11 +86,8 @@ class BoxUNet(Segmenter):
         self.prep = preprocessing if preprocessing is not None else BoxUNetPreprocessing()
 
     def _prepare(self, image: Image, *others: Image) -> None:
-        if not looks_like_ct(image.array):
-            warnings.warn(
-                f"box-unet expects a CT in Hounsfield units, but the intensities ({float(image.array.min()):g} .. "
-                f"{float(image.array.max()):g}) do not look like one; results may be meaningless",
-                LesionSegWarning, stacklevel=3)
+        """Warn when the image does not look like a CT in HU (the model was trained on HU)."""
+        warn_unless_ct(image, "box-unet")
 
     def index_box(self, prompt: Prompt) -> IndexBox:
         if not isinstance(prompt, Box):

@@ -47,7 +47,7 @@ from ...training import TrainConfig, Trainer
 from ..tsfcn import data
 from ..tsfcn.preprocess import crop_slices, resize
 from ..tsfcn.train import choose_postprocessing, mean_dice, probabilities
-from .preprocess import BoxUNetPreprocessing, network_input, square
+from .preprocess import BoxUNetPreprocessing, network_input
 from .segmenter import NETWORK, BoxUNet
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,7 @@ def slices_per_lesion(mask: np.ndarray) -> int:
 
 
 def _box_3d(sample: data.Sample, rng: np.random.Generator, jitter: float) -> tuple[IndexBox, int]:
-    lo, hi = data.tight(sample.mask)
-    centre, side = (lo + hi) / 2.0, (hi - lo + 1).astype(float) * rng.uniform(1 - jitter, 1 + jitter, 3)
-    centre = centre + rng.uniform(-jitter, jitter, 3) * side
-    box = data._index_range(sample.image, centre - side / 2.0, centre + side / 2.0)
+    box = data.jittered_index_box(sample.image, sample.mask, rng, jitter)
     return box, int(rng.integers(box.lo[2], box.hi[2] + 1))
 
 
@@ -128,7 +125,7 @@ def _box_neighbour(sample: data.Sample, rng: np.random.Generator) -> Optional[tu
     side = (hi - lo + 1) * (1 + rng.uniform(0, 0.3)) * rng.uniform(0.85, 1.15, 2)
     centre = (lo + hi) / 2 + rng.uniform(-0.15, 0.15, 2) * side
     a, b = np.append(centre - side / 2, k), np.append(centre + side / 2, k)
-    return data._index_range(sample.image, a, b), k
+    return data.index_range(sample.image, a, b), k
 
 
 def training_slices(items: Sequence[data.Sample], prep: BoxUNetPreprocessing, rng: np.random.Generator,
@@ -191,10 +188,9 @@ class BoxUNetTrainer(Trainer):
 
 
 def _groups(job: TrainJob, items: Sequence[data.Sample]) -> dict[str, int]:
-    groups = job.dataset.meta.get("groups") or {}
     out: dict[str, int] = {}
     for s in items:
-        key = str(groups.get(s.case, job.dataset.name))
+        key = job.dataset.group(s.case) or job.dataset.name
         out[key] = out.get(key, 0) + 1
     return out
 
@@ -262,4 +258,4 @@ def train(job: TrainJob) -> ModelFolder:
 TRAINING = Training(settings=BoxUNetTrainSettings, train=train)
 """The ``training`` entry of the ``box-unet`` spec."""
 
-__all__ = ["TRAINING", "BoxUNetTrainSettings", "training_slices", "square"]
+__all__ = ["TRAINING", "BoxUNetTrainSettings", "training_slices"]

@@ -181,13 +181,22 @@ def sample_boxes(items: Sequence[Sample], seed: int, jitter: float = EVAL_JITTER
     return out
 
 
-def _index_range(image: Image, lo_f: np.ndarray, hi_f: np.ndarray) -> IndexBox:
+def index_range(image: Image, lo_f: np.ndarray, hi_f: np.ndarray) -> IndexBox:
     """Voxels whose centres lie in the continuous range, clipped to the image (nearest voxel if thin)."""
     lo, hi = np.ceil(lo_f - 1e-6).astype(int), np.floor(hi_f + 1e-6).astype(int)
     centre = np.round((lo_f + hi_f) / 2).astype(int)
     lo, hi = np.where(hi < lo, centre, lo), np.where(hi < lo, centre, hi)
     size = image.size_ijk
     return IndexBox(np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1))
+
+
+def jittered_index_box(image: Image, mask: np.ndarray, rng: np.random.Generator, jitter: float) -> IndexBox:
+    """The voxel box of a training lesion (``mask`` on ``image``'s grid): its bounding box scaled by
+    ``U(1-jitter, 1+jitter)`` and shifted by ``U(-jitter, jitter)`` x side, per axis, clipped to the image."""
+    lo, hi = tight(mask)
+    centre, side = (lo + hi) / 2.0, (hi - lo + 1).astype(float) * rng.uniform(1 - jitter, 1 + jitter, 3)
+    centre = centre + rng.uniform(-jitter, jitter, 3) * side
+    return index_range(image, centre - side / 2.0, centre + side / 2.0)
 
 
 def box_crops(image: Image, mask: np.ndarray, box: IndexBox, prep: Preprocessing, pad_mode: str = "constant"
@@ -214,10 +223,7 @@ def epoch_samples(items: Sequence[Sample], prep: Preprocessing, rng: np.random.G
     """
     xs, ys = [], []
     for image, mask, _, _ in items:
-        lo, hi = tight(mask)
-        centre, side = (lo + hi) / 2.0, (hi - lo + 1).astype(float) * rng.uniform(1 - jitter, 1 + jitter, 3)
-        centre = centre + rng.uniform(-jitter, jitter, 3) * side
-        box = _index_range(image, centre - side / 2.0, centre + side / 2.0)
+        box = jittered_index_box(image, mask, rng, jitter)
         mode = "reflect" if rng.random() < reflect_probability else "constant"
         crops, masks = box_crops(image, mask, box, prep, mode)
         x, y = to_network(crops, prep).numpy(), mask_to_network(masks, prep.size).numpy()

@@ -65,9 +65,8 @@ class BoxEvaluation(Evaluation):
     def score(self, pred: Image, truth: Image, case: Case) -> dict:
         scores = super().score(pred, truth, case)
         dice = data.lesion_dice(pred.array, self.lesions(case, truth), truth.spacing)
-        groups = (self.dataset.meta.get("groups") or {}) if self.dataset is not None else {}
-        group = {"group": str(groups[case.name])} if case.name in groups else {}
-        return {**scores, "lesion_dice": [round(float(d), 4) for d in dice], **group}
+        group = self._group(case.name)
+        return {**scores, "lesion_dice": [round(float(d), 4) for d in dice], **({"group": group} if group else {})}
 
     def _ct(self) -> int:
         return data.ct_channel(self.dataset.channel_names) if self.dataset is not None else 0
@@ -76,9 +75,8 @@ class BoxEvaluation(Evaluation):
     """Candidate thresholds of the threshold baseline."""
 
     def _group(self, case: str) -> str:
-        """The lesion kind of a case (``groups`` of a merged dataset), ``""`` without."""
-        groups = (self.dataset.meta.get("groups") or {}) if self.dataset is not None else {}
-        return str(groups.get(case, ""))
+        """The lesion kind of a case (:meth:`lesionseg.data.Dataset.group`), ``""`` without."""
+        return self.dataset.group(case) if self.dataset is not None else ""
 
     def threshold_baseline(self, train_cases: Sequence[Case]) -> dict[str, Predictor]:
         """The HU-threshold row, its threshold chosen on ``train_cases`` (:data:`FIXED_HU` without any); on a

@@ -11,17 +11,16 @@ square is clipped to it.
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Optional
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from ...errors import InputError, LesionSegWarning, WeightsError
+from ...errors import InputError, WeightsError
 from ...geometry import box_to_index
 from ...image import Image
-from ...intensity import looks_like_ct
+from ...intensity import warn_unless_ct
 from ...modelfolder import ModelFolder
 from ...options import Options
 from ...prompts import Box, Prompt
@@ -87,11 +86,7 @@ class TSFCN(Segmenter):
 
     def _prepare(self, image: Image, *others: Image) -> None:
         """Warn when the image does not look like a CT in HU (the model was trained on HU)."""
-        if not looks_like_ct(image.array):
-            warnings.warn(
-                f"tsfcn expects a CT in Hounsfield units, but the intensities ({float(image.array.min()):g} .. "
-                f"{float(image.array.max()):g}) do not look like one; results may be meaningless",
-                LesionSegWarning, stacklevel=3)
+        warn_unless_ct(image, "tsfcn")
 
     def _region(self, prompt: Prompt) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
         """Tumour probabilities ``(n, h, w)`` of the part of the liberal square inside the image, and the
