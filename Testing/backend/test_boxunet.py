@@ -7,6 +7,7 @@ tiny U-Nets so that training and evaluation run in seconds.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from lesionseg.modelfolder import WEIGHTS_OF, load_model_folder, save_model_fold
 from lesionseg.nets.unet import UNet
 from lesionseg.prompts import Box, RecistLine
 from lesionseg.registry import build, find_model_folder, get_spec
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args) -> int:
@@ -188,6 +191,42 @@ def test_recist_3d_propagates_the_key_slice_through_the_lesion():
         seg.predict(Box([0, 0, 0], [10, 10, 10]))
 
 
+class _Filler(torch.nn.Module):
+    """A stand-in network that fills any box it is given (what box-unet does past a sarcoma's end in muscle)."""
+
+    def forward(self, x):
+        return torch.where(x[:, 4:5] > 0, 10.0, -10.0)
+
+
+def _ellipsoid(n: int) -> tuple[Image, Image]:
+    """A 28 x 20 mm lesion, 13 slices of 2 mm deep (about 0.45 long axes on each side of its middle), in 40 HU
+    muscle that runs on past its ends: 30 slices."""
+    k, j, i = np.ogrid[:30, :50, :50]
+    lesion = ((i - 25 - n) / 14.0) ** 2 + ((j - 25) / 10.0) ** 2 + ((k - 15) / 6.5) ** 2 <= 1
+    arr = np.where(lesion, 90, 40).astype(np.int16)
+    arr[:, :, :2] = -1000
+    image = Image(arr, (1.0, 1.0, 2.0))
+    return image, image.with_array(lesion.astype(np.uint8))
+
+
+def test_recist_3d_learns_where_to_stop_a_network_that_never_stops(tmp_path):
+    ds = Dataset(_write(tmp_path, "ELL", _ellipsoid, 2))
+    seg = recist3d.Recist3D(net=_Filler(), preprocessing=preprocess.BoxUNetPreprocessing(largest_component=False))
+    margin, reach, scores = train.choose_geometry(seg, ds.cases(), {1: [1]})
+    # a box filled on every slice: a tight key box (one pixel of margin either way), a limit near the half-depth
+    assert margin <= 0.05 and 0.3 <= reach <= 0.6 and scores[f"{margin:g}/{reach:g}"] > scores[f"{margin:g}/2"] + 0.2
+    image, truth = _ellipsoid(0)
+    ends = index_to_world(image, np.array([[11, 25, 15], [39, 25, 15], [25, 15, 15], [25, 35, 15]], float))
+    for r in (reach, 2.0):
+        seg.prep = preprocess.BoxUNetPreprocessing(largest_component=False, recist_reach=r, recist_key_margin=margin)
+        seg.set_image(image)
+        slices = np.flatnonzero((seg.predict(RecistLine(*ends)).array > 0).any(axis=(1, 2)))
+        n = recist3d.reach_slices(image, RecistLine(*ends), r)
+        assert slices.min() == max(15 - n, 0) and slices.max() == min(15 + n, 29)   # the card's limit holds
+    with pytest.raises(InputError, match="recist_reach"):
+        preprocess.BoxUNetPreprocessing(recist_reach=0.0)
+
+
 def test_recist_3d_runs_on_box_unet_weights(tmp_path, monkeypatch):
     assert WEIGHTS_OF["recist-3d"] == "box-unet" and get_spec("recist-3d").prompt == "recist"
     net = _tiny_net()
@@ -236,7 +275,38 @@ def test_training_writes_a_card_with_groups_sources_and_a_model_that_learnt(trai
     assert card["training"]["fold"] == 0 and card["training"]["folds"] == 3
     history = [h["score"] for h in card["training"]["history"] if "score" in h]
     assert len(history) == 2 and folder.card["preprocessing"]["threshold"] in THRESHOLDS
+    prep = card["preprocessing"]
+    assert prep["recist_reach"] in train.REACH_CANDIDATES
+    assert prep["recist_key_margin"] in train.KEY_MARGIN_CANDIDATES
+    geometry = card["metrics"]["recist3d_geometry_train_dice_3d"]
+    assert len(geometry) == len(train.REACH_CANDIDATES) * len(train.KEY_MARGIN_CANDIDATES)
+    assert geometry[f"{prep['recist_key_margin']:g}/{prep['recist_reach']:g}"] == max(geometry.values())
     assert card["metrics"]["validation_mean_dice_3d"] > 0.6                 # easy synthetic lesions, 4 held out
+
+
+def test_geometry_script_gives_an_older_model_folder_the_learnt_geometry(trained, mixed, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recist3d_geometry", REPO / "scripts" / "recist3d_geometry.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    older = tmp_path / "older"
+    shutil.copytree(trained, older)
+    card = json.loads((older / "model.json").read_text(encoding="utf-8"))
+    for key in ("recist_reach", "recist_key_margin"):
+        card["preprocessing"].pop(key)                                    # a card written before the choice
+    card["metrics"].pop("recist3d_geometry_train_dice_3d")
+    (older / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    older_prep = load_model_folder(older).settings(preprocess.BoxUNetPreprocessing, "preprocessing", "", ())
+    assert older_prep.recist_reach == 2.0 and older_prep.recist_key_margin == 0.1       # the old fixed geometry
+    assert script.main([str(older), "--data", str(mixed), "-o", str(tmp_path / "new")]) == 0
+    new = json.loads((tmp_path / "new" / "model.json").read_text(encoding="utf-8"))
+    ref = json.loads((trained / "model.json").read_text(encoding="utf-8"))
+    assert new["preprocessing"] == ref["preprocessing"]                   # what training chose, from the same cases
+    assert new["metrics"]["recist3d_geometry_train_dice_3d"] == ref["metrics"]["recist3d_geometry_train_dice_3d"]
+    assert (tmp_path / "new" / "weights.pt").read_bytes() == (older / "weights.pt").read_bytes()
+    assert script.main([str(older), "--data", str(mixed), "-o", str(tmp_path / "new")]) == 2   # never overwrites
+    assert "exists" in capsys.readouterr().err and not (tmp_path / "new.partial").exists()
 
 
 def test_evaluation_reports_each_lesion_kind(trained, mixed, tmp_path):

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``lesionseg train``; returns the exit status."""
     from ..registry import get_spec
     from ..train_job import CommonTrainSettings, make_job
+    from ..training import seed_everything
 
     spec = get_spec(args.method)
     if spec.training is None:
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     job = make_job(spec.name, args.data, args.output, CommonTrainSettings.from_namespace(args),
                    training.settings.from_namespace(args), args.overwrite, command, training.stratify)
     job.progress = args.progress == "bar"
-    folder = training.train(job)
+    seed_everything(job.common.seed)  # the networks' initial weights too, which most trainings draw before the
+    folder = training.train(job)      # Trainer seeds: without it they changed from run to run whatever --seed
     print(f"model written to {folder.path}")
     return 0

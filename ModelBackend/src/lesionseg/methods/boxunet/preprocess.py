@@ -44,6 +44,12 @@ class BoxUNetPreprocessing:
         min_side: smallest square side in pixels (tiny boxes still see some surroundings).
         threshold: lesion-probability threshold of the final label.
         largest_component: keep only the largest 26-connected component of the label.
+        recist_reach: ``recist-3d`` propagates at most this many long-axis lengths away from the RECIST slice on
+            each side; training chooses it on the training lesions
+            (:func:`lesionseg.methods.boxunet.train.choose_geometry`); model folders written before it was
+            learnt get 2.0, the old fixed limit.
+        recist_key_margin: ``recist-3d``'s key-slice box is the RECIST axes' bounding box enlarged by this share
+            of its size on each side (chosen with ``recist_reach``; 0.1 before it was learnt).
     """
 
     wide: tuple[float, float] = (-1000.0, 1000.0)
@@ -53,6 +59,8 @@ class BoxUNetPreprocessing:
     min_side: int = 24
     threshold: float = 0.5
     largest_component: bool = True
+    recist_reach: float = 2.0
+    recist_key_margin: float = 0.1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,15 +73,20 @@ class BoxUNetPreprocessing:
             raise InputError("size must be >= 8, min_side >= 1 and factor >= 1")
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold must lie in (0, 1), got {self.threshold}")
+        if not self.recist_reach > 0.0 or not self.recist_key_margin >= 0.0:
+            raise InputError(f"need recist_reach > 0 and recist_key_margin >= 0, got {self.recist_reach} and "
+                             f"{self.recist_key_margin}")
 
     def to_dict(self) -> dict:
         return {"wide": list(self.wide), "soft": list(self.soft), "size": self.size, "factor": self.factor,
                 "min_side": self.min_side, "threshold": self.threshold,
-                "largest_component": self.largest_component, **self.extra}
+                "largest_component": self.largest_component, "recist_reach": self.recist_reach,
+                "recist_key_margin": self.recist_key_margin, **self.extra}
 
     @classmethod
     def from_dict(cls, data: dict) -> "BoxUNetPreprocessing":
-        known = {"wide", "soft", "size", "factor", "min_side", "threshold", "largest_component"}
+        known = {"wide", "soft", "size", "factor", "min_side", "threshold", "largest_component", "recist_reach",
+                 "recist_key_margin"}
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
         return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
 

@@ -20,7 +20,10 @@ STSCT=soft-tissue DL3D=abdomen -o MIX --folds 5`` (docs/box-unet.md gives the co
 4. loss: binary cross-entropy + soft Dice; AdamW with a cosine schedule; the held-out mean per-lesion 3D Dice
    (evaluation boxes, seed 0) every ``--validate-every`` epochs; the last weights are kept;
 5. the probability threshold and the largest-component step chosen on the *training* lesions (boxes of seed 1),
-   scores measured with the weights as stored (float16 unless ``--fp32``), card written.
+   scores measured with the weights as stored (float16 unless ``--fp32``);
+6. ``recist-3d``'s key-box margin and propagation limit chosen on the training cases
+   (:func:`lesionseg.methods.boxunet.train.choose_geometry`: one RECIST measurement per lesion, best mean 3D
+   Dice), card written.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import dataclasses
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -35,8 +39,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ...errors import InputError
-from ...geometry import IndexBox
+from ...data import Case
+from ...data.labels import apply as apply_labels
+from ...errors import InputError, LesionSegWarning
+from ...geometry import IndexBox, recist_to_index
+from ...io import read_image
 from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...nets.unet import UNet
 from ...options import Settings, option
@@ -44,16 +51,26 @@ from ...prompts import Box
 from ...registry import resolve_device
 from ...train_job import Training, TrainJob
 from ...training import TrainConfig, Trainer
+from ..recist.dataset import lesion_prompts
 from ..tsfcn import data
 from ..tsfcn.preprocess import crop_slices, resize
 from ..tsfcn.train import choose_postprocessing, mean_dice, probabilities
 from .preprocess import BoxUNetPreprocessing, network_input
+from .recist3d import Recist3D, reach_slices
 from .segmenter import NETWORK, BoxUNet
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED = 0
 """Seed of the held-out boxes (``lesionseg evaluate``'s default); the post-processing uses ``EVAL_SEED + 1``."""
+
+
+KEY_MARGIN_CANDIDATES = (0.0, 0.05, 0.1, 0.2)
+"""Shares of the axes' extent added on each side of the key slice's box that training tries
+(:func:`choose_geometry`); 0.1 was the fixed margin before it was learnt."""
+REACH_CANDIDATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
+"""The propagation limits (long axes per side) that training tries (:func:`choose_geometry`); 2.0 was the fixed
+limit before it was learnt."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +244,13 @@ def train(job: TrainJob) -> ModelFolder:
                                          for k, v in result.state.items()}
     net.load_state_dict(state)
     prep, scores = choose_postprocessing(net, prep, train_items, EVAL_SEED + 1, device, BoxUNet)
-    metrics: dict = {"postprocessing_train_dice": scores, "eval_seed": EVAL_SEED, "held_out_lesions": len(held_out)}
+    margin, reach, geometry = choose_geometry(Recist3D(net=net, preprocessing=prep, device=device),
+                                              job.train_cases(), job.label_map)
+    prep = dataclasses.replace(prep, recist_reach=reach, recist_key_margin=margin)
+    log.info("recist-3d: key-box margin %g, propagation limit %g long axes (training 3D Dice %s)", margin, reach,
+             geometry.get(f"{margin:g}/{reach:g}", "-: no lesion to measure"))
+    metrics: dict = {"postprocessing_train_dice": scores, "recist3d_geometry_train_dice_3d": geometry,
+                     "eval_seed": EVAL_SEED, "held_out_lesions": len(held_out)}
     if held_out:
         probs = probabilities(net, prep, held_out, boxes, device, BoxUNet)
         metrics.update({
@@ -253,6 +276,48 @@ def train(job: TrainJob) -> ModelFolder:
     folder = save_model_folder(job.output, card, {"weights.pt": state}, fp16=not s.fp32, overwrite=job.overwrite)
     shutil.rmtree(job.checkpoints, ignore_errors=True)
     return folder
+
+
+def choose_geometry(seg: Recist3D, cases: Sequence[Case], label_map,
+                    margins: Sequence[float] = KEY_MARGIN_CANDIDATES, reaches: Sequence[float] = REACH_CANDIDATES
+                    ) -> tuple[float, float, dict[str, float]]:
+    """The key-box margin of ``margins`` and the propagation limit of ``reaches`` (long axes per side) that give
+    ``seg`` the best mean 3D Dice on ``cases`` (one RECIST measurement per lesion, drawn on its mask as the
+    evaluation does), and the Dice of every pair (``"margin/reach"``). Each lesion is propagated once per margin
+    to the largest limit; a smaller limit gives exactly that mask cut at its slice range, so every limit is
+    scored from the one run. Ties go to the larger margin and limit. Without a lesion long enough to measure
+    (:data:`lesionseg.methods.recist.dataset.MIN_LONG_MM`) the defaults come back with no scores.
+
+    Why learnt: the network does not see reliably where a soft-tissue lesion ends in muscle and keeps filling
+    its box past the end, so a cap on the depth, relative to the long axis, is what stops it; and the tighter
+    the key box, the less muscle the propagation starts from (docs/box-unet.md).
+    """
+    reaches = sorted(float(c) for c in reaches)
+    per_case: dict[tuple[float, float], list[float]] = {(m, c): [] for m in margins for c in reaches}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LesionSegWarning)
+        for case in cases:
+            label = case.read_label()
+            truth = label.with_array(apply_labels(label.array, label_map))
+            masks = data.lesion_masks(truth)
+            prompts = lesion_prompts(truth)
+            if not masks or not prompts:
+                continue
+            image = read_image(case.images[data.ct_channel(case.channel_names)])
+            seg.set_image(image.with_array(np.asarray(image.array, np.float32)))
+            for m in margins:
+                runs = [(seg.propagate(p, reaches[-1], m), recist_to_index(image, p).k, p) for p in prompts]
+                for c in reaches:
+                    pred = np.zeros(truth.shape, bool)
+                    for mask, k, p in runs:
+                        n = reach_slices(image, p, c)
+                        pred[max(k - n, 0):k + n + 1] |= mask[max(k - n, 0):k + n + 1] > 0
+                    per_case[m, c].append(float(np.mean(data.lesion_dice(pred, masks, truth.spacing))))
+    if not any(per_case.values()):  # nothing measurable: the defaults of a model folder that learnt none
+        return BoxUNetPreprocessing.recist_key_margin, BoxUNetPreprocessing.recist_reach, {}
+    scores = {key: float(np.mean(v)) for key, v in per_case.items()}
+    margin, reach = max(scores, key=lambda key: (round(scores[key], 4), key))
+    return margin, reach, {f"{m:g}/{c:g}": round(v, 4) for (m, c), v in scores.items()}
 
 
 TRAINING = Training(settings=BoxUNetTrainSettings, train=train)
