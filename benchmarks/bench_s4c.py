@@ -9,7 +9,8 @@ each stride, each in a fresh process so that its peak resident memory (``ru_maxr
 Goal: <= 60 s at the paper's stride 20 and <= 4 GB on two cores (the paper: about 10 min per case on a V100).
 
 Part 2 (accuracy): ``--cases`` synthetic phantom cases that were in no training set (seeds from 9000), both
-phases, at each stride: pancreas and tumour Dice and the verdict. All numbers are on synthetic phantoms.
+phases, at each stride: pancreas and tumour Dice and the verdicts (correct, and inconclusive, which is never
+counted as correct). All numbers are on synthetic phantoms.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def one_run(weights: str | None, stride: int, threads: int) -> dict:
     found = seg.findings("venous")
     return {"stride": stride, "seconds": round(seconds, 1), "windows": count_windows(seg.raw.shape, seg.prep.patch, stride),
             "working_grid": list(seg.raw.shape), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
-            "phantom_seconds": round(t_gen, 1), "positive": found.positive}
+            "phantom_seconds": round(t_gen, 1), "verdict": found.verdict}
 
 
 def accuracy(weights: str | None, strides: list[int], cases: int, threads: int) -> list[dict]:
@@ -64,7 +65,7 @@ def accuracy(weights: str | None, strides: list[int], cases: int, threads: int) 
     rows = []
     for stride in strides:
         seg.set_stride(stride)
-        d_panc, d_tum, correct, seconds = [], [], 0, 0.0
+        d_panc, d_tum, correct, inconclusive, seconds = [], [], 0, 0, 0.0
         for n in range(cases):
             arterial, venous, label, info = pancreas_ct(seed=9000 + n, kind=kinds[n % len(kinds)])
             for phase, image in (("arterial", arterial), ("venous", venous)):
@@ -75,10 +76,13 @@ def accuracy(weights: str | None, strides: list[int], cases: int, threads: int) 
                 d_panc.append(dice(pred.with_array(pred.array > 0), label.with_array(label.array > 0)))
                 if (label.array == 2).any():
                     d_tum.append(dice(pred.with_array(pred.array == 2), label.with_array(label.array == 2)))
-                correct += seg.findings(phase).positive == bool(info["positive"])
+                verdict = seg.findings(phase).verdict  # an inconclusive phase is not a correct call
+                correct += verdict == ("positive" if info["positive"] else "negative")
+                inconclusive += verdict == "inconclusive"
         rows.append({"stride": stride, "dsc_pancreas": round(float(np.mean(d_panc)), 3),
                      "dsc_tumour": round(float(np.mean(d_tum)), 3) if d_tum else None,
                      "correct_phase_verdicts": f"{correct}/{2 * cases}",
+                     "inconclusive_phases": f"{inconclusive}/{2 * cases}",
                      "seconds_per_phase": round(seconds / (2 * cases), 2)})
     return rows
 

@@ -1,4 +1,4 @@
-"""``lesionseg evaluate s4c``: the paper's tables (Tables 1 and 2) with INCONCLUSIVE counted honestly, the plain
+"""``lesionseg evaluate s4c``: the paper's tables (Tables 1 and 2) with inconclusive counted explicitly, the plain
 baseline, pooling per-fold JSONs, held-out / all-cases scoring with a tiny model, and MSD Task07 end to end."""
 from __future__ import annotations
 
@@ -24,19 +24,20 @@ def _main(argv: list[str]) -> int:
 def _record(case, phase, truth, verdict, raw_mm3=0.0, dsc_pancreas=0.9, dsc_tumour=None, model="m"):
     return {"case": case, "patient": case, "model": model, "row": phase, "seconds": 1.0,
             "scores": {"phase": phase, "truth_positive": truth, "truth_tumour": truth, "truth_duct": False,
-                       "verdict": verdict, "positive": verdict == "POSITIVE", "raw_tumour_mm3": raw_mm3,
+                       "verdict": verdict, "positive": {"positive": True, "negative": False}.get(verdict.lower()),
+                       "raw_tumour_mm3": raw_mm3,
                        "dsc_pancreas": dsc_pancreas, "dsc_tumour": dsc_tumour, "dsc_duct": None}}
 
 
 def _cohort():
     """Two positive cases (p1 seen only in the arterial phase, p2 missed) and two negatives (n2 over-called
     in the venous phase)."""
-    return [_record("p1", "arterial", True, "POSITIVE", 300.0, 0.8, 0.5),
-            _record("p1", "venous", True, "NEGATIVE", 10.0, 0.8, 0.1),
-            _record("p2", "arterial", True, "NEGATIVE", 0.0, 0.7, 0.0),
-            _record("p2", "venous", True, "NEGATIVE", 0.0, 0.7, 0.0),
-            _record("n1", "arterial", False, "NEGATIVE", 2.0, 0.95), _record("n1", "venous", False, "NEGATIVE", 0.0, 0.95),
-            _record("n2", "arterial", False, "NEGATIVE", 5.0, 0.9), _record("n2", "venous", False, "POSITIVE", 60.0, 0.9)]
+    return [_record("p1", "arterial", True, "positive", 300.0, 0.8, 0.5),
+            _record("p1", "venous", True, "negative", 10.0, 0.8, 0.1),
+            _record("p2", "arterial", True, "negative", 0.0, 0.7, 0.0),
+            _record("p2", "venous", True, "negative", 0.0, 0.7, 0.0),
+            _record("n1", "arterial", False, "negative", 2.0, 0.95), _record("n1", "venous", False, "negative", 0.0, 0.95),
+            _record("n2", "arterial", False, "negative", 5.0, 0.9), _record("n2", "venous", False, "positive", 60.0, 0.9)]
 
 
 def test_summary_counts_misses_wrong_calls_and_fuses_phases_by_any():
@@ -57,18 +58,33 @@ def test_summary_counts_misses_wrong_calls_and_fuses_phases_by_any():
 
 
 def test_inconclusive_is_neither_a_hit_nor_an_all_clear():
-    calls = [(True, "POSITIVE"), (True, "INCONCLUSIVE"), (True, "NEGATIVE"),
-             (False, "NEGATIVE"), (False, "INCONCLUSIVE"), (False, "POSITIVE"), (False, "NEGATIVE")]
+    """An inconclusive call is never a true or false positive or negative: counted apart, it stays in the
+    denominators of sensitivity and specificity (and lowers both)."""
+    calls = [(True, "positive"), (True, "inconclusive"), (True, "negative"),
+             (False, "negative"), (False, "inconclusive"), (False, "positive"), (False, "negative")]
     assert classification(calls) == {"cases": 7, "positive_cases": 3, "negative_cases": 4, "misses": 1,
-                                     "wrong_calls": 1, "inconclusive_positive": 1, "inconclusive_negative": 1,
-                                     "sensitivity": 33.33, "specificity": 50.0}
+                                     "wrong_calls": 1, "inconclusive": 2, "inconclusive_positive": 1,
+                                     "inconclusive_negative": 1, "sensitivity": 33.33, "specificity": 50.0}
     # fused: a case is inconclusive when no phase is positive and one is inconclusive
-    records = [_record("p", "arterial", True, "INCONCLUSIVE"), _record("p", "venous", True, "NEGATIVE"),
-               _record("n", "arterial", False, "NEGATIVE"), _record("n", "venous", False, "INCONCLUSIVE"),
-               _record("q", "arterial", True, "INCONCLUSIVE"), _record("q", "venous", True, "POSITIVE")]
+    records = [_record("p", "arterial", True, "inconclusive"), _record("p", "venous", True, "negative"),
+               _record("n", "arterial", False, "negative"), _record("n", "venous", False, "inconclusive"),
+               _record("q", "arterial", True, "inconclusive"), _record("q", "venous", True, "positive")]
+    assert [r["scores"]["positive"] for r in records[:2]] == [None, False]
     fused = summarise(records)["fused"]
     assert (fused["sensitivity"], fused["specificity"], fused["misses"], fused["wrong_calls"]) == (50.0, 0.0, 0, 0)
-    assert (fused["inconclusive_positive"], fused["inconclusive_negative"]) == (1, 1)
+    assert (fused["inconclusive"], fused["inconclusive_positive"], fused["inconclusive_negative"]) == (2, 1, 1)
+
+
+def test_records_written_before_lower_case_verdicts_are_read_alike():
+    """Evaluation JSONs written before issue #18 hold upper-case verdicts; pooled with today's, they count the same;
+    anything else is refused."""
+    from lesionseg.errors import InputError
+
+    lower = summarise(_cohort())
+    upper = [{**r, "scores": {**r["scores"], "verdict": r["scores"]["verdict"].upper()}} for r in _cohort()]
+    assert summarise(upper) == lower
+    with pytest.raises(InputError, match="unknown verdict 'maybe'"):
+        classification([(True, "maybe")])
 
 
 def _write(path: Path, records: list) -> Path:

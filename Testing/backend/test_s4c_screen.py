@@ -47,13 +47,17 @@ def _pancreas(tumour: int = 0, duct: bool = False) -> np.ndarray:
     return lab
 
 
-STUB_RULE = ScreeningRule(pancreas_min_mm3=1000.0)
-"""The paper's rule with a pancreas bound below :func:`_pancreas`'s 1.7 mL block (384 voxels of 4.5 mm3), which
-stands for a real gland of 50-100 mL; the default 5 mL bound is tested with :data:`ScreeningRule` itself."""
+STUB_RULE = ScreeningRule(pancreas_min_mm3=1000.0, pancreas_adult_min_mm3=1000.0)
+"""The paper's rule with pancreas bounds below :func:`_pancreas`'s 1.7 mL block (384 voxels of 4.5 mm3), which
+stands for a real gland of 50-100 mL; the default bounds (5 mL; 15-250 mL) are tested with :data:`ScreeningRule`
+itself."""
+SHOUT = {"positive": "POSITIVE", "negative": "negative", "inconclusive": "INCONCLUSIVE"}
+"""How ``report.md`` and the terminal write each verdict."""
 
 
 class StubSegmenter:
-    """Returns the given label arrays in turn (venous first, then arterial) and records its calls."""
+    """Returns the given label arrays in turn (venous first, then arterial) and records its calls; its findings
+    run every check of the verdict, the anatomy check on the CT it was given included."""
 
     def __init__(self, *labels: np.ndarray, rule: ScreeningRule = STUB_RULE) -> None:
         self.labels, self.calls, self.rule, self._label = list(labels), [], rule, None
@@ -66,7 +70,7 @@ class StubSegmenter:
         return self._label
 
     def findings(self, phase: str):
-        return phase_findings(self._label, self.rule, phase)
+        return phase_findings(self._label, self.rule, phase, self.calls[-1])
 
 
 def _tiny_segmenter() -> S4CSegmenter:
@@ -85,8 +89,8 @@ def test_report_contract_and_files_with_the_real_segmenter(tmp_path):
     report = screen_case({"arterial": arterial, "venous": venous}, _tiny_segmenter(), out,
                          inputs={"venous": "/data/v.nii.gz"})
     assert set(report) == REPORT_KEYS and report["method"] == "s4c"
-    assert report["verdict"] in ("POSITIVE", "NEGATIVE", "INCONCLUSIVE")
-    assert report["positive"] is (report["verdict"] == "POSITIVE")
+    assert report["verdict"] in ("positive", "negative", "inconclusive")
+    assert report["positive"] is {"positive": True, "negative": False, "inconclusive": None}[report["verdict"]]
     assert report["rule"] == ScreeningRule().to_dict() and report["model"] == {"folder": None,
                                                                               "synthetic_training_data": None}
     assert list(report["phases"]) == ["venous", "arterial"] and report["reasons"]
@@ -109,7 +113,7 @@ def test_report_contract_and_files_with_the_real_segmenter(tmp_path):
         assert (out / entry["picture"]).read_bytes()[:8] == PNG_MAGIC
     assert report["phases"]["venous"]["input"] == "/data/v.nii.gz" and report["phases"]["arterial"]["input"] is None
     md = (out / "report.md").read_text()
-    assert f"# S4C screening: {report['verdict']}" in md and "![venous phase](venous.png)" in md
+    assert md.startswith(f"# S4C screening: {SHOUT[report['verdict']]}\n") and "![venous phase](venous.png)" in md
 
 
 @pytest.mark.parametrize("labels, verdicts, positive", [
@@ -122,7 +126,8 @@ def test_verdicts_follow_the_rule_and_fusion(tmp_path, labels, verdicts, positiv
     order = [p for p in ("venous", "arterial") if p in labels]
     seg = StubSegmenter(*(labels[p] for p in order))
     report = screen_case({p: _ct() for p in order}, seg, tmp_path / "out")
-    assert report["positive"] is positive and report["verdict"] == ("POSITIVE" if positive else "NEGATIVE")
+    assert report["positive"] is positive and report["verdict"] == ("positive" if positive else "negative")
+    assert report["reasons"] and all(not r.startswith("no pancreas") for r in report["reasons"])
     assert {p: e["positive"] for p, e in report["phases"].items()} == verdicts
     expected = [r for p in order if report["phases"][p]["positive"] == positive for r in report["phases"][p]["reasons"]]
     assert report["reasons"] == expected
@@ -248,7 +253,7 @@ def test_cli_end_to_end(tmp_path, model_dir, capsys):
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     report = json.loads((out / "report.json").read_text())
-    assert stdout.startswith(f"S4C screening verdict: {report['verdict']} (venous ")
+    assert stdout.startswith(f"S4C screening verdict: {report['verdict'].upper()} (venous ")
     assert "trained on synthetic phantoms only" in stdout and f"report: {out / 'report.json'}" in stdout
     assert "PROGRESS" in stderr and "screening the arterial phase" in stderr
     assert report["model"] == {"folder": str(model_dir), "synthetic_training_data": True}
@@ -305,15 +310,25 @@ def test_add_parser_defaults():
     assert args.venous is None and args.arterial is None and args.stride is None and args.device == "auto"
 
 
-# --- inconclusive: no pancreas found ----------------------------------------------------------------------
+# --- inconclusive: the verdict says what it does not know -------------------------------------------------
 
 def _air() -> Image:
     """An all-air CT (-1000 HU) on :func:`_ct`'s grid: nothing to screen."""
     return _ct().with_array(np.full((12, 24, 28), -1000, np.int16))
 
 
-NO_PANCREAS = r"no pancreas found in the venous phase \(0\.0 mL segmented\); the verdict is INCONCLUSIVE, not " \
-              r"negative: is this an abdominal CT in HU\?"
+def _chest() -> Image:
+    """A chest-like CT on :func:`_ct`'s grid: the 40 HU body (18 x 22 voxels per slice) holds two air-filled lungs
+    (-850 HU, 14 x 8 voxels each) on every body slice: air fills 224 / 396 = 57 % of its cross-section."""
+    arr = _ct().array.copy()
+    arr[2:10, 3:21, 3:25] = 40
+    arr[2:10, 5:19, 5:13] = -850
+    arr[2:10, 5:19, 15:23] = -850
+    return _ct().with_array(arr)
+
+
+NO_PANCREAS = "no pancreas in view (venous phase: 0.0 mL segmented, under 5 mL): is this an abdominal CT covering " \
+              "the pancreas?"
 
 
 def test_an_all_air_ct_is_inconclusive_not_negative(tmp_path):
@@ -321,45 +336,69 @@ def test_an_all_air_ct_is_inconclusive_not_negative(tmp_path):
     from lesionseg.methods.s4c.screen import verdict_paragraph
 
     seg = StubSegmenter(np.zeros((12, 24, 28), np.uint8), rule=ScreeningRule())   # finds nothing at all
-    with pytest.warns(LesionSegWarning, match=NO_PANCREAS):
+    with pytest.warns(LesionSegWarning, match=r"the venous phase failed a check, so the verdict is inconclusive, not "
+                                              r"negative: no pancreas in view \(venous phase: 0\.0 mL segmented"):
         report = screen_case({"venous": _air()}, seg, tmp_path / "out")
-    assert report["verdict"] == "INCONCLUSIVE" and report["positive"] is False
+    assert report["verdict"] == "inconclusive" and report["positive"] is None
     venous = report["phases"]["venous"]
-    assert venous["verdict"] == "INCONCLUSIVE" and venous["inconclusive"] is True and venous["positive"] is False
-    assert report["reasons"] == ["venous: no pancreas found (0.0 mL segmented, < 5 mL): inconclusive, not negative"]
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["verdict"] == "INCONCLUSIVE"
-    md = (tmp_path / "out" / "report.md").read_text()
+    assert venous["verdict"] == "inconclusive" and venous["inconclusive"] is True and venous["positive"] is None
+    assert report["reasons"] == [NO_PANCREAS]
+    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8")) == report   # null round-trips
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "# S4C screening: INCONCLUSIVE" in md and "| venous | INCONCLUSIVE |" in md and "not screened" in md
     text = verdict_paragraph(report)
-    assert text.startswith("S4C screening verdict: INCONCLUSIVE (venous inconclusive). venous: no pancreas found")
+    assert text.startswith(f"S4C screening verdict: INCONCLUSIVE (venous inconclusive). {NO_PANCREAS} At least one "
+                           "phase failed its checks, so the case was not screened there (neither negative nor positive)")
     assert "abdominal CT in HU" in text
 
 
+def test_a_chest_ct_is_never_negative_and_never_positive(tmp_path):
+    """Nothing segmented among the lungs: no pancreas in view. A 'pancreas' with a 288 mm3 'tumour' among them
+    (bounds low enough to pass, standing for a plausible gland): not an abdominal scan, the tumour set aside."""
+    seg = StubSegmenter(np.zeros((12, 24, 28), np.uint8), rule=ScreeningRule())
+    with pytest.warns(UserWarning):
+        report = screen_case({"venous": _chest()}, seg, tmp_path / "empty")
+    assert (report["verdict"], report["positive"], report["reasons"]) == ("inconclusive", None, [NO_PANCREAS])
+    with pytest.warns(UserWarning, match="not an abdominal scan"):
+        report = screen_case({"venous": _chest()}, StubSegmenter(_pancreas(tumour=64)), tmp_path / "blob")
+    assert report["verdict"] == "inconclusive" and report["positive"] is None
+    assert report["reasons"] == [
+        "not an abdominal scan (venous phase: air fills 57 % of the body at the levels of the segmented pancreas, "
+        "over 25 %): it lies in the chest, among the lungs",
+        "venous: set aside, since the checks failed: tumour 288 mm3 (>= 40 mm3), largest part at (-8.8, 24.2, "
+        "-289.0) mm LPS"]
+    report = screen_case({"venous": _ct()}, StubSegmenter(_pancreas(tumour=64)), tmp_path / "abdomen")
+    assert report["verdict"] == "positive"                       # the same labels in an abdomen: read
+
+
 @pytest.mark.parametrize("venous, verdict, warning", [
-    (_pancreas(), "INCONCLUSIVE", "the verdict is INCONCLUSIVE, not negative"),     # negative + unread phase
-    (_pancreas(tumour=64), "POSITIVE", r"that phase is inconclusive \(the case is POSITIVE from the other phase\)"),
+    (_pancreas(), "inconclusive", "the verdict is inconclusive, not negative"),     # negative + unread phase
+    (_pancreas(tumour=64), "positive", r"that phase is inconclusive \(the case is positive from the other phase\)"),
 ])
 def test_an_inconclusive_phase_beside_a_read_one(tmp_path, venous, verdict, warning):
     from lesionseg.errors import LesionSegWarning
 
     seg = StubSegmenter(venous, np.zeros((12, 24, 28), np.uint8))
-    with pytest.warns(LesionSegWarning, match=f"no pancreas found in the arterial phase .*; {warning}"):
+    with pytest.warns(LesionSegWarning, match=f"the arterial phase failed a check, so {warning}: no pancreas in view"):
         report = screen_case({"venous": _ct(), "arterial": _air()}, seg, tmp_path / "out")
-    assert report["verdict"] == verdict and report["positive"] is (verdict == "POSITIVE")
-    assert report["phases"]["arterial"]["verdict"] == "INCONCLUSIVE"
-    assert report["phases"]["venous"]["verdict"] == ("POSITIVE" if verdict == "POSITIVE" else "NEGATIVE")
+    assert report["verdict"] == verdict and report["positive"] is (True if verdict == "positive" else None)
+    assert report["phases"]["arterial"]["verdict"] == "inconclusive"
+    assert report["phases"]["venous"]["verdict"] == ("positive" if verdict == "positive" else "negative")
     first = report["reasons"][0]
-    assert first.startswith("venous: tumour 288 mm3") if verdict == "POSITIVE" else first.startswith(
-        "arterial: no pancreas found")
+    assert first.startswith("venous: tumour 288 mm3") if verdict == "positive" else first.startswith(
+        "no pancreas in view (arterial phase")
 
 
-def test_cli_screens_an_all_air_ct_as_inconclusive(tmp_path, model_dir, capsys):
-    write_image(_air(), tmp_path / "air.nii.gz")
-    code = _main(["--progress", "none", "screen", "--venous", str(tmp_path / "air.nii.gz"), "-o",
+@pytest.mark.parametrize("image", [_air(), _chest()], ids=["air", "chest"])
+def test_cli_screens_air_and_a_chest_ct_as_inconclusive(tmp_path, model_dir, capsys, image):
+    """Whatever the (untrained) network draws on a chest-like CT, every check-free path to negative or positive is
+    closed: under 5 mL no pancreas, 5-15 mL too small, more lies among the lungs. Exit status 0."""
+    write_image(image, tmp_path / "ct.nii.gz")
+    code = _main(["--progress", "none", "screen", "--venous", str(tmp_path / "ct.nii.gz"), "-o",
                   str(tmp_path / "out"), "--weights", str(model_dir), "--device", "cpu"])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     assert stdout.startswith("S4C screening verdict: INCONCLUSIVE (venous inconclusive).")
-    assert "warning: no pancreas found in the venous phase (0.0 mL segmented); the verdict is INCONCLUSIVE" in stderr
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["verdict"] == "INCONCLUSIVE" and report["positive"] is False
+    assert "warning: the venous phase failed a check, so the verdict is inconclusive, not negative: " in stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert report["verdict"] == "inconclusive" and report["positive"] is None and report["reasons"]

@@ -53,7 +53,7 @@ def test_screen_arguments(tmp_path):
 
 
 REPORT = {
-    "method": "s4c", "positive": True, "verdict": "POSITIVE",
+    "method": "s4c", "positive": True, "verdict": "positive",
     "reasons": ["venous: tumour 812 mm3 (>= 40 mm3) at (12.1, -40.2, -380.0) mm <b>"],
     "model": {"folder": "x", "synthetic_training_data": True},
     "phases": {
@@ -68,60 +68,73 @@ REPORT = {
 
 def test_verdict_banner_and_reasons():
     verdict = screening.verdict_from_report(REPORT)
-    assert verdict.positive and verdict.title == "POSITIVE" and "#c62828" in verdict.style
+    assert verdict.positive is True and verdict.title == "Positive" and "#c62828" in verdict.style
+    assert verdict.verdict == "positive" and verdict.reason == ""
     assert verdict.disclaimer == "synthetic-trained model \u2014 not for diagnosis"
-    assert verdict.phases == ("venous: POSITIVE (tumour 812 mm3, duct 500 mm3)",
-                              "arterial: NEGATIVE (tumour 12 mm3, duct 0 mm3)")
+    assert verdict.phases == ("venous: Positive (tumour 812 mm3, duct 500 mm3)",
+                              "arterial: Negative (tumour 12 mm3, duct 0 mm3)")
     assert verdict.reasons == tuple(REPORT["reasons"])
-    assert ">POSITIVE</div>" in verdict.banner_html() and "not for diagnosis" in verdict.banner_html()
+    assert ">Positive</div>" in verdict.banner_html() and "not for diagnosis" in verdict.banner_html()
     assert "mm &lt;b&gt;</li>" in verdict.reasons_html()  # backend text is escaped
-    negative = screening.verdict_from_report({**REPORT, "positive": False, "verdict": "NEGATIVE", "reasons": [],
+    negative = screening.verdict_from_report({**REPORT, "positive": False, "verdict": "negative", "reasons": [],
                                               "model": {"synthetic_training_data": False}})
-    assert negative.title == "NEGATIVE" and "#2e7d32" in negative.style and negative.reasons == ()
-    assert negative.disclaimer == "research model \u2014 not for diagnosis"
+    assert negative.title == "Negative" and "#2e7d32" in negative.style and negative.reasons == ()
+    assert negative.positive is False and negative.disclaimer == "research model \u2014 not for diagnosis"
     older = screening.verdict_from_report({key: v for key, v in REPORT.items() if key != "verdict"})
-    assert older.title == "POSITIVE"                          # a report without "verdict" is read from "positive"
+    assert older.title == "Positive"                          # a report without "verdict" is read from "positive"
+    assert screening.verdict_from_report({**REPORT, "verdict": "POSITIVE"}).title == "Positive"   # before #18
     with pytest.raises(ValueError, match="lacks"):
         screening.verdict_from_report({"phases": {}})
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="true, false or null"):
         screening.verdict_from_report({"positive": "yes", "phases": {}})
 
 
+NO_PANCREAS = ("no pancreas in view (arterial phase: 0.0 mL segmented, under 5 mL): is this an abdominal CT "
+               "covering the pancreas?")
 INCONCLUSIVE_REPORT = {
-    "method": "s4c", "positive": False, "verdict": "INCONCLUSIVE",
-    "reasons": ["arterial: no pancreas found (0.0 mL segmented, < 5 mL): inconclusive, not negative",
-                "venous: tumour 12 mm3 (< 40) and duct 0 mm3 (< 500) in 61.3 mL of pancreas"],
+    "method": "s4c", "positive": None, "verdict": "inconclusive",
+    "reasons": [NO_PANCREAS, "venous: tumour 12 mm3 (< 40) and duct 0 mm3 (< 500) in 61.3 mL of pancreas"],
     "model": {"folder": "x", "synthetic_training_data": True},
     "phases": {
-        "arterial": {"positive": False, "verdict": "INCONCLUSIVE", "inconclusive": True, "tumour_mm3": 0.0,
+        "arterial": {"positive": None, "verdict": "inconclusive", "inconclusive": True, "tumour_mm3": 0.0,
                      "duct_mm3": 0.0, "pancreas_mm3": 0.0, "findings": [], "segmentation": "arterial_seg.nii.gz"},
-        "venous": {"positive": False, "verdict": "NEGATIVE", "inconclusive": False, "tumour_mm3": 12.4,
+        "venous": {"positive": False, "verdict": "negative", "inconclusive": False, "tumour_mm3": 12.4,
                    "duct_mm3": 0.0, "pancreas_mm3": 61300.0, "findings": [], "segmentation": "venous_seg.nii.gz"}},
 }
 
 
 def test_an_inconclusive_report_is_neither_green_nor_negative():
     verdict = screening.verdict_from_report(INCONCLUSIVE_REPORT)
-    assert not verdict.positive and verdict.title == "INCONCLUSIVE"
+    assert verdict.positive is None and verdict.verdict == "inconclusive"
+    assert verdict.title == f"Inconclusive: {NO_PANCREAS}"              # the banner says why: the first failed check
     assert verdict.style == screening.INCONCLUSIVE_STYLE and "#2e7d32" not in verdict.style
-    assert verdict.disclaimer.startswith("No pancreas was found in at least one phase")
+    assert verdict.disclaimer.startswith("A phase failed its checks, so the case was not screened there")
     assert verdict.disclaimer.endswith("Synthetic-trained model \u2014 not for diagnosis")
-    assert verdict.phases == ("venous: NEGATIVE (tumour 12 mm3, duct 0 mm3, pancreas 61 mL)",
-                              "arterial: INCONCLUSIVE (tumour 0 mm3, duct 0 mm3, pancreas 0 mL)")
-    assert ">INCONCLUSIVE</div>" in verdict.banner_html() and "abdominal CT in HU" in verdict.banner_html()
-    assert screening.verdict_from_report({**INCONCLUSIVE_REPORT, "verdict": "unheard-of"}).title == "INCONCLUSIVE"
-    for contradiction in ({"positive": True}, {"verdict": "POSITIVE"}):
+    assert verdict.phases == ("venous: Negative (tumour 12 mm3, duct 0 mm3, pancreas 61 mL)",
+                              "arterial: Inconclusive (tumour 0 mm3, duct 0 mm3, pancreas 0 mL)")
+    banner = verdict.banner_html()
+    assert ">Inconclusive<span" in banner and ": no pancreas in view (arterial phase" in banner
+    assert "abdominal CT in HU" in banner
+    assert screening.verdict_from_report({**INCONCLUSIVE_REPORT, "verdict": "unheard-of"}).title.startswith(
+        "Inconclusive: ")
+    assert screening.verdict_from_report({**INCONCLUSIVE_REPORT, "reasons": []}).title == "Inconclusive"
+    older = screening.verdict_from_report({**INCONCLUSIVE_REPORT, "verdict": "INCONCLUSIVE", "positive": False})
+    assert older.verdict == "inconclusive" and older.positive is None   # issue #22's backends wrote false
+    for contradiction in ({"positive": True}, {"verdict": "positive"}, {"verdict": "negative"}):
         with pytest.raises(ValueError, match="contradicts itself"):
             screening.verdict_from_report({**INCONCLUSIVE_REPORT, **contradiction})
+    with pytest.raises(ValueError, match="verdict negative but positive None"):
+        screening.verdict_from_report({**REPORT, "verdict": "negative", "positive": None})
 
 
 def test_read_report_refuses_a_contradictory_verdict(tmp_path):
     (tmp_path / "venous_seg.nii.gz").write_bytes(b"x")
-    (tmp_path / "report.json").write_text(json.dumps({**REPORT, "verdict": "NEGATIVE"}))
-    with pytest.raises(ValueError, match="verdict NEGATIVE but positive True"):
+    (tmp_path / "report.json").write_text(json.dumps({**REPORT, "verdict": "negative"}))
+    with pytest.raises(ValueError, match="verdict negative but positive True"):
         screening.read_report(tmp_path, ["venous"])
     (tmp_path / "report.json").write_text(json.dumps(INCONCLUSIVE_REPORT))
-    assert screening.read_report(tmp_path, ["venous"])["verdict"] == "INCONCLUSIVE"
+    read = screening.read_report(tmp_path, ["venous"])
+    assert read["verdict"] == "inconclusive" and read["positive"] is None        # JSON null is read back as None
 
 
 def test_jump_targets_are_ras():
@@ -160,7 +173,7 @@ def test_read_report(tmp_path):
     with pytest.raises(ValueError, match="cannot be read"):
         screening.read_report(tmp_path, ["venous"])
     (tmp_path / "report.json").write_text(json.dumps(REPORT))
-    assert screening.read_report(tmp_path, ["venous"])["verdict"] == "POSITIVE"
+    assert screening.read_report(tmp_path, ["venous"])["verdict"] == "positive"
     with pytest.raises(ValueError, match="arterial segmentation arterial_seg.nii.gz is missing"):
         screening.read_report(tmp_path, ["venous", "arterial"])
     (tmp_path / "report.json").write_text(json.dumps({**REPORT, "phases": {}}))
@@ -203,7 +216,7 @@ for n, phase in enumerate(("venous", "arterial")):
     phases[phase] = {"input": opts[f"--{phase}"], "positive": True, "tumour_mm3": float((label == 2).sum()),
                      "duct_mm3": 1.0, "segmentation": f"{phase}_seg.nii.gz", "reasons": [f"{phase}: tumour"],
                      "findings": [{"kind": "tumour", "volume_mm3": 5.0, "centroid_lps": [1.0, 2.0, 3.0]}]}
-report = {"method": "s4c", "positive": True, "verdict": "POSITIVE", "reasons": ["tumour"], "phases": phases,
+report = {"method": "s4c", "positive": True, "verdict": "positive", "reasons": ["tumour"], "phases": phases,
           "model": {"synthetic_training_data": True}, "args": args}
 (partial / "report.json").write_text(json.dumps(report))
 partial.rename(out)

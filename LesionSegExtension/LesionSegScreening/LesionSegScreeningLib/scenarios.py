@@ -42,8 +42,10 @@ def screen_phantom(test: Any, logic: Any) -> None:
     test.assertTrue(progress, "no PROGRESS line reached the panel")
     test.assertEqual(set(report["phases"]), set(screening.PHASES))
     verdict = screening.verdict_from_report(report)
-    test.assertEqual(verdict.title, report["verdict"])
-    test.assertTrue(report["positive"], "the tumour phantom was screened negative: " + "; ".join(verdict.reasons))
+    test.assertEqual(verdict.verdict, report["verdict"])
+    test.assertIs(report["positive"], True, f"the tumour phantom was screened {report['verdict']}: "
+                  + "; ".join(verdict.reasons))
+    test.assertEqual(verdict.title, "Positive")
     expected = sorted(["user segment"] + [spec.name for phase in screening.PHASES
                                           for spec in screening.segment_specs(phase)])
     test.assertEqual(selftests.segment_names(segmentationNode), expected)

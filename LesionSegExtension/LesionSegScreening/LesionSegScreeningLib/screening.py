@@ -6,8 +6,11 @@ installed); tested offline. The report format is the one ``lesionseg screen`` wr
 ``positive``/``verdict``/``reasons``/``model``, and per phase ``positive``, ``verdict``, ``tumour_mm3``,
 ``duct_mm3``, ``pancreas_mm3``, ``findings`` (``kind``, ``volume_mm3``, ``centroid_lps`` in LPS mm) and
 ``segmentation`` (file name of the ``uint8`` label image 0 background, 1 pancreas, 2 tumour, 3 duct on that
-phase's input grid). ``verdict`` is POSITIVE, NEGATIVE or INCONCLUSIVE (no pancreas found in a phase, issue #22;
-``positive`` is then false); a report without ``verdict`` (older backends) is read from ``positive``.
+phase's input grid). ``verdict`` is ``"positive"``, ``"negative"`` or ``"inconclusive"`` (a phase failed a check:
+no pancreas in view, a pancreas volume outside plausible adult limits, not an abdominal scan; issue #18), and
+``positive`` true, false, or null when inconclusive; the first reason of an inconclusive report is its first
+failed check. Older backends are read too: upper-case verdicts with ``positive`` false when inconclusive (issue
+#22), and reports without ``verdict``, read from ``positive``.
 """
 from __future__ import annotations
 
@@ -59,10 +62,10 @@ MAX_STRIDE = 64
 POSITIVE_STYLE = "background-color: #c62828; color: white; border-radius: 6px; padding: 8px;"
 NEGATIVE_STYLE = "background-color: #2e7d32; color: white; border-radius: 6px; padding: 8px;"
 INCONCLUSIVE_STYLE = "background-color: #ef6c00; color: white; border-radius: 6px; padding: 8px;"
-STYLES = {"POSITIVE": POSITIVE_STYLE, "NEGATIVE": NEGATIVE_STYLE, "INCONCLUSIVE": INCONCLUSIVE_STYLE}
-"""Banner colours: red, green, orange (not green: an inconclusive screen is no all-clear)."""
-INCONCLUSIVE_HINT = ("No pancreas was found in at least one phase, so the scan was not screened there. Check that "
-                     "each volume is an abdominal CT in HU that covers the pancreas.")
+STYLES = {"positive": POSITIVE_STYLE, "negative": NEGATIVE_STYLE, "inconclusive": INCONCLUSIVE_STYLE}
+"""Banner colours by verdict: red, green, orange (not green: an inconclusive screen is no all-clear)."""
+INCONCLUSIVE_HINT = ("A phase failed its checks, so the case was not screened there: neither negative nor positive. "
+                     "Check that each volume is an abdominal CT in HU that covers the whole pancreas.")
 
 
 def input_problem(venous: bool, arterial: bool) -> Optional[str]:
@@ -124,8 +127,8 @@ def screen_arguments(inputs: Mapping[str, Path], output_dir: Path, weights: Opti
 
 def read_report(output_dir: Path, phases: Sequence[str]) -> dict:
     """The backend's ``report.json`` after checking it covers ``phases``, their label files exist, its verdict
-    agrees with ``positive`` and every finding has a location (so that the banner and the jump-to table cannot
-    fail later).
+    agrees with ``positive`` (true, false or null) and every finding has a location (so that the banner and the
+    jump-to table cannot fail later).
 
     Raises:
         ValueError: no report, a malformed one, a phase or its segmentation file missing, a bad finding.
@@ -137,8 +140,7 @@ def read_report(output_dir: Path, phases: Sequence[str]) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"the screening report {path} cannot be read: {exc}") from exc
-    if not isinstance(report, dict) or not isinstance(report.get("positive"), bool) \
-            or not isinstance(report.get("phases"), dict):
+    if not isinstance(report, dict) or "positive" not in report or not isinstance(report.get("phases"), dict):
         raise ValueError(f"the screening report {path} lacks 'positive' or 'phases'")
     for phase in phases:
         entry = report["phases"].get(phase)
@@ -179,28 +181,42 @@ class Verdict:
     """What the banner shows.
 
     Attributes:
-        positive: the case verdict is POSITIVE (false for NEGATIVE and INCONCLUSIVE).
-        title: ``"POSITIVE"``, ``"NEGATIVE"`` or ``"INCONCLUSIVE"``.
-        disclaimer: the model's status line (always ends with "not for diagnosis"); for INCONCLUSIVE it starts
+        verdict: ``"positive"``, ``"negative"`` or ``"inconclusive"``.
+        positive: True, False, or None when inconclusive (unknown).
+        reason: for an inconclusive verdict its first reason (the first failed check), else ``""``.
+        disclaimer: the model's status line (always ends with "not for diagnosis"); when inconclusive it starts
             with what to check (:data:`INCONCLUSIVE_HINT`).
         reasons: the backend's reasons, one line each.
-        phases: one summary line per phase, e.g. ``"venous: POSITIVE (tumour 812 mm3, duct 0 mm3)"``.
+        phases: one summary line per phase, e.g. ``"venous: Positive (tumour 812 mm3, duct 0 mm3)"``.
     """
 
-    positive: bool
-    title: str
+    verdict: str
+    positive: Optional[bool]
+    reason: str
     disclaimer: str
     reasons: tuple[str, ...]
     phases: tuple[str, ...]
 
     @property
+    def headline(self) -> str:
+        """``"Positive"``, ``"Negative"`` or ``"Inconclusive"``."""
+        return self.verdict.capitalize()
+
+    @property
+    def title(self) -> str:
+        """The banner's text: ``"Positive"``, ``"Negative"`` or ``"Inconclusive: <reason>"``."""
+        return f"{self.headline}: {self.reason}" if self.reason else self.headline
+
+    @property
     def style(self) -> str:
         """Qt style sheet of the banner: red when positive, green when negative, orange when inconclusive."""
-        return STYLES.get(self.title, INCONCLUSIVE_STYLE)
+        return STYLES.get(self.verdict, INCONCLUSIVE_STYLE)
 
     def banner_html(self) -> str:
-        """Rich text of the banner: the verdict in large letters, the disclaimer below."""
-        return (f"<div style='font-size: 20pt; font-weight: bold;'>{self.title}</div>"
+        """Rich text of the banner: the verdict in large letters (an inconclusive one followed by its reason),
+        the disclaimer below."""
+        reason = (f"<span style='font-size: 11pt;'>: {html.escape(self.reason)}</span>" if self.reason else "")
+        return (f"<div style='font-size: 20pt; font-weight: bold;'>{self.headline}{reason}</div>"
                 f"<div style='font-size: 9pt;'>{html.escape(self.disclaimer)}</div>")
 
     def reasons_html(self) -> str:
@@ -214,40 +230,48 @@ def verdict_from_report(report: Mapping) -> Verdict:
     """The banner content of a report (see :class:`Verdict`).
 
     Raises:
-        ValueError: the report lacks ``positive`` or ``phases``.
+        ValueError: the report lacks ``positive`` or ``phases``, or ``positive`` contradicts ``verdict`` (true
+            only for positive, false only for negative, null only for inconclusive; an older backend's false
+            for inconclusive is accepted).
     """
     positive = report.get("positive")
-    if not isinstance(positive, bool) or not isinstance(report.get("phases"), Mapping):
+    if "positive" not in report or not isinstance(report.get("phases"), Mapping):
         raise ValueError("the screening report lacks 'positive' or 'phases'")
-    title = _verdict(report)
-    if (title == "POSITIVE") != positive:
-        raise ValueError(f"the screening report contradicts itself: verdict {title} but positive {positive}")
+    if positive is not None and not isinstance(positive, bool):
+        raise ValueError(f"the screening report's 'positive' must be true, false or null, got {positive!r}")
+    verdict = _verdict(report)
+    allowed = {"positive": (True,), "negative": (False,), "inconclusive": (None, False)}[verdict]
+    if positive not in allowed:
+        raise ValueError(f"the screening report contradicts itself: verdict {verdict} but positive {positive}")
+    reasons = tuple(str(r) for r in report.get("reasons") or ())
     synthetic = (report.get("model") or {}).get("synthetic_training_data", True)
     disclaimer = ("synthetic-trained model \u2014 not for diagnosis" if synthetic is not False
                   else "research model \u2014 not for diagnosis")
-    if title == "INCONCLUSIVE":
+    if verdict == "inconclusive":
         disclaimer = f"{INCONCLUSIVE_HINT} {disclaimer[0].upper()}{disclaimer[1:]}"
     phases = []
     for phase in PHASES:
         entry = report["phases"].get(phase)
         if isinstance(entry, Mapping):
-            line = (f"{phase}: {_verdict(entry)} (tumour {_number(entry.get('tumour_mm3'))} mm3, "
+            line = (f"{phase}: {_verdict(entry).capitalize()} (tumour {_number(entry.get('tumour_mm3'))} mm3, "
                     f"duct {_number(entry.get('duct_mm3'))} mm3")
             if "pancreas_mm3" in entry:
                 line += f", pancreas {_number(_millilitres(entry.get('pancreas_mm3')))} mL"
             phases.append(line + ")")
-    return Verdict(positive, title, disclaimer, tuple(str(r) for r in report.get("reasons") or ()), tuple(phases))
+    reason = reasons[0] if verdict == "inconclusive" and reasons else ""
+    return Verdict(verdict, None if verdict == "inconclusive" else positive, reason, disclaimer, reasons,
+                   tuple(phases))
 
 
 def _verdict(entry: Mapping) -> str:
-    """``entry["verdict"]`` when it is one of POSITIVE / NEGATIVE / INCONCLUSIVE, else read from ``positive``
-    (reports of backends before INCONCLUSIVE existed); an unknown verdict is shown as INCONCLUSIVE, never as
-    NEGATIVE."""
+    """``entry["verdict"]`` in lower case when it is positive / negative / inconclusive (any case: backends
+    before issue #18 wrote upper case), else read from ``positive`` (reports of backends before inconclusive
+    existed); an unknown verdict is shown as inconclusive, never as negative."""
     verdict = entry.get("verdict")
     if verdict is None:
-        return "POSITIVE" if entry.get("positive") is True else "NEGATIVE"
-    verdict = str(verdict).upper()
-    return verdict if verdict in STYLES else "INCONCLUSIVE"
+        return "positive" if entry.get("positive") is True else "negative"
+    verdict = str(verdict).lower()
+    return verdict if verdict in STYLES else "inconclusive"
 
 
 def _millilitres(mm3: Any) -> Any:

@@ -1,7 +1,9 @@
 """``lesionseg screen [--venous V] [--arterial A] -o OUT_DIR``: S4C screening of one case, with a report.
 
-Wraps :func:`.screen.screen_case`; prints a one-paragraph verdict and the report path on stdout. Every
-verdict exits with status 0 (the verdict is data); bad input prints one ``error:`` line and exits with 2.
+Wraps :func:`.screen.screen_case`; prints a one-paragraph verdict (positive, negative or inconclusive, with
+its reasons) and the report path on stdout; an inconclusive phase also warns on stderr. Every verdict,
+inconclusive included, exits with status 0 (the verdict is data); bad input (an image that does not look like
+CT in HU included) prints one ``error:`` line and exits with 2.
 The s4c spec names this module in its ``verbs``: the CLI calls :func:`add_parser` and :func:`run`. It imports
 no torch, so the parser stays light.
 """

@@ -10,7 +10,7 @@ changes the models' sliding-window stride; ``--labels`` maps the dataset's label
 
 **Each channel of a case is a phase, scored on its own** (:meth:`S4CEvaluation.score_case`: one
 ``set_image`` per phase; a dual-phase case gives a venous and an arterial record, an MSD case one ``ct``
-record). Per phase, and fused per case (:func:`.rules.fuse_verdicts`: POSITIVE when any phase is), as in the
+record). Per phase, and fused per case (:func:`.rules.fuse_verdicts`: positive when any phase is), as in the
 paper:
 
 * DSC of the whole pancreas (all non-zero labels) on normal cases ("normal pancreas") and on cases with a
@@ -19,12 +19,14 @@ paper:
   all non-zero labels, the same union (pancreas + tumour) whichever way a dataset draws it;
 * misses, wrong calls, sensitivity and specificity.
 
-**INCONCLUSIVE** phases and cases (too little pancreas segmented to call "no finding" negative,
-:func:`.rules.phase_findings`) are counted honestly: sensitivity is POSITIVE calls / positive cases and
-specificity NEGATIVE calls / negative cases, so an inconclusive call is neither a hit nor an all-clear;
-``misses`` are positive cases called NEGATIVE, ``wrong_calls`` negative cases called POSITIVE, and the
-inconclusive ones are reported apart (``inconclusive_positive``, ``inconclusive_negative``): found + misses +
-inconclusive = positive cases.
+**Inconclusive** phases and cases (a phase that failed a check of :mod:`.verdict`: no pancreas in view, a
+pancreas volume outside plausible adult limits, not an abdominal scan; their ``positive`` is None) are counted
+explicitly, never as a true or false positive or negative (:func:`classification`): sensitivity is positive
+calls / positive cases and specificity negative calls / negative cases, so an inconclusive call is neither a
+hit nor an all-clear and lowers both; ``misses`` are positive cases called negative, ``wrong_calls`` negative
+cases called positive, and the inconclusive ones are reported apart (``inconclusive`` in all,
+``inconclusive_positive`` and ``inconclusive_negative`` by truth): found + misses + inconclusive = positive
+cases. Verdicts are read case-insensitively (records written before issue #18 hold upper case).
 
 The **plain baseline** (as recent work recommends): the same network output without the connected-component
 post-processing, the duct rule and the pancreas bound; a phase is positive when its raw tumour volume (on the
@@ -45,7 +47,8 @@ from ...evaluation import Evaluation, Predictor
 from ...image import Image
 from ...options import Options
 from .data import DUCT, TUMOUR, phase_names
-from .rules import INCONCLUSIVE, NEGATIVE, POSITIVE, fuse_verdicts
+from .rules import fuse_verdicts
+from .verdict import INCONCLUSIVE, NEGATIVE, POSITIVE, as_verdict
 
 log = logging.getLogger(__name__)
 BASELINE_SWEEP_MM3 = (1.0, 40.0, 100.0, 250.0, 500.0, 1000.0)
@@ -69,7 +72,8 @@ class S4CEvaluation(Evaluation):
 
     @classmethod
     def demo_notes(cls, segmenter, pred: Image, truth: Image) -> dict:
-        """What ``lesionseg demo`` adds for S4C: the verdict, tumour Dice and the truth's verdict."""
+        """What ``lesionseg demo`` adds for S4C: the phase verdict (the rule and the volume checks; positive,
+        negative or inconclusive), tumour Dice and the truth's verdict."""
         from ...metrics import dice
         from .rules import phase_findings
 
@@ -77,9 +81,9 @@ class S4CEvaluation(Evaluation):
         truth_positive = bool(np.isin(truth.array, (TUMOUR, DUCT)).any())
         tumour = dice(pred.with_array((pred.array == TUMOUR).astype(np.uint8)),
                       truth.with_array((truth.array == TUMOUR).astype(np.uint8)))
-        return {"verdict": "positive" if found.positive else "negative", "tumour_dice": round(float(tumour), 4),
+        return {"verdict": found.verdict, "tumour_dice": round(float(tumour), 4),
                 "notes": f"Dice = whole pancreas; tumour Dice {tumour:.3f}; verdict "
-                         f"{'POSITIVE' if found.positive else 'negative'} (truth "
+                         f"{found.verdict if found.verdict == NEGATIVE else found.verdict.upper()} (truth "
                          f"{'positive' if truth_positive else 'negative'})"}
 
     def score(self, pred: Image, truth: Image, case: Case) -> dict:
@@ -96,7 +100,8 @@ class S4CEvaluation(Evaluation):
     def score_case(self, seg, rows: Mapping[str, Optional[Options]], baselines: Mapping[str, Predictor], case: Case,
                    model: Optional[Path]) -> list[dict]:
         """One record per phase (channel) of ``case``, its ``row`` the phase name: ``set_image`` of that phase
-        alone, its labels, the screening rule's verdict and the raw tumour volume of the plain baseline.
+        alone, its labels, the verdict (the screening rule and the checks of :mod:`.verdict`; ``positive`` is None
+        when inconclusive) and the raw tumour volume of the plain baseline.
 
         S4C is scored with the segmenter's own options (``rows`` and ``baselines`` are not used: the baseline is
         read from the same network output)."""
@@ -131,8 +136,8 @@ class S4CEvaluation(Evaluation):
         lines = [f"# {result['method']} on {result['dataset']}", "",
                  f"{'Synthetic data.' if result.get('synthetic') else 'Real data.'} Models: "
                  + ", ".join(f"`{m}`" for m in result["models"]) + f". Cases scored: {result['cases']}. DSC in %; "
-                 "sensitivity = POSITIVE calls / positive cases, specificity = NEGATIVE calls / negative cases "
-                 "(an INCONCLUSIVE call is neither).", "",
+                 "sensitivity = positive calls / positive cases, specificity = negative calls / negative cases "
+                 "(an inconclusive call is neither, and lowers both).", "",
                  "| phase | DSC normal pancreas | DSC abnormal pancreas | DSC tumour | DSC duct |", "|---|---|---|---|---|"]
         for phase, s in summary["phases"].items():
             lines.append(f"| {phase} | {s['dsc_normal_pancreas']} | {s['dsc_abnormal_pancreas']} | {s['dsc_tumour']} "
@@ -151,11 +156,18 @@ class S4CEvaluation(Evaluation):
 
 def classification(calls: Sequence[tuple[bool, str]]) -> dict:
     """``(truth positive, verdict)`` pairs -> case counts, misses, wrong calls, inconclusive calls, sensitivity
-    and specificity in % (None without positive / negative cases); see the module docstring."""
-    pos = [v for t, v in calls if t]
-    neg = [v for t, v in calls if not t]
+    and specificity in % (None without positive / negative cases).
+
+    An inconclusive call is never counted as a true or false positive or negative: it is counted in
+    ``inconclusive`` (and by truth in ``inconclusive_positive`` / ``inconclusive_negative``) and stays in the
+    denominators of sensitivity (positive calls / positive cases) and specificity (negative calls / negative
+    cases), so it lowers both. Verdicts are read case-insensitively (:func:`.verdict.as_verdict`).
+    """
+    pos = [as_verdict(v) for t, v in calls if t]
+    neg = [as_verdict(v) for t, v in calls if not t]
     return {"cases": len(calls), "positive_cases": len(pos), "negative_cases": len(neg),
             "misses": pos.count(NEGATIVE), "wrong_calls": neg.count(POSITIVE),
+            "inconclusive": pos.count(INCONCLUSIVE) + neg.count(INCONCLUSIVE),
             "inconclusive_positive": pos.count(INCONCLUSIVE), "inconclusive_negative": neg.count(INCONCLUSIVE),
             "sensitivity": round(100.0 * pos.count(POSITIVE) / len(pos), 2) if pos else None,
             "specificity": round(100.0 * neg.count(NEGATIVE) / len(neg), 2) if neg else None}

@@ -9,19 +9,19 @@ The paper counts voxels of its own CTs and does not state their size (about 1 mm
 physical -- 40 mm^3, 500 mm^3 and 27 mm -- so that the rule means the same on any grid; the counts are then
 taken on the grid of the label given (reports give both voxels and mm^3).
 
-A screen can only be negative where it has looked at a pancreas. A phase that is not positive and whose
-segmentation holds less than ``pancreas_min_mm3`` (5 mL) of pancreas (labels 1-3) is *inconclusive*: an
-all-air image, a lung crop, a scan not in HU or a failed segmentation would otherwise read "negative"
-(:class:`ScreeningRule`). The case verdict (:func:`case_verdict`) is POSITIVE when any phase is positive,
-INCONCLUSIVE when no phase is positive and any phase is inconclusive, NEGATIVE only when every phase given
-showed a pancreas and no finding.
+A screen can only be negative where it has looked at a pancreas, and positive where a tumour sits in one. A
+phase that fails the checks of :mod:`.verdict` (no pancreas in view, a pancreas volume outside plausible adult
+limits, not an abdominal scan) is *inconclusive*, whatever the rule found: an all-air image, a chest or limb
+CT or a failed segmentation would otherwise read "negative", or "positive" from a stray blob. The case verdict
+(:func:`case_verdict`) is positive when any phase is positive, inconclusive when no phase is positive and any
+phase is inconclusive, negative only when every phase given passed its checks and showed no finding.
 
 Label values: 0 background, 1 normal pancreas, 2 tumour, 3 dilated pancreatic duct.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -29,12 +29,11 @@ from scipy import ndimage
 from ...errors import InputError
 from ...geometry import index_to_world
 from ...image import Image
+from .verdict import (ADULT_PANCREAS_MM3, INCONCLUSIVE, NEGATIVE, NO_PANCREAS_MM3, POSITIVE, abdomen_problem,
+                      as_verdict, positive_of, volume_problems)
 
 LABELS = {0: "background", 1: "pancreas", 2: "tumour", 3: "duct"}
 TUMOUR, DUCT = 2, 3
-POSITIVE, NEGATIVE, INCONCLUSIVE = "POSITIVE", "NEGATIVE", "INCONCLUSIVE"
-VERDICTS = (POSITIVE, NEGATIVE, INCONCLUSIVE)
-"""The values of a phase's and a case's ``verdict``."""
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 """26-connectivity for all components (the paper does not say; the widest choice merges touching parts)."""
 
@@ -43,24 +42,30 @@ CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 class ScreeningRule:
     """Thresholds of the S4C rules (physical units; see the module docstring).
 
-    ``pancreas_min_mm3`` (5000 mm^3 = 5 mL) is not from the paper: it is the least pancreas (labels 1-3) a
-    phase's segmentation must hold for "no finding" to mean negative. An adult pancreas is about 50-100 mL
-    on CT (about 70 mL at 20-40 years, shrinking to about 50 mL after 70; even a markedly atrophic gland or
-    the 60-slice synthetic phantoms, 35-50 mL, hold several times more), so 5 mL is far below any real
-    pancreas and flags a scan where none was found (air, a lung crop, not HU, a failed segmentation) while
-    leaving room for a CT that covers only part of the gland. Below it a phase is inconclusive, not negative.
+    The pancreas bounds are not from the paper: they are checks of the verdict (:mod:`.verdict`), recorded
+    with the rule so that a report says what it was held to. ``pancreas_min_mm3`` (5 mL,
+    :data:`.verdict.NO_PANCREAS_MM3`): below it no pancreas is in view (labels 1-3). ``pancreas_adult_min_mm3``
+    and ``pancreas_adult_max_mm3`` (15 mL and 250 mL, :data:`.verdict.ADULT_PANCREAS_MM3`, with their
+    sources): outside them the segmented gland is not a plausible whole adult pancreas. A phase outside any
+    bound is inconclusive, neither negative nor positive.
     """
 
     tumour_min_mm3: float = 40.0
     duct_min_mm3: float = 500.0
     keep_fraction: float = 0.2
     keep_distance_mm: float = 27.0
-    pancreas_min_mm3: float = 5000.0
+    pancreas_min_mm3: float = NO_PANCREAS_MM3
+    pancreas_adult_min_mm3: float = ADULT_PANCREAS_MM3[0]
+    pancreas_adult_max_mm3: float = ADULT_PANCREAS_MM3[1]
 
     def __post_init__(self) -> None:
         for f in fields(self):
             if not np.isfinite(getattr(self, f.name)) or getattr(self, f.name) < 0:
                 raise InputError(f"screening rule {f.name} must be a finite number >= 0, got {getattr(self, f.name)}")
+        if not self.pancreas_min_mm3 <= self.pancreas_adult_min_mm3 <= self.pancreas_adult_max_mm3:
+            raise InputError("screening rule pancreas bounds must grow: pancreas_min_mm3 <= pancreas_adult_min_mm3 "
+                             f"<= pancreas_adult_max_mm3, got {self.pancreas_min_mm3:g}, "
+                             f"{self.pancreas_adult_min_mm3:g}, {self.pancreas_adult_max_mm3:g}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,16 +95,17 @@ class Finding:
 
 @dataclass
 class PhaseFindings:
-    """What one phase's post-processed label shows, and whether the phase is positive and why.
+    """What one phase's post-processed label shows, its verdict and why.
 
     ``pancreas_mm3`` counts every organ label (pancreas, tumour, duct). ``inconclusive`` is true for a phase
-    that is not positive and holds less than the rule's ``pancreas_min_mm3`` of pancreas: no finding there
-    does not mean negative. ``positive`` stays a bool (false for an inconclusive phase); :attr:`verdict`
-    gives POSITIVE, NEGATIVE or INCONCLUSIVE.
+    that failed a check of :mod:`.verdict`; ``positive`` is then None (unknown), else whether the rule found a
+    tumour or a dilated duct. :attr:`verdict` gives ``"positive"``, ``"negative"`` or ``"inconclusive"``.
+    ``reasons``: for an inconclusive phase the failed checks first, then any finding the rule would have
+    reported (set aside); otherwise the rule's findings, or its volumes below the thresholds.
     """
 
     phase: str
-    positive: bool
+    positive: Optional[bool]
     tumour_voxels: int
     duct_voxels: int
     tumour_mm3: float
@@ -111,8 +117,8 @@ class PhaseFindings:
 
     @property
     def verdict(self) -> str:
-        """``"POSITIVE"``, ``"NEGATIVE"`` or ``"INCONCLUSIVE"``."""
-        return POSITIVE if self.positive else INCONCLUSIVE if self.inconclusive else NEGATIVE
+        """``"positive"``, ``"negative"`` or ``"inconclusive"`` (:data:`.verdict.VERDICTS`)."""
+        return INCONCLUSIVE if self.inconclusive else POSITIVE if self.positive else NEGATIVE
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -187,60 +193,69 @@ def _findings(label: Image, arr: np.ndarray, value: int, kind: str) -> list[Find
     return sorted(out, key=lambda f: -f.voxels)
 
 
-def phase_findings(label: Image, rule: ScreeningRule = ScreeningRule(), phase: str = "venous") -> PhaseFindings:
+def phase_findings(label: Image, rule: ScreeningRule = ScreeningRule(), phase: str = "venous",
+                   ct: Optional[Image] = None) -> PhaseFindings:
     """Counts, components and verdict of one phase from its (post-processed) label image.
 
-    A phase is positive when its tumour volume reaches ``tumour_min_mm3`` or its duct volume reaches
-    ``duct_min_mm3`` (all tumour voxels counted, as in the paper, not only the largest component). A phase
-    that is not positive is inconclusive when its pancreas (labels 1-3) is smaller than ``pancreas_min_mm3``
-    (a finding is reported whatever the pancreas volume: a false alarm is safer than a missed tumour).
+    The rule finds a tumour when the tumour volume reaches ``tumour_min_mm3`` or a dilated duct when the duct
+    volume reaches ``duct_min_mm3`` (all tumour voxels counted, as in the paper, not only the largest
+    component). The phase is inconclusive when it fails a check of :mod:`.verdict`: its pancreas (labels 1-3)
+    is under ``pancreas_min_mm3`` or outside ``pancreas_adult_min_mm3``..``pancreas_adult_max_mm3``, or, with
+    ``ct``, the pancreas lies in the chest (:func:`.verdict.abdomen_problem`). Otherwise it is positive when
+    the rule found something, else negative.
+
+    Args:
+        label: uint8 ``(K, J, I)`` labels 0..3. ct: the phase's CT in HU on the same grid (the anatomy check
+            runs only with it).
     """
     arr = _check_label(label)
     voxel_mm3 = 1000.0 * label.voxel_volume_ml
     n_tumour, n_duct = int((arr == TUMOUR).sum()), int((arr == DUCT).sum())
     tumour_mm3, duct_mm3 = n_tumour * voxel_mm3, n_duct * voxel_mm3
     findings = _findings(label, arr, TUMOUR, "tumour") + _findings(label, arr, DUCT, "duct")
-    reasons = []
+    hits = []
     if tumour_mm3 >= rule.tumour_min_mm3 and n_tumour:
         where = findings[0].centroid_lps
-        reasons.append(f"{phase}: tumour {tumour_mm3:.0f} mm3 (>= {rule.tumour_min_mm3:g} mm3), largest part "
-                       f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
+        hits.append(f"tumour {tumour_mm3:.0f} mm3 (>= {rule.tumour_min_mm3:g} mm3), largest part "
+                    f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
     if duct_mm3 >= rule.duct_min_mm3 and n_duct:
         where = next(f for f in findings if f.kind == "duct").centroid_lps
-        reasons.append(f"{phase}: dilated duct {duct_mm3:.0f} mm3 (>= {rule.duct_min_mm3:g} mm3), largest part "
-                       f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
-    positive = bool(reasons)
+        hits.append(f"dilated duct {duct_mm3:.0f} mm3 (>= {rule.duct_min_mm3:g} mm3), largest part "
+                    f"at ({where[0]:.1f}, {where[1]:.1f}, {where[2]:.1f}) mm LPS")
     pancreas_mm3 = float((arr > 0).sum() * voxel_mm3)
-    inconclusive = not positive and pancreas_mm3 < rule.pancreas_min_mm3
-    if inconclusive:
-        reasons.append(f"{phase}: no pancreas found ({pancreas_mm3 / 1000:.1f} mL segmented, < "
-                       f"{rule.pancreas_min_mm3 / 1000:g} mL): inconclusive, not negative")
-    elif not positive:
-        reasons.append(f"{phase}: tumour {tumour_mm3:.0f} mm3 (< {rule.tumour_min_mm3:g}) and duct {duct_mm3:.0f} "
-                       f"mm3 (< {rule.duct_min_mm3:g}) in {pancreas_mm3 / 1000:.1f} mL of pancreas")
-    return PhaseFindings(phase, positive, n_tumour, n_duct, round(tumour_mm3, 2), round(duct_mm3, 2),
-                         round(pancreas_mm3, 2), findings, reasons, inconclusive)
+    problems = volume_problems(pancreas_mm3, phase, rule)
+    if ct is not None and (anatomy := abdomen_problem(ct, label, phase)):
+        problems.append(anatomy)
+    if problems:
+        reasons = problems + [f"{phase}: set aside, since the checks failed: {hit}" for hit in hits]
+    elif hits:
+        reasons = [f"{phase}: {hit}" for hit in hits]
+    else:
+        reasons = [f"{phase}: tumour {tumour_mm3:.0f} mm3 (< {rule.tumour_min_mm3:g}) and duct {duct_mm3:.0f} "
+                   f"mm3 (< {rule.duct_min_mm3:g}) in {pancreas_mm3 / 1000:.1f} mL of pancreas"]
+    return PhaseFindings(phase, None if problems else bool(hits), n_tumour, n_duct, round(tumour_mm3, 2),
+                         round(duct_mm3, 2), round(pancreas_mm3, 2), findings, reasons, bool(problems))
 
 
 def fuse_verdicts(verdicts: Sequence[str]) -> str:
-    """The case verdict from its phases' verdicts (:func:`case_verdict`'s rule): POSITIVE when any phase is,
-    else INCONCLUSIVE when any phase is, else NEGATIVE."""
+    """The case verdict from its phases' verdicts (:func:`case_verdict`'s rule): positive when any phase is,
+    else inconclusive when any phase is, else negative. Upper-case verdicts (records before issue #18) are
+    read too (:func:`.verdict.as_verdict`; InputError for anything else)."""
     if not verdicts:
         raise InputError("screening needs at least one phase (venous and/or arterial)")
-    unknown = sorted(set(verdicts) - set(VERDICTS))
-    if unknown:
-        raise InputError(f"unknown verdict(s) {unknown}; a phase is one of {', '.join(VERDICTS)}")
+    verdicts = [as_verdict(v) for v in verdicts]
     return POSITIVE if POSITIVE in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else NEGATIVE
 
 
 def case_verdict(phases: Sequence[PhaseFindings]) -> tuple[str, list[str]]:
     """Case verdict and its reasons from the phases of one case.
 
-    POSITIVE when any phase is positive (the reasons of the positive phases). Otherwise INCONCLUSIVE when any
-    phase is inconclusive, even if another phase showed a pancreas without a finding: S4C fuses the phases
+    Positive when any phase is positive (the reasons of the positive phases). Otherwise inconclusive when any
+    phase is inconclusive, even if another phase passed its checks without a finding: S4C fuses the phases
     because a tumour may be conspicuous in one phase only, so a phase that could not be read leaves the
     screen incomplete, and a screening tool must not call that negative (the reasons of all phases, the
-    inconclusive first). NEGATIVE only when every phase showed a pancreas and no finding (all reasons).
+    inconclusive first, so the first reason is a failed check). Negative only when every phase passed its
+    checks and showed no finding (all reasons).
     """
     verdict = fuse_verdicts([p.verdict for p in phases])
     if verdict == POSITIVE:
@@ -251,8 +266,8 @@ def case_verdict(phases: Sequence[PhaseFindings]) -> tuple[str, list[str]]:
     return NEGATIVE, [r for p in phases for r in p.reasons]
 
 
-def fuse(phases: Sequence[PhaseFindings]) -> tuple[bool, list[str]]:
-    """``(positive, reasons)`` of :func:`case_verdict`: positive when any phase is positive (false for an
-    INCONCLUSIVE case too; use :func:`case_verdict` to tell it from a negative one)."""
+def fuse(phases: Sequence[PhaseFindings]) -> tuple[Optional[bool], list[str]]:
+    """``(positive, reasons)`` of :func:`case_verdict`, ``positive`` as in the report: True, False, or None
+    for an inconclusive case (:func:`.verdict.positive_of`)."""
     verdict, reasons = case_verdict(phases)
-    return verdict == POSITIVE, reasons
+    return positive_of(verdict), reasons

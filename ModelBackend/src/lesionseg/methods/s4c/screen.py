@@ -9,10 +9,12 @@ folder (assembled in a temporary sibling and renamed at the end, so an error lea
     report.json          verdict, reasons, rule, model, per-phase counts and findings, timings
     report.md            the same for people, with the pictures
 
-The case verdict (:func:`.rules.case_verdict`) is POSITIVE when any phase is, INCONCLUSIVE when no phase is
-positive and a phase holds too little pancreas to be read (with a :class:`LesionSegWarning`), else NEGATIVE;
-``report["positive"]`` is true only for POSITIVE. Phases are registered scans of one patient, so their
-physical extents must overlap (:func:`lesionseg.resample.check_overlap`).
+The case verdict (:func:`.rules.case_verdict`) is ``"positive"`` when any phase is, ``"inconclusive"`` when no
+phase is positive and a phase failed a check of :mod:`.verdict` (no pancreas in view, a pancreas volume outside
+plausible adult limits, not an abdominal scan; each with a :class:`LesionSegWarning`), else ``"negative"``;
+``report["positive"]`` is true, false, or null (None) when inconclusive, and ``report["reasons"]`` says why (for
+an inconclusive case, the failed checks first). Phases are registered scans of one patient, so their physical
+extents must overlap (:func:`lesionseg.resample.check_overlap`).
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from ...geometry import world_to_index
 from ...image import Image
 from ...io import check_output_folder, output_folder, write_image
 from ...resample import check_overlap
-from .rules import DUCT, INCONCLUSIVE, POSITIVE, TUMOUR, PhaseFindings, case_verdict
+from .rules import DUCT, TUMOUR, PhaseFindings, case_verdict
+from .verdict import INCONCLUSIVE, NEGATIVE, POSITIVE, as_verdict, positive_of
 
 log = logging.getLogger(__name__)
 PHASES = ("venous", "arterial")
@@ -45,7 +48,7 @@ PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 """Plane name by the LPS axis (0 x, 1 y, 2 z) its normal follows most closely."""
 ENDS = {0: ("R", "L"), 1: ("A", "P"), 2: ("I", "S")}
 """Patient side at the low and high end of each LPS axis."""
-TITLE_COLOURS = {"POSITIVE": "firebrick", "INCONCLUSIVE": "darkorange"}
+TITLE_COLOURS = {POSITIVE: "firebrick", INCONCLUSIVE: "darkorange"}
 """Picture title colour by phase verdict (black for negative)."""
 
 
@@ -107,7 +110,7 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
         found[phase] = seg.findings(phase)
         seconds = round(time.perf_counter() - t0, 3)
         timings[f"{phase} segmentation"] = seconds
-        log.info("s4c screen: %s phase %s in %.1f s", phase, found[phase].verdict.lower(), seconds)
+        log.info("s4c screen: %s phase %s in %.1f s", phase, found[phase].verdict, seconds)
         t0 = time.perf_counter()
         write_image(label.with_array(label.array.astype(np.uint8)), work / f"{phase}_seg.nii.gz")
         if phase in dicom_seg:
@@ -126,7 +129,7 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
     _warn_inconclusive(found, verdict)
     model = getattr(seg, "model", None)
     report = {
-        "method": "s4c", "positive": verdict == POSITIVE, "verdict": verdict,
+        "method": "s4c", "positive": positive_of(verdict), "verdict": verdict,
         "reasons": reasons, "rule": seg.rule.to_dict(),
         "model": {"folder": str(model.path) if model is not None else None,
                   "synthetic_training_data": model.card.get("training", {}).get("synthetic")
@@ -135,40 +138,49 @@ def _screen_into(work: Path, phases: dict[str, Image], seg: Any, inputs: dict, t
     }
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (work / "report.md").write_text(report_markdown(report), encoding="utf-8")
-    progress.emit_line(1.0, f"screening done: {report['verdict']}")
+    progress.emit_line(1.0, f"screening done: {verdict}")
     return report
 
 
 def _warn_inconclusive(found: Mapping[str, PhaseFindings], verdict: str) -> None:
-    """A :class:`LesionSegWarning` per inconclusive phase (too little pancreas to call it negative)."""
+    """A :class:`LesionSegWarning` per inconclusive phase, naming its first failed check."""
     for phase, entry in found.items():
         if entry.inconclusive:
-            outcome = ("the verdict is INCONCLUSIVE, not negative" if verdict == INCONCLUSIVE
+            outcome = ("the verdict is inconclusive, not negative" if verdict == INCONCLUSIVE
                        else f"that phase is inconclusive (the case is {verdict} from the other phase)")
-            warnings.warn(f"no pancreas found in the {phase} phase ({entry.pancreas_mm3 / 1000:.1f} mL segmented); "
-                          f"{outcome}: is this an abdominal CT in HU?", LesionSegWarning, stacklevel=4)
+            warnings.warn(f"the {phase} phase failed a check, so {outcome}: {entry.reasons[0]}", LesionSegWarning,
+                          stacklevel=4)
 
 
 def _phase_verdict(entry: Mapping[str, Any]) -> str:
-    """A report phase entry's verdict; reports written before INCONCLUSIVE existed have only ``positive``."""
-    return entry.get("verdict") or ("POSITIVE" if entry.get("positive") else "NEGATIVE")
+    """A report phase entry's verdict, lower case; reports written before INCONCLUSIVE existed have only
+    ``positive``, those before issue #18 an upper-case verdict."""
+    if entry.get("verdict"):
+        return as_verdict(entry["verdict"])
+    return POSITIVE if entry.get("positive") else NEGATIVE
+
+
+def _shout(verdict: str) -> str:
+    """How a verdict is written for people: POSITIVE and INCONCLUSIVE in capitals, negative in small letters."""
+    return verdict if verdict == NEGATIVE else verdict.upper()
 
 
 def _phase_title(found: PhaseFindings) -> str:
-    verdict = found.verdict if found.verdict != "NEGATIVE" else "negative"
+    verdict = _shout(found.verdict)
     return (f"{found.phase} phase: {verdict} (tumour {found.tumour_mm3:.0f} mm3, "
             f"dilated duct {found.duct_mm3:.0f} mm3, pancreas {found.pancreas_mm3 / 1000:.1f} mL)")
 
 
 def verdict_paragraph(report: dict) -> str:
-    """One paragraph for a terminal: the case verdict, each phase's verdict and the reasons; an INCONCLUSIVE
-    verdict says what to check."""
-    phases = ", ".join(f"{name} {_phase_verdict(p).lower()}" for name, p in report["phases"].items())
-    text = f"S4C screening verdict: {report['verdict']} ({phases}). " + " ".join(
-        r.rstrip(".") + "." for r in report["reasons"])
-    if report["verdict"] == INCONCLUSIVE:
-        text += (" No pancreas was found in at least one phase, so the scan was not screened there: check that "
-                 "each input is an abdominal CT in HU covering the pancreas.")
+    """One paragraph for a terminal: the case verdict, each phase's verdict and the reasons; an inconclusive
+    verdict says what it means and what to check."""
+    verdict = as_verdict(report["verdict"])
+    phases = ", ".join(f"{name} {_phase_verdict(p)}" for name, p in report["phases"].items())
+    text = f"S4C screening verdict: {verdict.upper()} ({phases}). " + " ".join(
+        r if r.endswith(("?", "!")) else r.rstrip(".") + "." for r in report["reasons"])
+    if verdict == INCONCLUSIVE:
+        text += (" At least one phase failed its checks, so the case was not screened there (neither negative nor "
+                 "positive): check that each input is an abdominal CT in HU covering the whole pancreas.")
     if report["model"].get("synthetic_training_data"):
         text += " The model was trained on synthetic phantoms only; this is not a diagnosis."
     return text
@@ -178,30 +190,36 @@ def report_markdown(report: dict) -> str:
     """``report.md``: verdict, reasons, a table of the phases, each phase's findings and picture."""
     rule = report["rule"]
     pancreas_ml = rule.get("pancreas_min_mm3", 0.0) / 1000
-    lines = [f"# S4C screening: {report['verdict']}", "",
+    adult = [rule.get(f"pancreas_adult_{end}_mm3") for end in ("min", "max")]
+    limits = (f", outside {adult[0] / 1000:g}-{adult[1] / 1000:g} mL (plausible adult limits)"
+              if None not in adult else "")
+    lines = [f"# S4C screening: {_shout(as_verdict(report['verdict']))}", "",
              f"A phase is positive when its tumour reaches {rule['tumour_min_mm3']:g} mm3 or its dilated "
-             f"pancreatic duct {rule['duct_min_mm3']:g} mm3, and inconclusive (not negative) when its segmentation "
-             f"holds less than {pancreas_ml:g} mL of pancreas. The case is positive when any phase is, "
-             "inconclusive when no phase is positive and any phase is inconclusive, otherwise negative.", "",
+             f"pancreatic duct {rule['duct_min_mm3']:g} mm3. It is inconclusive, neither negative nor positive, when "
+             f"it fails a check: its segmented pancreas is under {pancreas_ml:g} mL (none in view){limits}, or "
+             "it lies in the chest. The case is positive when any phase is, inconclusive when no phase is positive "
+             "and any phase is inconclusive, otherwise negative.", "",
              "Reasons:", ""] + [f"- {r}" for r in report["reasons"]]
     lines += ["", "| phase | verdict | tumour voxels | tumour mm3 | duct voxels | duct mm3 | pancreas mm3 | seconds |",
               "|---|---|---|---|---|---|---|---|"]
     for name, p in report["phases"].items():
         verdict = _phase_verdict(p)
-        lines.append(f"| {name} | {verdict if verdict != 'NEGATIVE' else 'negative'} | {p['tumour_voxels']} | "
+        lines.append(f"| {name} | {_shout(verdict)} | {p['tumour_voxels']} | "
                      f"{p['tumour_mm3']:.0f} | {p['duct_voxels']} | {p['duct_mm3']:.0f} | {p['pancreas_mm3']:.0f} | "
                      f"{p['seconds']:.1f} |")
     for name, p in report["phases"].items():
         source = f"`{p['input']}`" if p["input"] else "not recorded"
         lines += ["", f"## {name} phase", "", f"Input: {source}; labels: `{p['segmentation']}`.", ""]
+        if _phase_verdict(p) == INCONCLUSIVE:
+            lines += ["This phase failed its checks and was not screened (inconclusive): see the reasons."
+                      + (" What was segmented is listed, not read as findings:" if p["findings"] else ""), ""]
         if p["findings"]:
             lines += ["| kind | voxels | mm3 | centroid (LPS mm) | box (i, j, k) |", "|---|---|---|---|---|"]
             lines += [f"| {f['kind']} | {f['voxels']} | {f['volume_mm3']:.0f} | "
                       f"({', '.join(f'{v:.1f}' for v in f['centroid_lps'])}) | {f['box_ijk'][0]}..{f['box_ijk'][1]} |"
                       for f in p["findings"]]
-        else:
-            lines.append("No pancreas found: this phase was not screened (inconclusive)."
-                         if _phase_verdict(p) == INCONCLUSIVE else "No tumour or dilated duct found.")
+        elif _phase_verdict(p) != INCONCLUSIVE:
+            lines.append("No tumour or dilated duct found.")
         lines += ["", f"![{name} phase]({p['picture']})"]
     model = report["model"]
     lines += ["", f"Model: `{model['folder']}`." if model["folder"] else "Model: not recorded (a network given "

@@ -10,7 +10,8 @@ Pipeline of ``set_image(ct)`` (the expensive step; ``predict()`` then returns th
 4. The vote map goes back to the input grid (nearest neighbour), then the paper's connected-component rule
    (:func:`.rules.postprocess`) removes stray pancreas parts.
 
-``findings(phase)`` applies the screening rule (:func:`.rules.phase_findings`) to the result.
+``findings(phase)`` applies the screening rule and the checks of the verdict (:func:`.rules.phase_findings`,
+:mod:`.verdict`) to the result.
 
 The spec (``@register`` below) names the rest of the method by ``"module:attribute"``, so that this module
 imports none of them: training (:mod:`.train`), evaluation (:mod:`.evaluate`), the synthetic dual-phase
@@ -47,8 +48,9 @@ N_CLASSES = len(CLASSES)
 REQUIRED_PREPROCESSING = ("spacing_mm", "window", "patch", "stride")
 """Card ``preprocessing`` entries a model needs; only ``batch_size`` (speed and memory) may be missing."""
 REQUIRED_RULE = ("tumour_min_mm3", "duct_min_mm3", "keep_fraction", "keep_distance_mm")
-"""Entries of the card's ``rule`` every S4C card has held; a rule field added later (``pancreas_min_mm3``, a
-safeguard of the verdict, not something training sets) may be missing and takes its default."""
+"""Entries of the card's ``rule`` every S4C card has held; the rule fields added later (the pancreas bounds
+``pancreas_min_mm3``, ``pancreas_adult_min_mm3``, ``pancreas_adult_max_mm3``: checks of the verdict, not
+something training sets) may be missing and take their defaults."""
 
 
 @dataclass(frozen=True)
@@ -206,5 +208,6 @@ class S4CSegmenter(Segmenter):
         return self._label
 
     def findings(self, phase: str = "venous") -> PhaseFindings:
-        """The screening rule applied to the current result (see :func:`.rules.phase_findings`)."""
-        return phase_findings(self.predict(), self.rule, phase)
+        """The screening rule and the verdict's checks (the anatomy check on the set CT) applied to the current
+        result (see :func:`.rules.phase_findings`)."""
+        return phase_findings(self.predict(), self.rule, phase, self.image)
