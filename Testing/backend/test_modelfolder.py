@@ -79,7 +79,7 @@ REQUIRED = {
             ("rule", "keep_fraction")],
     "small-lesion-il": [("network",), ("variant",), ("preprocessing",), ("preprocessing", "window_hu"),
                         ("preprocessing", "body_hu")],
-    "recist-coseg": [("network",), ("network", "kwargs"), ("preprocessing",), ("preprocessing", "crop_size")],
+    "recist-coseg": [("networks", "weights.pt", "kwargs"), ("preprocessing",), ("preprocessing", "crop_size")],
     "box-unet": [("networks", "weights.pt", "kwargs"), ("preprocessing",), ("preprocessing", "soft"),
                  ("preprocessing", "threshold")],
     "recist-3d": [("networks", "weights.pt", "kwargs"), ("preprocessing", "factor")],
