@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from ...errors import InputError
@@ -36,9 +35,7 @@ from ...geometry import IndexBox, recist_to_index
 from ...image import Image
 from ...prompts import Prompt, RecistLine
 from ...registry import register
-from ..tsfcn.preprocess import paste_probability
-from .preprocess import network_input
-from .segmenter import BoxUNet, lesion_probability
+from .segmenter import BoxUNet
 
 STEP_MARGIN = 0.15
 """Share of the neighbour lesion's extent (at least one pixel) added on each side of the next slice's box."""
@@ -50,18 +47,6 @@ KEY_TTA = True
 """The key slice's probability is the mean over the 8 mirror/rotations of its input (7 more passes of one
 slice, about 0.07 s). On the 5-fold CV of docs/box-unet.md it raised the 2D Dice on the RECIST slice from 0.797 to
 0.809 on soft tissue and from 0.876 to 0.879 on lung (chosen after seeing those numbers: mildly optimistic)."""
-
-
-def _turn(x: torch.Tensor, n: int) -> torch.Tensor:
-    """The ``n``-th (0..7) of the 8 mirror/rotations of ``(..., s, s)`` inputs."""
-    x = torch.rot90(x, n % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if n >= 4 else x
-
-
-def _undo(y: torch.Tensor, n: int) -> torch.Tensor:
-    """The inverse of :func:`_turn` on ``(..., s, s)`` outputs."""
-    y = torch.flip(y, dims=(-1,)) if n >= 4 else y
-    return torch.rot90(y, -(n % 4), dims=(-2, -1))
 
 
 def reach_slices(image: Image, prompt: RecistLine, reach: float) -> int:
@@ -120,13 +105,7 @@ class Recist3D(BoxUNet):
     def slice_mask(self, box: IndexBox, tta: bool = False) -> np.ndarray:
         """``(J, I)`` bool lesion mask of slice ``box.lo[2]`` from the network, for the in-plane ``box``
         (``tta``: the mean probability over the 8 mirror/rotations of the input, the training augmentation)."""
-        if tta:
-            x, sq = network_input(self.image.array, box, self.prep)
-            prob = torch.stack([_undo(lesion_probability(self.net, _turn(x, n), self.device, self._layout), n)
-                                for n in range(8)]).mean(dim=0)
-            values, region = paste_probability(prob, sq, self.image.shape)
-        else:
-            values, region = self.region_probability(box)
+        values, region = self.region_probability(box, tta)
         out = np.zeros(self.image.shape[1:], bool)
         out[region[1:]] = values[0] >= self.prep.threshold
         return out

@@ -51,6 +51,17 @@ def lesion_probability(net: torch.nn.Module, x: torch.Tensor, device: str = "cpu
     return torch.cat(out) if out else torch.zeros((0,) + tuple(x.shape[2:]))
 
 
+def _turn(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n``-th (0..7) of the 8 mirror/rotations of ``(..., s, s)`` inputs."""
+    x = torch.rot90(x, n % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if n >= 4 else x
+
+
+def _undo(y: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of :func:`_turn` on ``(..., s, s)`` outputs."""
+    y = torch.flip(y, dims=(-1,)) if n >= 4 else y
+    return torch.rot90(y, -(n % 4), dims=(-2, -1))
+
 @register("box-unet", prompt="box", inputs=("CT",), classes=("background", "lesion"),
           summary="lesion-agnostic box model: 2.5D U-Net per axial slice, the box as an input channel (CT; lung, "
                   "soft tissue, abdomen)",
@@ -95,11 +106,16 @@ class BoxUNet(Segmenter):
             raise InputError(f"box-unet needs a Box prompt around the lesion, got {kind}")
         return box_to_index(self.image, prompt)
 
-    def region_probability(self, box: IndexBox) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+    def region_probability(self, box: IndexBox, tta: bool = False) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
         """Lesion probabilities of the part of the box's square inside the image (``(n, h, w)``) and the
-        ``[k, j, i]`` slices of that region."""
+        ``[k, j, i]`` slices of that region (``tta``: the mean over the 8 mirror/rotations of the input, the
+        training augmentation; 8 network passes)."""
         x, sq = network_input(self.image.array, box, self.prep)
-        prob = lesion_probability(self.net, x, self.device, self._layout)
+        if tta:
+            prob = torch.stack([_undo(lesion_probability(self.net, _turn(x, n), self.device, self._layout), n)
+                                for n in range(8)]).mean(dim=0)
+        else:
+            prob = lesion_probability(self.net, x, self.device, self._layout)
         log.debug("box-unet: %d slice(s), square %d px at (%d, %d)", sq.num_slices, sq.side, sq.i0, sq.j0)
         return paste_probability(prob, sq, self.image.shape)
 
