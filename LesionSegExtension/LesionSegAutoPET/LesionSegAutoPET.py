@@ -5,9 +5,11 @@ Thin module (the work is in LesionSegAutoPETLib and LesionSegLib); the logic nev
 
     result = LesionSegAutoPETLogic().process(petNode, ctNode, segmentationNode=None, petUnits="suv")  # waits
     runner = logic.process(petNode, waitForCompletion=False); result = logic.finish(runner.wait())    # CT paired
+    result = logic.process(petNode, None, pairCT=False, petUnits="suv")  # PET-only (a model trained for it)
 
 No ``from __future__ import annotations``: parameterNodeWrapper evaluates the annotations (get_type_hints).
 """
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -44,15 +46,17 @@ class LesionSegAutoPET(ScriptedLoadableModule):
         self.parent.helpText = (
             "Whole-body FDG-PET/CT lesion segmentation (L2SNet): select the PET (the CT of its study is paired "
             "automatically), say what a PET file holds (a DICOM PET is converted from its tags), press Segment "
-            "lesions. Segments and a lesion table (mL, SUV, TLG); double-click a lesion to centre the views.")
+            "lesions. Segments and a lesion table (mL, SUV, TLG); double-click a lesion to centre the views. "
+            "Leave the CT empty for PET-only mode (needs a model trained for PET-only input).")
         self.parent.acknowledgementText = ("L2SNet: A Localization-to-Segmentation Framework for Automatic Tumor "
                                            "Segmentation in Whole-Body PET/CT Images (autoPET-II). See the README.")
 
 
 @parameterNodeWrapper
 class LesionSegAutoPETParameterNode:
-    """petVolume / ctVolume: the inputs; segmentation: where segments go (None: a new one); petUnits, weightKg,
-    doseMBq, minutesToScan: what a PET *file* holds (0 = not given); perLesion: one segment per lesion."""
+    """petVolume / ctVolume: the inputs (no CT: PET-only mode); segmentation: where segments go (None: a new one);
+    petUnits, weightKg, doseMBq, minutesToScan: what a PET *file* holds (0 = not given); perLesion: one segment per
+    lesion; allowPetOnly: a CT that does not overlap the PET is dropped (PET-only) instead of refused."""
 
     petVolume: slicer.vtkMRMLScalarVolumeNode
     ctVolume: slicer.vtkMRMLScalarVolumeNode
@@ -62,6 +66,7 @@ class LesionSegAutoPETParameterNode:
     doseMBq: Annotated[float, WithinRange(0.0, 5000.0)] = 0.0
     minutesToScan: Annotated[float, WithinRange(0.0, 1440.0)] = 0.0
     perLesion: bool = False
+    allowPetOnly: bool = False
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
 
 
@@ -118,7 +123,7 @@ class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, S
         self.ui.segmentButton.enabled = p is not None and problem is None and not running
         self.ui.segmentButton.toolTip = problem or ("Lesion segmentation is running" if running else
                                                     "Segment the lesions of the PET/CT (background process)")
-        self.ui.inputHintLabel.text = problem or ""
+        self.ui.inputHintLabel.text = problem or autopet.input_notice(pet is not None, bool(p and p.ctVolume))
 
     def _units(self) -> dict:
         p = self._parameterNode
@@ -128,9 +133,11 @@ class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, S
     def onSegment(self) -> None:
         p = self._parameterNode
         weights = self.ui.weightsPathLineEdit.currentPath or None
+        notice = autopet.input_notice(True, p.ctVolume is not None)
         self._startRun("LesionSeg could not start the lesion segmentation.", lambda: self.logic.process(
             p.petVolume, p.ctVolume, p.segmentation, waitForCompletion=False, perLesion=p.perLesion, weights=weights,
-            device=p.device, **self._units()), "Writing the volumes and starting the backend...")
+            device=p.device, pairCT=False, allowPetOnly=p.allowPetOnly, **self._units()),
+            " ".join(filter(None, [notice, "Writing the volumes and starting the backend..."])))
 
     def onFinished(self, result) -> None:
         """The background run ended (called by the monitor on the main thread)."""
@@ -138,7 +145,8 @@ class LesionSegAutoPETWidget(BackgroundRunPanelMixin, ParameterNodePanelMixin, S
         if found is not None:
             if self._parameterNode:
                 self._parameterNode.segmentation = found["segmentationNode"]
-            self.ui.statusLabel.text = f"Done in {self.logic.lastSeconds:.0f} s; table '{found['tableNode'].GetName()}'"
+            done = f"Done in {self.logic.lastSeconds:.0f} s; table '{found['tableNode'].GetName()}'"
+            self.ui.statusLabel.text = done + (f". {autopet.PET_ONLY_NOTICE}" if found.get("petOnly") else "")
         self._showResult(found)
         self._updateButtons()
 
@@ -181,23 +189,29 @@ class LesionSegAutoPETLogic(BackgroundJobLogic, ScriptedLoadableModuleLogic):
     @each_input("petNode", "ctNode", "segmentationNode", "weightKg", "doseMBq", "minutesToScan")
     def process(self, petNode, ctNode=None, segmentationNode=None, waitForCompletion: bool = True,
                 petUnits: str = "suv", weightKg=None, doseMBq=None, minutesToScan: float = 0.0,
-                perLesion: bool = False, weights=None, device: str = "auto", onProgress=None, onLog=None):
+                perLesion: bool = False, weights=None, device: str = "auto", onProgress=None, onLog=None,
+                pairCT: bool = True, allowPetOnly: bool = False):
         """Segment the lesions: the result dict when waiting (``rows``, ``segmentationNode``, ``tableNode``...:
         ``LesionSegAutoPETLib.run.load_results``), else the started ``BackgroundProcess`` (then pass
-        ``runner.wait()`` to :meth:`finish`). ``ctNode`` None: the CT of the PET's study. ``segmentationNode``
+        ``runner.wait()`` to :meth:`finish`). ``ctNode`` None: the CT of the PET's study when ``pairCT`` and there is
+        one, else PET-only mode (logged; ``result["petOnly"]``; the backend refuses models not trained for it);
+        ``allowPetOnly``: a CT that does not overlap the PET is dropped instead of refused. ``segmentationNode``
         None: a new ``"<PET> lesions"``; segments this module wrote there before are replaced, no other. The units
         (``"suv"``, or ``"bqml"`` with weight, dose and minutes from injection to scan) apply to a PET file only.
-        Raises ValueError (inputs, units, SUV check, no CT), lesionseg.InputError (transforms, DICOM files gone),
+        Raises ValueError (inputs, units, SUV check), lesionseg.InputError (transforms, DICOM files gone),
         RuntimeError (a run is going; when waiting: the backend's error line)."""
         wholevolume.check_options(weights, device)
         self._checkIdle()
-        if petNode is not None and ctNode is None:
+        if petNode is not None and ctNode is None and pairCT:
             ctNode, reason = self.pairedCT(petNode)
             if ctNode is None:
-                raise ValueError(f"select the CT: {reason}")
+                logging.warning("LesionSeg PET/CT: no CT paired (%s)", reason)
         units = self.checkInputs(petNode, ctNode, petUnits, weightKg, doseMBq, minutesToScan)
+        if ctNode is None:
+            logging.warning("LesionSeg PET/CT: %s", autopet.PET_ONLY_NOTICE)
         dependencies.require()
-        job = run.start(petNode, ctNode, segmentationNode, units, perLesion, weights, device, onProgress, onLog)
+        job = run.start(petNode, ctNode, segmentationNode, units, perLesion, weights, device, onProgress, onLog,
+                        allowPetOnly)
         return self._runJob(job, waitForCompletion)
 
     def _loadJob(self, job: wholevolume.Job) -> dict:
@@ -216,6 +230,9 @@ class LesionSegAutoPETTest(selftests.SkipAwareTest, ScriptedLoadableModuleTest):
 
     def test_SuvCheckRefusesCT(self) -> None:
         scenarios.suv_check_refuses_ct(self, LesionSegAutoPETLogic())
+
+    def test_PetOnly(self) -> None:
+        scenarios.pet_only(self, LesionSegAutoPETLogic())
 
     def test_SegmentPhantom(self) -> None:
         scenarios.segment_phantom(self, LesionSegAutoPETLogic())

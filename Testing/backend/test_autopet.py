@@ -15,8 +15,9 @@ from lesionseg.errors import InputError, OutputExistsError, WeightsError
 from lesionseg.io import write_image
 from lesionseg.methods.autopet import lesion_table, mip
 from lesionseg.methods.autopet.network import L2SLocNet, loc_network, seg_network
-from lesionseg.methods.autopet.segmenter import (L2SNetSegmenter, L2SOptions, L2SPreprocessing, read_inputs, scale,
-                                                 threshold_maps, working_grid)
+from lesionseg.methods.autopet.inputs import read_inputs
+from lesionseg.methods.autopet.segmenter import (L2SNetSegmenter, L2SOptions, L2SPreprocessing, scale, threshold_maps,
+                                                 working_grid)
 from lesionseg.phantoms.wholebody import wholebody_petct
 
 TINY = dict(shape=(64, 32, 32), spacing=(12.5, 8.0, 16.0))
@@ -180,7 +181,7 @@ def test_bad_input_is_one_clear_error():
         seg.set_image(pet, far)
     with pytest.raises(InputError, match="constant"):
         seg.set_image(pet.with_array(np.zeros(pet.shape, np.float32)), ct)
-    with pytest.raises(InputError, match="2 image"):
+    with pytest.raises(WeightsError, match="not trained for PET-only"):  # PET alone: test_autopet_pet_only.py
         seg.set_image(pet)
     with pytest.raises(InputError, match="set_image"):
         _segmenter().predict()
@@ -225,8 +226,9 @@ def test_reader_honours_pet_units(tmp_path):
     np.testing.assert_allclose(converted.array, pet.array, rtol=1e-6)
     with pytest.raises(InputError, match="units"):
         read_inputs(paths, L2SOptions())
-    with pytest.raises(InputError, match="two images"):
-        read_inputs(paths[:1], L2SOptions(pet_units="suv"))
+    assert len(read_inputs(paths[:1], L2SOptions(pet_units="suv"))) == 1  # PET-only mode
+    with pytest.raises(InputError, match="one or two images"):
+        read_inputs(paths * 2, L2SOptions(pet_units="suv"))
 
 
 def test_output_writers_write_table_and_mip(tmp_path):
@@ -251,6 +253,7 @@ def test_spec_names_options_entries_and_outputs():
     spec = L2SNetSegmenter.spec
     assert [(o.flag, o.suffixes) for o in spec.outputs] == [("--table", (".csv", ".json")), ("--mip", (".png",))]
     assert spec.verbs == ("lesionseg.cli_suv",) and spec.inputs == ("PET", "CT") and spec.options is L2SOptions
+    assert spec.optional_inputs == 1  # the CT (PET-only mode)
     assert spec.classes == ("background", "lesion") and spec.demo_case == "wholebody_petct"
     assert (spec.load("training"), spec.load("evaluation"), spec.load("synthetic")) == (TRAINING, L2SEvaluation,
                                                                                        SYNTHETIC)

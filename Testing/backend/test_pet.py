@@ -15,7 +15,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from lesionseg import Image, InputError, OutputExistsError, write_image
 from lesionseg.errors import LesionSegWarning
-from lesionseg.pet import check_pet_ct, looks_like_ct, looks_like_pet, pair_pet_ct, read_pet, suv_factor_from_dicom
+from lesionseg.pet import (check_pet, check_pet_ct, looks_like_ct, looks_like_pet, pair_pet_ct, read_pet,
+                           suv_factor_from_dicom)
 
 WEIGHT, DOSE, HALF = 70.0, 370e6, 6586.2
 PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
@@ -175,7 +176,8 @@ def test_file_input_needs_units(tmp_path):
         read_pet(path, units="bqml", weight_kg=WEIGHT)
     with pytest.raises(InputError, match="half-life"):
         read_pet(path, units="bqml", weight_kg=WEIGHT, dose_bq=DOSE, decay_s=60.0)
-    with pytest.raises(InputError, match="does not look like SUV"):
+    with pytest.raises(InputError, match=r"holds Bq/mL-like values .*not SUV as --pet-units suv says: give "
+                                         r"--pet-units bqml with --weight-kg and --dose-bq"):
         read_pet(path, units="suv")
     suv = read_pet(path, units="bqml", weight_kg=WEIGHT, dose_bq=DOSE, decay_s=3600.0, half_life_s=HALF)
     np.testing.assert_allclose(suv.array, bqml.array * factor(3600.0), rtol=1e-6)
@@ -223,6 +225,25 @@ def test_value_heuristics_and_swaps():
         check_pet_ct(pet, ct.with_array(np.full(ct.shape, -1000, np.int16)))
     with pytest.warns(LesionSegWarning, match="is it in HU"):
         check_pet_ct(pet, ct.with_array(np.abs(ct.array) + 1000))
+
+
+def test_pet_alone_must_be_a_3d_suv_volume(tmp_path):
+    pet, ct = phantom_pair()
+    check_pet(pet)
+    for slices in (1, 2):
+        flat = Image(pet.array[4:4 + slices].copy(), pet.spacing, pet.origin)
+        for check in (lambda: check_pet(flat), lambda: check_pet_ct(flat, ct),
+                      lambda: read_pet(write_image(flat, tmp_path / f"flat{slices}.nii.gz"), units="suv")):
+            with pytest.raises(InputError, match=f"is 16x16x{slices} voxels .*: a 3D PET volume is needed"):
+                check()
+    with pytest.raises(InputError, match="PET is constant"):
+        check_pet(pet.with_array(np.zeros(pet.shape, np.float32)))
+    with pytest.raises(InputError, match=r"look like Bq/mL; .*--pet-units bqml with --weight-kg and --dose-bq"):
+        check_pet(pet.with_array(pet.array * 20000.0))
+    with pytest.raises(InputError, match="PET looks like a CT"):
+        check_pet(ct)
+    with pytest.raises(InputError, match=r"do not overlap .*session\? Use --flag\.$"):
+        check_pet_ct(pet, phantom_pair(shift_mm=1000.0)[1], overlap_hint="Use --flag.")
 
 
 def test_pairing_resamples_ct_onto_pet_grid():

@@ -9,6 +9,7 @@ from scipy import ndimage
 from lesionseg import InputError
 from lesionseg.geometry import world_to_index
 from lesionseg.phantoms.wholebody import TISSUES, wholebody_cohort, wholebody_petct
+from lesionseg.phantoms.wholebody_parts import LIMBS
 
 EIGHTEEN = ndimage.generate_binary_structure(3, 2)
 
@@ -28,7 +29,7 @@ def clean():
 def test_types_geometry_and_json(case):
     pet, ct, label, info = case
     assert pet.array.dtype == np.float32 and ct.array.dtype == np.int16 and label.array.dtype == np.uint8
-    assert pet.shape == (256, 64, 100) and pet.same_grid(ct) and pet.same_grid(label)
+    assert pet.shape == (256, 64, 160) and pet.same_grid(ct) and pet.same_grid(label)
     np.testing.assert_array_equal(pet.spacing, (4.0, 4.0, 4.0))
     assert pet.meta["units"] == "SUV" and ct.meta["units"] == "HU"
     assert pet.array.min() >= 0.0 and set(np.unique(label.array)) == {0, 1}
@@ -61,8 +62,10 @@ def test_physiological_uptake_and_volumes(clean):
     pet, ct, _, info = clean
     voxel_ml = pet.voxel_volume_ml
     suv = {name: entry["suv"] for name, entry in info["tissues"].items()}
+    scale = info["suv_scale"]
+    assert 0.7 <= scale <= 1.4
     for name, (_, (low, high)) in TISSUES.items():
-        assert low <= suv[name] <= high, name
+        assert low * scale <= suv[name] <= high * scale, name
     volume = {name: np.count_nonzero(np.isclose(pet.array, suv[name], rtol=0, atol=5e-4)) * voxel_ml
               for name in ("liver", "spleen", "kidney", "urine", "grey", "lung", "myocardium")}
     assert 1000 < volume["liver"] < 2600
@@ -92,17 +95,18 @@ def test_lesion_records_match_the_label(clean):
         where = np.argwhere(lesion)
         assert record["box_ijk"] == [where.min(axis=0)[::-1].tolist(), where.max(axis=0)[::-1].tolist()]
         assert float(pet.array[lesion].max()) == pytest.approx(record["suv_max_true"], abs=1e-4)
-        assert 1.8 <= record["suv_max_true"] <= 20.0 and 2.5 <= record["diameter_mm"] <= 40.0
-        assert record["kind"] in ("lymph_node", "metastasis")
+        assert 1.8 <= record["suv_max_true"] <= 22.0 * 1.4 and 2.5 <= record["diameter_mm"] <= 150.0
+        assert record["kind"] in ("sarcoma", "lymph_node", "metastasis")
         assert (record["kind"] == "lymph_node") == record["organ"].startswith("node_")
+        assert (record["kind"] == "sarcoma") == (record["organ"] in LIMBS)
 
 
 def test_psf_keeps_activity_and_noise_grows_with_signal(clean):
-    blurred, *_ = wholebody_petct(3, n_lesions=4, noise=0.0)
+    blurred, *_ = wholebody_petct(3, n_lesions=4, noise=0.0, fwhm_mm=6.0)
     np.testing.assert_allclose(blurred.array.sum(dtype=np.float64), clean[0].array.sum(dtype=np.float64), rtol=1e-3)
     lesions = clean[2].array > 0  # small, so partial volume lowers their maximum; a big bladder keeps it
     assert blurred.array[lesions].max() < 0.9 * clean[0].array[lesions].max()
-    noisy, *_ = wholebody_petct(3, n_lesions=4, noise=0.3)
+    noisy, *_ = wholebody_petct(3, n_lesions=4, noise=0.3, fwhm_mm=6.0)
     diff = noisy.array.astype(np.float64) - blurred.array
     inner = ndimage.binary_erosion(blurred.array > 0.05, iterations=3)
     for level in (0.7, 2.0, 8.0):
@@ -135,6 +139,7 @@ def test_with_lesions_drawn_from_the_seed_and_cohort():
 @pytest.mark.parametrize("kwargs", [dict(seed=-1), dict(seed=1.5), dict(with_lesions="yes"), dict(n_lesions=21),
                                     dict(with_lesions=False, n_lesions=2), dict(with_lesions=True, n_lesions=0),
                                     dict(fwhm_mm=-1.0), dict(noise=float("nan")), dict(noise_hu=True),
+                                    dict(suv_scale=0.0), dict(suv_scale=float("inf")),
                                     dict(shape=(64, 16, 40))])
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(InputError):
@@ -153,3 +158,86 @@ def test_a_short_field_places_lesions_only_where_it_reaches():
     pet, ct, label, info = wholebody_petct(3, shape=(110, 40, 40), spacing=(10.0, 10.0, 3.0), n_lesions=6)
     assert label.shape == (110, 40, 40) and info["positive"]
     assert {lesion["organ"] for lesion in info["lesions"]}.isdisjoint({"liver"})
+
+
+@pytest.fixture(scope="module")
+def limbs():
+    """Seed 12 with three lesions (a 103 mm thigh and an 89 mm arm sarcoma, both necrotic), no PSF, no noise."""
+    return wholebody_petct(12, n_lesions=3, fwhm_mm=0.0, noise=0.0, noise_hu=0.0)
+
+
+def test_acquisition_is_drawn_per_case_unless_given():
+    infos = [wholebody_petct(seed, shape=(64, 32, 40), spacing=(16, 16, 16), with_lesions=False)[3]
+             for seed in range(6)]
+    for name, (low, high) in (("fwhm_mm", (4.0, 9.0)), ("noise", (0.08, 0.3)), ("suv_scale", (0.7, 1.4))):
+        drawn = [info[name] for info in infos]
+        assert all(low <= v <= high for v in drawn) and len(set(drawn)) == 6, name
+    myocardium = [info["tissues"]["myocardium"]["suv"] / info["suv_scale"] for info in infos]
+    assert len(set(myocardium)) == 6
+    given = wholebody_petct(0, shape=(64, 32, 40), spacing=(16, 16, 16), fwhm_mm=5.0, noise=0.1, suv_scale=1.2)[3]
+    assert (given["fwhm_mm"], given["noise"], given["suv_scale"]) == (5.0, 0.1, 1.2)
+
+
+def test_cohort_spans_lesion_sizes_and_sites():
+    lesions = [lesion for seed in range(12) for lesion in
+               wholebody_petct(seed, n_lesions=6, shape=(128, 32, 80), spacing=(8.0, 8.0, 8.0))[3]["lesions"]]
+    diameters = np.array([lesion["diameter_mm"] for lesion in lesions])
+    assert diameters.min() < 8.0 and diameters.max() > 120.0 and diameters.max() <= 150.0
+    assert np.count_nonzero(diameters > 40.0) >= 10
+    organs = {lesion["organ"] for lesion in lesions}
+    assert {"liver", "marrow"} <= organs and {"thigh_left", "thigh_right"} & organs
+    assert {"arm_left", "arm_right"} & organs
+    assert {"lung_left", "lung_right"} & organs and any(o.startswith("node_") for o in organs)
+    necrotic = [lesion for lesion in lesions if lesion["necrotic"]]
+    assert necrotic and all(lesion["diameter_mm"] > 40.0 and 0.2 <= lesion["necrotic_fraction"] <= 0.7
+                            for lesion in necrotic)
+    assert max(lesion["volume_ml"] for lesion in lesions) > 300.0
+
+
+def test_necrotic_core_is_cold_and_inside_the_label(limbs):
+    pet, ct, label, info = limbs
+    parts, _ = ndimage.label(label.array > 0, EIGHTEEN)
+    necrotic = [lesion for lesion in info["lesions"] if lesion["necrotic"]]
+    assert len(necrotic) == 2
+    for record in necrotic:
+        i, j, k = np.rint(world_to_index(label, [record["centre_lps"]])[0]).astype(int)
+        lesion = parts == parts[k, j, i]
+        np.testing.assert_array_equal(ndimage.binary_fill_holes(lesion), lesion)
+        assert 0.26 * record["suv_max_true"] > 1.2 * 1.2 * info["suv_scale"]  # the texture never dips this low
+        core = ndimage.binary_erosion(lesion, iterations=2) & (pet.array < 1.2 * 1.2 * info["suv_scale"])
+        rim = lesion & ~ndimage.binary_erosion(lesion)
+        assert np.count_nonzero(core) * pet.voxel_volume_ml > 0.05 * record["volume_ml"]
+        assert float(pet.array[rim].mean()) > 2.0 * float(pet.array[core].mean())
+        inside = ndimage.binary_erosion(core)  # clear of the CT's half-voxel blur
+        assert inside.any() and np.all((ct.array[inside] >= 10) & (ct.array[inside] <= 25))
+        inner = ndimage.binary_erosion(lesion, iterations=2) & ~ndimage.binary_dilation(core, iterations=2)
+        assert float(pet.array[inner].std()) > 0.05 * record["suv_max_true"]  # textured, not a smooth profile
+
+
+def test_arms_beside_the_trunk_and_limb_lesions_clear_of_bone(limbs):
+    pet, ct, label, info = limbs
+    body = ct.array > -400
+    three = [k for k in range(body.shape[0]) if ndimage.label(body[k].any(axis=0))[1] >= 3]
+    assert len(three) * ct.spacing[2] > 250  # arm, trunk, arm side by side over > 25 cm
+    k = three[len(three) // 2]
+    runs, n = ndimage.label(body[k].any(axis=0))
+    for part in (1, n):  # the outer runs along i are the arms: each holds bone
+        assert (ct.array[k][:, runs == part] > 300).any()
+    for record in info["lesions"]:
+        if record["kind"] == "sarcoma":
+            i, j, kk = np.rint(world_to_index(label, [record["centre_lps"]])[0]).astype(int)
+            lesion = ndimage.label(label.array > 0, EIGHTEEN)[0]
+            lesion = lesion == lesion[kk, j, i]
+            assert ct.array[lesion].max() < 200
+            assert pet.array[lesion].max() == pytest.approx(record["suv_max_true"], abs=1e-4)
+            assert (record["organ"].endswith("left")) == (world_to_index(label, [record["centre_lps"]])[0][0]
+                                                          > (label.shape[2] - 1) / 2)
+
+
+def test_physiological_ranges_and_ct_values(limbs):
+    pet, ct, _, info = limbs
+    suv = {name: entry["suv"] / info["suv_scale"] for name, entry in info["tissues"].items()}
+    assert 5.0 <= suv["grey"] <= 14.0 and 1.0 <= suv["myocardium"] <= 15.0 and 10.0 <= suv["urine"] <= 60.0
+    assert 1.5 <= suv["liver"] <= 3.0
+    assert pet.array.max() <= 60.0 * 1.4 and pet.array.min() >= 0.0
+    assert ct.array.min() >= -1024 and ct.array.max() <= 1000

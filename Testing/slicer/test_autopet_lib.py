@@ -45,7 +45,10 @@ def test_value_range_check():
     assert autopet.modality_problem("CT", "PT").endswith("are PET and CT swapped?")
     assert autopet.modality_problem("", "PT") == "the volume chosen as CT is a PT series; are PET and CT swapped?"
     assert autopet.modality_problem("PT", "CT") is None and autopet.modality_problem("", "") is None
-    assert autopet.input_problem(True, False).startswith("Select the CT")
+    assert autopet.input_problem(True, False) is None  # no CT: PET-only mode, with a notice
+    assert autopet.input_problem(False, True) == "Select the PET volume."
+    assert autopet.input_notice(True, False) == autopet.PET_ONLY_NOTICE and autopet.input_notice(True, True) == ""
+    assert autopet.input_notice(False, False) == "" and "PET-only mode" in autopet.PET_ONLY_NOTICE
     assert autopet.input_problem(True, True, same=True) == "The same volume is chosen as PET and as CT."
     assert autopet.units_panel_state(True, True, "Bq/mL") == autopet.UnitsPanelState(
         False, False, "DICOM: converted to SUV from its tags (no units to give)")
@@ -63,6 +66,10 @@ def test_predict_arguments(tmp_path):
     assert args == ["predict", "autopet-l2snet", str(tmp_path / "pet.nrrd"), "ct.nrrd", "-o", str(out / "seg.nii.gz"),
                     "--table", str(out / "lesions.csv"), "--mip", str(out / "mip.png"), "--device", "cpu",
                     "--pet-units", "suv"]
+    alone = autopet.predict_arguments(tmp_path / "pet.nrrd", None, out, autopet.PetUnits("suv"), None, "cpu", True)
+    assert alone == ["predict", "autopet-l2snet", str(tmp_path / "pet.nrrd"), "-o", str(out / "seg.nii.gz"),
+                     "--table", str(out / "lesions.csv"), "--mip", str(out / "mip.png"), "--device", "cpu",
+                     "--pet-units", "suv", "--allow-pet-only"]
     args = autopet.predict_arguments(pet_dir, Path("ct.nrrd"), out, None, tmp_path)
     assert args[2] == str(pet_dir) and "--pet-units" not in args and args[-2:] == ["--weights", str(tmp_path)]
     with pytest.raises(ValueError, match="converted from its tags"):

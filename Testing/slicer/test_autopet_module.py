@@ -33,11 +33,17 @@ from lesionseg.methods.autopet.lesion_table import lesion_table, write_table
 args = sys.argv[1:]
 if args[:4] != ["--progress", "lines", "predict", "autopet-l2snet"]:
     sys.stderr.write(f"error: unexpected arguments {args}\n"); sys.exit(2)
-pet_path, ct_path = Path(args[4]), Path(args[5])
-opts = dict(zip(args[6::2], args[7::2]))
+rest = [a for a in args[4:] if a != "--allow-pet-only"]
+images = []
+while rest and not rest[0].startswith("-"):
+    images.append(Path(rest.pop(0)))
+pet_path = images[0]
+opts = dict(zip(rest[::2], rest[1::2]))
 weights = Path(opts.get("--weights", "installed")).name
 if weights == "error":
     sys.stderr.write("error: the PET and CT do not overlap in physical space\n"); sys.exit(2)
+if weights == "old" and len(images) == 1:
+    sys.stderr.write("error: this autopet-l2snet model was not trained for PET-only input\n"); sys.exit(2)
 if weights == "slow":
     sys.stderr.write("PROGRESS 0.05 loading\n"); sys.stderr.flush(); time.sleep(60)
 if pet_path.is_dir() == ("--pet-units" in opts):
@@ -185,9 +191,6 @@ def test_bad_input_raises_before_writing_anything(fake, tmp_path):
         logic.process(pet, ct, petUnits="bqml", weightKg=70.0, doseMBq=300.0)
     with pytest.raises(ValueError, match="same volume"):
         logic.process(pet, pet)
-    pet.item = 0  # not in a study: nothing to pair
-    with pytest.raises(ValueError, match="select the CT: the PET is not in a study"):
-        logic.process(pet)
     with pytest.raises(ValueError, match="weights folder"):
         logic.process(pet, ct, weights=tmp_path / "nope")
     ct.GetTransformNodeID = lambda: "vtkMRMLLinearTransformNode1"
@@ -200,14 +203,41 @@ def test_bad_input_raises_before_writing_anything(fake, tmp_path):
     assert not list(tmp_path.glob("LesionSegAutoPET-*")) and logic.job is None and fake_scene["written"] == []
 
 
+def test_pet_only_runs_without_a_ct(fake, tmp_path, caplog):
+    """No CT (none paired, or the panel's empty CT selector: ``pairCT=False``): the backend gets the PET alone, the
+    result says PET-only; a model not trained for it fails with the backend's line and changes nothing."""
+    logic, fake_scene, pet, ct = fake
+    assert logic.checkInputs(pet, None, "suv").units == "suv"
+    result = logic.process(pet, None, pairCT=False, allowPetOnly=True, device="cpu")
+    args = json.loads((logic.lastOutputDir / "args.json").read_text())
+    assert args[4] == str(logic.lastOutputDir.parent / "pet.nrrd") and args[5] == "-o"
+    assert "--allow-pet-only" in args and result["petOnly"] is True
+    assert [(r["id"], r["voxels"]) for r in result["rows"]] == [(1, 12), (2, 4)]
+    assert sorted(p.name for p in logic.lastOutputDir.parent.iterdir()) == ["out"]
+    assert autopet.PET_ONLY_NOTICE in caplog.text
+    paired = logic.process(pet, None)  # the console default still pairs the study's CT
+    args = json.loads((logic.lastOutputDir / "args.json").read_text())
+    assert args[5] == str(logic.lastOutputDir.parent / "ct.nrrd") and "--allow-pet-only" not in args
+    assert paired["petOnly"] is False
+    pet.item = 0  # not in a study: nothing to pair -> PET-only
+    assert logic.process(pet)["petOnly"] is True
+    written = len(fake_scene["written"])
+    (tmp_path / "old").mkdir()
+    with pytest.raises(RuntimeError, match="^this autopet-l2snet model was not trained for PET-only input$"):
+        logic.process(pet, weights=tmp_path / "old")
+    assert len(fake_scene["written"]) == written and logic.job is None
+
+
 def test_module_structure(module):
     node = module.LesionSegAutoPETParameterNode
     assert list(node.__annotations__) == ["petVolume", "ctVolume", "segmentation", "petUnits", "weightKg", "doseMBq",
-                                          "minutesToScan", "perLesion", "device"]
+                                          "minutesToScan", "perLesion", "allowPetOnly", "device"]
     assert node.petUnits == "SUV (already converted)" and node.device == "auto" and node.perLesion is False
+    assert node.allowPetOnly is False
     classes = panel_widgets(MODULE, node)
     kinds = {"petVolumeSelector": "qMRMLNodeComboBox", "petUnitsComboBox": "QComboBox", "deviceComboBox": "QComboBox",
-             "perLesionCheckBox": "QCheckBox", "weightSpinBox": "QDoubleSpinBox", "lesionTable": "QTableWidget"}
+             "perLesionCheckBox": "QCheckBox", "weightSpinBox": "QDoubleSpinBox", "lesionTable": "QTableWidget",
+             "allowPetOnlyCheckBox": "QCheckBox"}
     assert {name: classes[name] for name in kinds} == kinds
     ui = ET.parse(MODULE / "Resources" / "UI" / "LesionSegAutoPET.ui").getroot()
     headers = [c.find("property/string").text for c in ui.iter("column")]

@@ -3,9 +3,12 @@
 No ``slicer`` import and no backend import at module level (the panel imports this before the backend may be
 installed); tested offline. The backend command (issue #5)::
 
-    lesionseg --progress lines predict autopet-l2snet PET CT -o OUT/seg.nii.gz --table OUT/lesions.csv
+    lesionseg --progress lines predict autopet-l2snet PET [CT] -o OUT/seg.nii.gz --table OUT/lesions.csv
         --mip OUT/mip.png [--pet-units suv|bqml --weight-kg W --dose-bq D --decay-s T --half-life-s H]
-        [--weights DIR] --device auto|cpu|cuda
+        [--allow-pet-only] [--weights DIR] --device auto|cpu|cuda
+
+Without a CT the backend runs in PET-only mode (:data:`PET_ONLY_NOTICE`), which only a model trained for it accepts;
+``--allow-pet-only`` lets it drop a CT that does not overlap the PET.
 
 PET is a DICOM folder (SUVbw from its tags; no unit options) or a file whose units the user states: ``suv``
 (already converted) or ``bqml`` with the patient weight and the injected dose (the backend refuses Bq/mL
@@ -50,6 +53,9 @@ BQML_MIN_MAXIMUM = 100.0
 OUTPUT_FILES = {"label": "seg.nii.gz", "table": "lesions.csv", "mip": "mip.png"}
 """The backend's outputs, written into the run's ``out`` folder."""
 CONNECTIVITY = 18
+PET_ONLY_NOTICE = ("No CT was given: PET-only mode (the lesions are found from the PET alone; needs a model trained "
+                   "for PET-only input)")
+"""What the panel's status says when it runs without a CT (the backend logs the same as a warning)."""
 """Neighbours that join lesion voxels into one lesion of the backend's table (the autoPET evaluation's choice)."""
 
 
@@ -181,14 +187,18 @@ def units_panel_state(pet_selected: bool, from_dicom: bool, choice: str) -> Unit
 
 
 def input_problem(pet: bool, ct: bool, same: bool = False) -> Optional[str]:
-    """Why the Segment button is disabled (``None`` when PET and CT are chosen and differ)."""
+    """Why the Segment button is disabled (``None`` when a PET is chosen, and a CT, if any, differs from it).
+    No CT is PET-only mode (:func:`input_notice`)."""
     if not pet:
         return "Select the PET volume."
-    if not ct:
-        return "Select the CT volume (paired automatically when PET and CT were loaded from one study)."
-    if same:
+    if ct and same:
         return "The same volume is chosen as PET and as CT."
     return None
+
+
+def input_notice(pet: bool, ct: bool) -> str:
+    """What the panel says about fine inputs: :data:`PET_ONLY_NOTICE` for a PET without CT, else ``""``."""
+    return PET_ONLY_NOTICE if pet and not ct else ""
 
 
 def segmentation_name(pet_name: str) -> str:
@@ -196,15 +206,16 @@ def segmentation_name(pet_name: str) -> str:
     return f"{pet_name} lesions".strip()
 
 
-def predict_arguments(pet: Path, ct: Path, output_dir: Path, units: Optional[PetUnits] = None,
-                      weights: Optional[Path] = None, device: str = "auto") -> list[str]:
+def predict_arguments(pet: Path, ct: Optional[Path], output_dir: Path, units: Optional[PetUnits] = None,
+                      weights: Optional[Path] = None, device: str = "auto", allow_pet_only: bool = False) -> list[str]:
     """``lesionseg predict autopet-l2snet`` arguments (without the program and ``--progress``).
 
     Args:
         pet: a PET DICOM folder (``units`` must be ``None``) or a PET file (``units`` required).
-        ct: the CT file.
+        ct: the CT file, or ``None`` for PET-only mode.
         output_dir: an existing folder for the outputs (:data:`OUTPUT_FILES`).
         weights: a model folder, or ``None`` / ``""`` for the installed one.
+        allow_pet_only: ``--allow-pet-only``: a CT that does not overlap the PET is dropped instead of refused.
 
     Raises:
         ValueError: units missing for a file / given for a DICOM folder, incomplete Bq/mL values, a bad
@@ -217,10 +228,12 @@ def predict_arguments(pet: Path, ct: Path, output_dir: Path, units: Optional[Pet
     if not dicom and units is None:
         raise ValueError("say what the PET file holds: SUV, or Bq/mL with the weight and dose")
     out = wholevolume.output_paths(output_dir, OUTPUT_FILES)
-    args = ["predict", METHOD, str(pet), str(ct), "-o", str(out["label"]), "--table", str(out["table"]),
-            "--mip", str(out["mip"]), "--device", device]
+    args = ["predict", METHOD, str(pet), *([str(ct)] if ct is not None else []), "-o", str(out["label"]),
+            "--table", str(out["table"]), "--mip", str(out["mip"]), "--device", device]
     if units is not None:
         args += units.arguments()
+    if allow_pet_only:
+        args.append("--allow-pet-only")
     if weights is not None and str(weights):
         args += ["--weights", str(weights)]
     return args

@@ -3,7 +3,8 @@ folder and start the backend (:func:`start`); the logic turns the ended run into
 through :class:`LesionSegLib.jobs.BackgroundJobLogic`).
 
 The temporary folder holds ``pet.nrrd`` (a PET file, in the units the user stated) or ``pet_dicom/`` (the PET's
-own DICOM files: the backend converts them to SUV from the tags), ``ct.nrrd`` and ``out/``. It is removed when
+own DICOM files: the backend converts them to SUV from the tags), ``ct.nrrd`` (none in PET-only mode) and
+``out/``. It is removed when
 the run fails or is cancelled; on success only the inputs are removed and ``out/`` stays for the user (the
 previous run's folder is freed: :func:`LesionSegLib.jobs.finish_run`).
 """
@@ -38,20 +39,22 @@ class CachedValueRange:
 def check_inputs(petNode: Any, ctNode: Any, petUnits: str = "suv", weightKg: Optional[float] = None,
                  doseMBq: Optional[float] = None, minutesToScan: float = 0.0,
                  value_range: ValueRange = inputs.value_range) -> Optional[autopet.PetUnits]:
-    """The units to pass for a PET file (``None`` for a DICOM PET: its tags are used).
+    """The units to pass for a PET file (``None`` for a DICOM PET: its tags are used). ``ctNode`` None is PET-only
+    mode (:data:`autopet.PET_ONLY_NOTICE`).
 
     Args:
         value_range: ``(minimum, maximum)`` of a volume's voxels (the logic passes a cached one).
 
     Raises:
-        ValueError: no or the same volumes, swapped DICOM modalities, incomplete Bq/mL values, or PET values
-            that do not fit the units ("this does not look like PET in SUV").
+        ValueError: no PET or the same volume twice, swapped DICOM modalities, incomplete Bq/mL values, or PET
+            values that do not fit the units ("this does not look like PET in SUV").
     """
     problem = autopet.input_problem(petNode is not None, ctNode is not None, petNode is ctNode)
     if problem:
         raise ValueError(problem)
     if inputs.dicom_instance_uids(petNode):
-        units, problem = None, autopet.modality_problem(inputs.modality(petNode), inputs.modality(ctNode))
+        ct_modality = inputs.modality(ctNode) if ctNode is not None else ""
+        units, problem = None, autopet.modality_problem(inputs.modality(petNode), ct_modality)
     else:
         units = autopet.PetUnits(autopet.unit_value(petUnits), weightKg, doseMBq, minutesToScan)
         units.check()
@@ -62,9 +65,11 @@ def check_inputs(petNode: Any, ctNode: Any, petUnits: str = "suv", weightKg: Opt
 
 
 def start(petNode: Any, ctNode: Any, segmentationNode: Any, units: Optional[autopet.PetUnits], perLesion: bool,
-          weights: Optional[Path], device: str, onProgress: Any = None, onLog: Any = None) -> wholevolume.Job:
+          weights: Optional[Path], device: str, onProgress: Any = None, onLog: Any = None,
+          allowPetOnly: bool = False) -> wholevolume.Job:
     """Write the inputs and start ``lesionseg predict autopet-l2snet`` in the background (options ``perLesion``,
-    ``petFromDicom``).
+    ``petFromDicom``, ``petOnly``). ``ctNode`` None: PET-only mode (no CT written); ``allowPetOnly``:
+    ``--allow-pet-only``.
 
     Raises:
         lesionseg.InputError: volumes/segmentation under different transforms, a volume without voxels, PET
@@ -75,20 +80,22 @@ def start(petNode: Any, ctNode: Any, segmentationNode: Any, units: Optional[auto
     def prepare(folder: Path) -> list[list[str]]:
         pet = (labelmaps.export_volume(petNode, folder / "pet.nrrd") if units is not None
                else inputs.export_pet_dicom(petNode, folder / "pet_dicom"))
-        ct = labelmaps.export_volume(ctNode, folder / "ct.nrrd")
-        return [autopet.predict_arguments(pet, ct, folder / "out", units, weights, device)]
+        ct = labelmaps.export_volume(ctNode, folder / "ct.nrrd") if ctNode is not None else None
+        return [autopet.predict_arguments(pet, ct, folder / "out", units, weights, device, bool(allowPetOnly))]
 
-    return wholevolume.start_job(autopet.OWNER, {"pet": petNode, "ct": ctNode}, segmentationNode, prepare,
-                                 autopet.OUTPUT_FILES, onProgress=onProgress, onLog=onLog, perLesion=bool(perLesion),
-                                 petFromDicom=units is None)
+    volumes = {"pet": petNode, **({"ct": ctNode} if ctNode is not None else {})}
+    return wholevolume.start_job(autopet.OWNER, volumes, segmentationNode, prepare, autopet.OUTPUT_FILES,
+                                 onProgress=onProgress, onLog=onLog, perLesion=bool(perLesion),
+                                 petFromDicom=units is None, petOnly=ctNode is None)
 
 
 def load_results(job: wholevolume.Job) -> dict:
     """A run that ended well -> segments (one per lesion, or one ``lesions``) and the table node
-    (:func:`LesionSegLib.wholevolume.load_lesions`, its result dict) plus ``"mip"`` (the picture, or None). A label
+    (:func:`LesionSegLib.wholevolume.load_lesions`, its result dict) plus ``"mip"`` (the picture, or None) and
+    ``"petOnly"`` (the run had no CT: :data:`autopet.PET_ONLY_NOTICE`). A label
     the backend wrote for a DICOM PET is resampled onto the PET volume's grid when it lies on another."""
     found = wholevolume.load_lesions(job, autopet.OWNER, autopet.METHOD, autopet.CONNECTIVITY,
                                      autopet.segmentation_name(job.volumeNode.GetName()), job.options["perLesion"],
                                      allowResample=job.options["petFromDicom"])
     mip = job.outputs["mip"]
-    return {**found, "mip": mip if mip.is_file() else None}
+    return {**found, "mip": mip if mip.is_file() else None, "petOnly": bool(job.options.get("petOnly", False))}

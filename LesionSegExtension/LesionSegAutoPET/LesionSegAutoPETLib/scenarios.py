@@ -80,6 +80,33 @@ def segment_phantom(test: Any, logic: Any) -> None:
     np.testing.assert_array_equal(nodes.segment_array(segmentationNode, userId, petNode), userBefore)
 
 
+def pet_only(test: Any, logic: Any) -> None:
+    """The CT left empty: the inputs pass the check (the panel shows the PET-only notice) and the run goes without a
+    CT. A model trained for PET-only input segments the phantom (``result["petOnly"]``); one that is not (card
+    ``preprocessing.ct_dropout`` 0, e.g. the first shipped model) fails with the backend's one-line refusal and
+    leaves the scene as it was."""
+    import slicer
+    from lesionseg.modelfolder import find_model_folder
+
+    selftests.skip_without_weights(test, autopet.METHOD)
+    petNode, ctNode, truth = _phantom_study()
+    test.assertEqual(logic.checkInputs(petNode, None, "suv").units, "suv")
+    test.assertEqual(autopet.input_notice(True, False), autopet.PET_ONLY_NOTICE)
+    trained = float(find_model_folder(autopet.METHOD).card.get("preprocessing", {}).get("ct_dropout", 0.0)) > 0
+    count = slicer.mrmlScene.GetNumberOfNodes()
+    if not trained:
+        with test.assertRaisesRegex(RuntimeError, "not trained for PET-only input"):
+            logic.process(petNode, None, pairCT=False, petUnits="suv", device="cpu")
+        test.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), count)
+        test.assertIsNone(logic.job)
+        return
+    result = logic.process(petNode, None, pairCT=False, petUnits="suv", perLesion=True, device="cpu")
+    test.assertTrue(result["petOnly"])
+    test.assertTrue(result["rows"], f"no lesion found PET-only in the phantom ({int(truth.sum())} lesion voxels)")
+    paired = logic.process(petNode, None, result["segmentationNode"], petUnits="suv", device="cpu")  # CT paired
+    test.assertFalse(paired["petOnly"])
+
+
 def slicer_column(tableNode: Any, name: str) -> np.ndarray:
     import slicer
 

@@ -141,6 +141,7 @@ def register(name: str, *, prompt: str, summary: str, inputs: tuple[str, ...] = 
         opts = options or getattr(cls, "Options", Options)
         cls.name, cls.prompt_kind, cls.summary = name, prompt, summary
         cls.inputs, cls.needs_weights, cls.Options = tuple(inputs), needs_weights, opts
+        cls.optional_inputs = optional_inputs
         cls.spec = MethodSpec(name, cls, prompt, summary, tuple(inputs), needs_weights, tuple(classes), opts,
                               optional_inputs, training, evaluation, synthetic, reader, tuple(outputs),
                               tuple(verbs), demo_case or getattr(cls, "demo_case", "chest_ct"))

@@ -24,7 +24,8 @@ class Segmenter(abc.ABC):
 
     Class attributes (filled by :func:`lesionseg.registry.register`): ``name``, ``prompt_kind``
     (``"box"``, ``"recist"``, ``"none"``), ``inputs`` (names of the images ``set_image`` takes, in order),
-    ``spec`` (the whole :class:`~lesionseg.registry.MethodSpec`), ``Options`` (its predict-time settings).
+    ``optional_inputs`` (how many trailing ``inputs`` may be left out, e.g. the CT of a PET/CT method), ``spec``
+    (the whole :class:`~lesionseg.registry.MethodSpec`), ``Options`` (its predict-time settings).
 
     Args:
         model: the model folder, or ``None`` for methods that need no weights.
@@ -35,6 +36,7 @@ class Segmenter(abc.ABC):
     name: ClassVar[str] = ""
     prompt_kind: ClassVar[str] = "none"
     inputs: ClassVar[tuple[str, ...]] = ("image",)
+    optional_inputs: ClassVar[int] = 0
     needs_weights: ClassVar[bool] = True
     summary: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
@@ -79,13 +81,18 @@ class Segmenter(abc.ABC):
     def set_image(self, image: Image, *others: Image) -> None:
         """Cache ``image`` (and any further inputs, e.g. CT after PET) and do the expensive work.
 
+        The last :attr:`optional_inputs` of :attr:`inputs` may be left out; ``_prepare`` then gets fewer
+        ``others``.
+
         Raises:
-            InputError: another number of images than :attr:`inputs`, a value that is not a
+            InputError: another number of images than :attr:`inputs` allows, a value that is not a
                 :class:`~lesionseg.Image` (e.g. a path or a bare array), or NaN / infinite voxels.
         """
-        if len(others) != len(self.inputs) - 1:
-            raise InputError(f"{self.name} takes {len(self.inputs)} image(s): {', '.join(self.inputs)}; "
-                             f"got {len(others) + 1}")
+        total = len(self.inputs)
+        needed = total - self.optional_inputs
+        if not needed <= len(others) + 1 <= total:
+            names = [*self.inputs[:needed], *(f"{name} (optional)" for name in self.inputs[needed:])]
+            raise InputError(f"{self.name} takes {total} image(s): {', '.join(names)}; got {len(others) + 1}")
         for name, value in zip(self.inputs, (image, *others)):
             what = "set_image" if len(self.inputs) == 1 else f"set_image ({name})"
             require_image(value, what)

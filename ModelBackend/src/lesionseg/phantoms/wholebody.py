@@ -1,14 +1,27 @@
-"""Synthetic whole-body FDG-PET/CT (head to upper thigh) with lymph-node- and metastasis-like lesions.
+"""Synthetic whole-body FDG-PET/CT (head to mid thigh, arms at the sides) with sarcoma-, node- and metastasis-like
+lesions.
 
-The body is a seeded adult of 1.60-1.90 m, drawn in *reference mm* for a 1.75 m body (``(x, y, s)``: x to
-the patient's left, y posterior, s measured down from the vertex) and scaled per case by height (s) and
-girth (x, y); lesion sizes are absolute. The default grid, ``(K, J, I) = (256, 64, 100)`` at 4 mm (the
-method's working resolution), is a 400 x 256 x 1024 mm field: the vertex sits 8-30 mm below its top and the
-thighs leave it at the bottom (upper to mid thigh by height), like an autoPET scan. There are no arms (as with
-arms raised out of the field). Each structure is painted once with a *tissue* (:data:`TISSUES`) that sets both
-its CT value and its SUV, so PET and CT share one anatomy on one grid. Anatomy, lesions and noise use three
-random streams of the seed: a seed gives the same body with or without lesions. Coordinates follow
-:mod:`.shapes` (grid mm). No real data is used.
+Everything is synthetic; no real data is used. The body is a seeded adult of 1.60-1.90 m, drawn in *reference mm*
+for a 1.75 m body (``(x, y, s)``: x to the patient's left, y posterior, s measured down from the vertex) and
+scaled per case by height (s) and girth (x, y); lesion sizes are absolute. The default grid, ``(K, J, I) =
+(256, 64, 160)`` at 4 mm (the method's working resolution), is a 640 x 256 x 1024 mm field like an autoPET scan:
+the vertex sits 8-30 mm below its top, the arms hang beside the trunk (humerus, radius and ulna in muscle and
+fat) and the thighs leave it at the bottom. Each structure is painted once with a *tissue* (:data:`TISSUES`)
+that sets both its CT value and its SUV, so PET and CT share one anatomy on one grid.
+
+Drawn per case: physiological uptake (:data:`TISSUES`: brain grey matter SUV 5-14, myocardium 1-15 from no to
+very high uptake, liver 1.5-3, kidneys 2.5-6 with renal pelves 5-30, bladder 10-60, ureters with patchy hot
+boluses, bowel wall 1-2 plus patches up to 5 more, brown fat SUV 2-10 in 15 % of cases), a global SUV scale
+0.7-1.4, the PSF (FWHM 4-9 mm) and the PET noise factor 0.08-0.3. Lesions (:mod:`.wholebody_parts`): diameters
+5-150 mm log-uniform, in the limbs (thighs and arms, sarcoma-like, up to 150 mm), lymph-node stations (neck to
+groin, up to 40 mm), liver (100 mm), lung (60 mm) and bone marrow (45 mm); a lesion that does not fit shrinks
+(to half at most). Peak SUV 3-22 with a smooth heterogeneous texture; 75 % of lesions over 40 mm have an
+irregular necrotic core (20-70 % of the diameter, SUV near background) that the label includes, as expert
+GTVs do.
+
+Anatomy, lesions, noise and acquisition (PSF, noise factor, SUV scale) use four random streams of the seed:
+a seed gives the same body with or without lesions. Coordinates follow :mod:`.shapes` (grid mm); the parts
+(arms, ureters, bowel and brown-fat uptake, limb lesions, lesion uptake, PET rendering) are in :mod:`.wholebody_parts`.
 """
 from __future__ import annotations
 
@@ -16,13 +29,13 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
 from ..image import Image
-from .shapes import Canvas, Grid, Region, blur_mm, ellipsoid, tube
+from .shapes import Canvas, Grid, Region, ellipsoid, tube
 from .torso import vessel_tree
+from .wholebody_parts import brown_fat, draw_arms, draw_ureters, patchy_bowel, place_lesion, render_pet
 
 WHOLEBODY_CENTRE_LPS = (0.0, 20.0, -512.0)
 """LPS position (mm) of the grid centre when no origin is given (vertex near z = 0, like many PET scanners)."""
@@ -37,20 +50,21 @@ TISSUES = {
     "mediastinum": (-70.0, (0.3, 0.4)), "muscle": (45.0, (0.6, 0.8)), "soft": (35.0, (0.7, 0.9)),
     "lung": (-850.0, (0.3, 0.5)), "blood": (45.0, (1.3, 1.8)), "cortical": (800.0, (0.4, 0.6)),
     "marrow": (350.0, (1.0, 1.5)), "shaft": (40.0, (0.5, 0.7)), "disc": (90.0, (0.5, 0.7)),
-    "csf": (10.0, (0.2, 0.4)), "grey": (40.0, (7.0, 10.0)), "white": (30.0, (2.2, 3.0)),
-    "myocardium": (45.0, (1.0, 8.0)), "liver": (60.0, (1.7, 2.4)), "spleen": (50.0, (1.5, 2.0)),
-    "kidney": (35.0, (3.0, 5.0)), "renal_pelvis": (10.0, (5.0, 15.0)), "urine": (10.0, (10.0, 40.0)),
-    "bowel": (35.0, (1.2, 2.5)), "stomach": (40.0, (1.2, 2.0)), "gut_fluid": (10.0, (0.2, 0.5)),
+    "csf": (10.0, (0.2, 0.4)), "grey": (40.0, (5.0, 14.0)), "white": (30.0, (1.8, 4.5)),
+    "myocardium": (45.0, (1.0, 15.0)), "liver": (60.0, (1.5, 3.0)), "spleen": (50.0, (1.4, 2.4)),
+    "kidney": (35.0, (2.5, 6.0)), "renal_pelvis": (10.0, (5.0, 30.0)), "urine": (10.0, (10.0, 60.0)),
+    "ureter": (20.0, (1.0, 2.0)),
+    "bowel": (35.0, (1.0, 2.0)), "stomach": (40.0, (1.2, 2.0)), "gut_fluid": (10.0, (0.2, 0.5)),
     "gut_gas": (-950.0, (0.0, 0.1)), "thyroid": (90.0, (1.0, 1.8)), "gland": (35.0, (2.0, 3.5)),
 }
-"""Tissue: ``(HU, (SUV low, SUV high))``; each case draws each tissue's SUV uniformly from its range."""
+"""Tissue: ``(HU, (SUV low, SUV high))``; each case draws each tissue's SUV from its range (log-uniform for
+:data:`LOG_UNIFORM`, else uniform), then multiplies all SUVs by its global SUV scale."""
+LOG_UNIFORM = {"myocardium", "renal_pelvis", "urine"}
+SUV_SCALE = (0.7, 1.4)
+FWHM_MM = (4.0, 9.0)
+NOISE = (0.08, 0.3)
+"""Per-case ranges (uniform) of the global SUV scale, the PSF's FWHM and the PET noise factor."""
 
-LESION_SITES = {"node": 0.5, "liver": 0.2, "lung": 0.15, "bone": 0.15}
-"""Odds of each lesion site: lymph node (in a node station), liver, lung or bone-marrow metastasis."""
-DIAMETER_MM = {"node": (8.0, 30.0), "liver": (5.0, 40.0), "lung": (5.0, 30.0), "bone": (8.0, 25.0)}
-"""Lesion diameter range per site (log-uniform); a lesion that does not fit shrinks (to half at most)."""
-SUV_MAX = (3.0, 20.0)
-"""Range of a lesion's peak SUV before blur (log-uniform)."""
 
 TORSO = [(180, 0, 25, 52, 52), (265, 0, 25, 58, 55), (282, 0, 18, 85, 68), (302, 0, 10, 150, 95),
          (330, 0, 5, 185, 105), (360, 0, 0, 180, 112), (460, 0, 0, 170, 112), (560, 0, 0, 160, 108),
@@ -77,12 +91,15 @@ NODE_STATIONS = {
 @dataclass
 class _Body:
     """A case being drawn: canvas (HU, organs, label), SUV array, tissue values, reference-to-grid scale
-    ``(x, y, s)`` and the grid-mm z of the vertex; ``soft`` marks voxels last painted with a :data:`SOFT` tissue."""
+    ``(x, y, s)``, the grid-mm z of the vertex and the global SUV scale; ``soft`` marks voxels last painted with a
+    :data:`SOFT` tissue; ``limbs`` holds whole-grid masks of the trunk outline, arms and thighs."""
 
     canvas: Canvas
     values: dict
     scale: np.ndarray
     top: float
+    scale_suv: float = 1.0
+    limbs: dict = field(default_factory=dict)
     suv: np.ndarray = field(init=False)
     soft: np.ndarray = field(init=False)
 
@@ -148,65 +165,80 @@ class _Body:
         return out
 
 
-def wholebody_petct(seed: int = 0, shape: Sequence[int] = (256, 64, 100), spacing: Sequence[float] = (4.0, 4.0, 4.0),
+def wholebody_petct(seed: int = 0, shape: Sequence[int] = (256, 64, 160), spacing: Sequence[float] = (4.0, 4.0, 4.0),
                     origin: Optional[Sequence[float]] = None, direction: Optional[np.ndarray] = None,
-                    with_lesions: Optional[bool] = None, n_lesions: Optional[int] = None, fwhm_mm: float = 6.0,
-                    noise: float = 0.2, noise_hu: float = 15.0) -> tuple[Image, Image, Image, dict]:
-    """Seeded whole-body FDG-PET/CT phantom, head to upper thigh, with 0-6 lesions.
+                    with_lesions: Optional[bool] = None, n_lesions: Optional[int] = None,
+                    fwhm_mm: Optional[float] = None, noise: Optional[float] = None, noise_hu: float = 15.0,
+                    suv_scale: Optional[float] = None) -> tuple[Image, Image, Image, dict]:
+    """Seeded whole-body FDG-PET/CT phantom, head to mid thigh with arms, with 0-6 lesions.
 
     Args:
         seed: non-negative integer; the same arguments give identical arrays.
-        shape: ``(K, J, I)`` voxels (J and I >= 32); the default covers 400 (i) x 256 (j) x 1024 (k) mm.
+        shape: ``(K, J, I)`` voxels (J and I >= 32); the default covers 640 (i) x 256 (j) x 1024 (k) mm.
         spacing: voxel size along i, j, k in mm.
         origin: LPS mm of voxel (0, 0, 0); default puts the grid centre at :data:`WHOLEBODY_CENTRE_LPS`.
         direction: 3x3 direction cosines (columns = LPS directions of i, j, k); default identity.
         with_lesions: True: 1-6 lesions; False: none; None: decided by the seed (50 %) or by ``n_lesions``.
         n_lesions: number of lesions to place (0-20); one that finds no room is left out (logged).
-        fwhm_mm: PET point-spread function, full width at half maximum (mm, Gaussian; 0 = none).
+        fwhm_mm: PET point-spread function, full width at half maximum (mm, Gaussian; 0 = none); None: drawn
+            from :data:`FWHM_MM`.
         noise: PET noise factor ``a``: Gaussian noise of standard deviation ``a * sqrt(SUV)`` (Poisson-like),
-            correlated over about a voxel, is added after the blur; the result is clipped at 0.
+            correlated over about a voxel, is added after the blur; the result is clipped at 0. None: drawn
+            from :data:`NOISE`.
         noise_hu: standard deviation of the CT's Gaussian noise (HU), added after a half-voxel blur.
+        suv_scale: factor on every SUV (tissues and lesions); None: drawn from :data:`SUV_SCALE`.
 
     Returns:
-        ``(pet, ct, label, info)`` on one grid: ``pet`` float32 SUVbw (brain grey matter 7-10, myocardium
-        1-8, liver 1.7-2.4, spleen 1.5-2, kidneys 3-5, bladder 10-40, blood 1.3-1.8, muscle 0.7, fat 0.3, lung
-        0.4, marrow 1-1.5, lesions 3-20 before blur); ``ct`` int16 HU (lungs -850, fat -100, soft tissue
-        30-60, bone 350-800); ``label`` uint8, 1 = lesion (each lesion one 18-connected component, at least
-        one voxel apart from the others); ``info``: phantom, seed, shape, spacing, origin, direction, labels,
-        height_mm, fwhm_mm, noise, tissues (HU and SUV of this case), ``positive`` and ``lesions``: id,
-        kind (``lymph_node``/``metastasis``), organ (``node_<station>``, ``liver``, ``lung_left``/``_right``,
-        ``marrow``), shape, centre_lps (a voxel centre inside it), box_lps, box_ijk ``[[i0, j0, k0], [i1, j1,
-        k1]]`` (inclusive), diameter_mm, hu, volume_ml, suv_max_true (highest SUV painted before blur and
-        noise), necrotic.
+        ``(pet, ct, label, info)`` on one grid: ``pet`` float32 SUVbw (before the SUV scale: brain grey matter
+        5-14, myocardium 1-15, liver 1.5-3, kidneys 2.5-6, bladder 10-60, blood 1.3-1.8, muscle 0.6-0.8, fat 0.3,
+        lung 0.4, bowel 1-7, lesions 3-22 before blur, necrotic cores 0.4-1.2); ``ct`` int16 HU (lungs -850,
+        fat -100, soft tissue 30-60, bone 350-800); ``label`` uint8, 1 = lesion (each lesion one 18-connected
+        component including any necrotic core, at least one voxel apart from the others); ``info``: phantom,
+        seed, shape, spacing, origin, direction, labels, height_mm, fwhm_mm, noise, suv_scale, brown_fat,
+        tissues (HU and scaled SUV of this case), ``positive`` and ``lesions``: id, kind (``sarcoma``/``lymph_node``/
+        ``metastasis``), organ (``thigh_left``, ``arm_right``..., ``node_<station>``, ``liver``,
+        ``lung_left``/``_right``, ``marrow``), shape, centre_lps (a voxel centre inside it), box_lps, box_ijk
+        ``[[i0, j0, k0], [i1, j1, k1]]`` (inclusive), diameter_mm, hu, volume_ml, suv_max_true (highest SUV
+        painted before blur and noise), necrotic, necrotic_fraction (core / lesion diameter, 0 if none).
 
     Raises:
-        InputError: bad seed, grid, counts, FWHM or noise, or ``with_lesions`` contradicting ``n_lesions``.
+        InputError: bad seed, grid, counts, FWHM, noise or SUV scale, or ``with_lesions`` contradicting
+            ``n_lesions``.
     """
-    _check_arguments(seed, with_lesions, n_lesions, fwhm_mm, noise, noise_hu)
+    _check_arguments(seed, with_lesions, n_lesions, fwhm_mm, noise, noise_hu, suv_scale)
     grid = Grid.create(shape, spacing, WHOLEBODY_CENTRE_LPS, origin, direction)
-    anatomy, lesions, noise_rng = (np.random.default_rng([int(seed), stream]) for stream in range(3))
+    anatomy, lesions, noise_rng, acquisition = (np.random.default_rng([int(seed), stream]) for stream in range(4))
+    drawn = acquisition.uniform(*FWHM_MM), acquisition.uniform(*NOISE), acquisition.uniform(*SUV_SCALE)
+    fwhm_mm, noise, suv_scale = (float(drawn[n] if given is None else given)
+                                 for n, given in enumerate((fwhm_mm, noise, suv_scale)))
     positive, count = bool(lesions.random() < 0.5), int(lesions.integers(1, 7))
     if n_lesions is not None or not (positive if with_lesions is None else with_lesions):
         count = int(n_lesions or 0)
     height = float(anatomy.uniform(1600.0, 1900.0))
     girth = anatomy.uniform(0.9, 1.05) * anatomy.uniform(0.95, 1.05, size=2)
-    values = {name: (hu, float(anatomy.uniform(*suv))) for name, (hu, suv) in TISSUES.items()}
+    values = {name: (hu, suv_scale * float(np.exp(anatomy.uniform(*np.log(suv))) if name in LOG_UNIFORM
+                                          else anatomy.uniform(*suv))) for name, (hu, suv) in TISSUES.items()}
     top = grid.half_mm[2] - float(anatomy.uniform(8.0, 30.0))
-    body = _Body(Canvas(grid, anatomy), values, np.array([*girth, height / REFERENCE_HEIGHT_MM]), top)
-    _draw_outline(body, float(anatomy.uniform(8.0, 25.0)))
+    body = _Body(Canvas(grid, anatomy), values, np.array([*girth, height / REFERENCE_HEIGHT_MM]), top, suv_scale)
+    fat_mm = float(anatomy.uniform(8.0, 25.0))
+    _draw_outline(body, fat_mm)
+    draw_arms(body, anatomy, 0.8 * fat_mm)
     _draw_chest(body)
     _draw_abdomen(body)
     _draw_bones(body)
+    draw_ureters(body, anatomy)
+    patchy_bowel(body, anatomy)
+    active_fat = brown_fat(body, anatomy)
     for name, (path, radius) in NODE_STATIONS.items():
         both = body.tube(path, radius).full(grid.shape) | body.tube(path, radius, -1.0).full(grid.shape)
         body.canvas.organs[f"node_{name}"] = both & body.soft
     body.canvas.rng = lesions
     for _ in range(count):
-        _place_lesion(body, lesions)
+        place_lesion(body, lesions, [f"node_{name}" for name in NODE_STATIONS])
     body.canvas.rng = noise_rng
     ct, label, info = body.canvas.finish("wholebody_petct", int(seed), dict(LABELS), 0.5 * grid.spacing, noise_hu)
-    pet = _render_pet(body.suv, grid, fwhm_mm, noise, noise_rng)
-    info.update(height_mm=round(height, 1), fwhm_mm=float(fwhm_mm), noise=float(noise),
+    pet = render_pet(body.suv, grid, fwhm_mm, noise, noise_rng)
+    info.update(height_mm=round(height, 1), fwhm_mm=fwhm_mm, noise=noise, suv_scale=suv_scale, brown_fat=active_fat,
                 tissues={name: {"hu": hu, "suv": round(suv, 3)} for name, (hu, suv) in values.items()},
                 positive=bool(info["lesions"]))
     return (grid.image(pet, units="SUV", modality="PT", phantom="wholebody_petct"),
@@ -219,14 +251,14 @@ def wholebody_cohort(n_cases: int, seed: int = 0) -> list[dict]:
     seed derived from ``(seed, index)``. Pass a spec's seed and with_lesions to :func:`wholebody_petct`."""
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
         raise InputError(f"n_cases must be a positive integer, got {n_cases!r}")
-    _check_arguments(seed, None, None, 0.0, 0.0, 0.0)
+    _check_arguments(seed, None, None, 0.0, 0.0, 0.0, 1.0)
     positive = (np.arange(n_cases) < (n_cases + 1) // 2)[np.random.default_rng(seed).permutation(n_cases)]
     width = max(3, len(str(n_cases - 1)))
     return [{"case": f"wb_{i:0{width}d}", "seed": int(np.random.SeedSequence([seed, i]).generate_state(1)[0]),
              "with_lesions": bool(positive[i])} for i in range(n_cases)]
 
 
-def _check_arguments(seed, with_lesions, n_lesions, fwhm_mm, noise, noise_hu) -> None:
+def _check_arguments(seed, with_lesions, n_lesions, fwhm_mm, noise, noise_hu, suv_scale) -> None:
     """:class:`InputError` unless the arguments of :func:`wholebody_petct` are usable."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
@@ -237,7 +269,12 @@ def _check_arguments(seed, with_lesions, n_lesions, fwhm_mm, noise, noise_hu) ->
         raise InputError(f"n_lesions must be an integer 0..20, got {n_lesions!r}")
     if with_lesions is not None and n_lesions is not None and bool(with_lesions) != (n_lesions > 0):
         raise InputError(f"with_lesions={with_lesions} contradicts n_lesions={n_lesions}")
+    if suv_scale is not None and (isinstance(suv_scale, bool) or not isinstance(suv_scale, (int, float, np.number))
+                                  or not np.isfinite(suv_scale) or suv_scale <= 0):
+        raise InputError(f"suv_scale must be a finite number > 0, got {suv_scale!r}")
     for name, value in (("fwhm_mm", fwhm_mm), ("noise", noise), ("noise_hu", noise_hu)):
+        if value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
                 or value < 0:
             raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -248,8 +285,13 @@ def _draw_outline(body: _Body, fat_mm: float) -> None:
     thoracic (mediastinal fat, organ ``thorax``) and abdominal (visceral fat, ``abdomen``) cavities."""
     for knots, sides in ((TORSO, (1.0,)), (THIGH, (-1.0, 1.0))):
         for side in sides:
-            body.paint(body.sweep(knots, 0.0, side), "fat")
+            outline = body.paint(body.sweep(knots, 0.0, side), "fat")
             body.paint(body.sweep(knots, -fat_mm, side), "muscle")
+            mask = outline.full(body.canvas.grid.shape)
+            if knots is THIGH:  # below the groin
+                z = body.canvas.grid.coords((slice(0, mask.shape[0]),) * 3)[2]
+                mask &= z < body.top - 900.0 * body.scale[2]
+            body.limbs["trunk" if knots is TORSO else ("thigh_left" if side > 0 else "thigh_right")] = mask
     body.paint(body.ellipsoid((0, 10, 95), (76, 96, 95)), "soft")
     body.paint(body.ellipsoid((0, -20, 180), (58, 70, 55)), "soft")
     body.paint(body.sweep(THORAX), "mediastinum", "thorax")
@@ -355,46 +397,3 @@ def _draw_bones(body: _Body) -> None:
         body.paint(body.tube([(118, 10, 960), (100, 0, 1150), (95, 0, 1400)], 9, side), "shaft")
         body.paint(body.ellipsoid((side * 88, 5, 895), (24, 24, 24)), "cortical")
         body.paint(body.ellipsoid((side * 88, 5, 895), (19, 19, 19)), "marrow", "marrow")
-
-
-def _place_lesion(body: _Body, rng: np.random.Generator) -> None:
-    """One lesion at a site drawn with :data:`LESION_SITES` odds (up to three sites tried). Its SUV peaks at its
-    centre (log-uniform in :data:`SUV_MAX`) and falls to 60 % at the rim; 30 % of those over 25 mm have a
-    necrotic core (SUV 1, 15 HU). Bone metastases are lytic (25-50 HU) or, 30 %, sclerotic (500-900 HU)."""
-    canvas, sites = body.canvas, list(LESION_SITES)
-    for _ in range(3):
-        site = sites[int(rng.choice(len(sites), p=list(LESION_SITES.values())))]
-        organ = {"node": f"node_{list(NODE_STATIONS)[int(rng.integers(len(NODE_STATIONS)))]}", "liver": "liver",
-                 "lung": ("lung_right", "lung_left")[int(rng.integers(2))], "bone": "marrow"}[site]
-        diameter = float(np.exp(rng.uniform(*np.log(DIAMETER_MM[site]))))
-        hu = float(rng.uniform(500, 900) if site == "bone" and rng.random() < 0.3 else rng.uniform(25, 50))
-        shape = "spheroid" if site == "node" else ("lobulated", "spheroid")[int(rng.integers(2))]
-        record = canvas.place_lesion(organ, diameter, hu, "lymph_node" if site == "node" else "metastasis", shape)
-        if record is not None:
-            break
-    else:
-        return
-    lo, hi = np.array(record["box_ijk"][0])[::-1], np.array(record["box_ijk"][1])[::-1]
-    box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
-    mask = canvas.label[box] == 1  # nothing else is labelled within a lesion's box when it is placed
-    r = np.sqrt(sum((c - c[mask].mean()) ** 2 for c in np.broadcast_arrays(*canvas.grid.coords(box))))
-    radius = r[mask].max() + 0.5 * float(canvas.grid.spacing.min())
-    values = float(np.exp(rng.uniform(*np.log(SUV_MAX)))) * (1.0 - 0.4 * (r / radius) ** 2)
-    necrotic = bool(record["diameter_mm"] > 25.0 and rng.random() < 0.3)
-    if necrotic:
-        core = mask & (r < 0.4 * radius)
-        values[core] = 1.0
-        canvas.hu[box][core] = 15.0
-    body.suv[box][mask] = values[mask]
-    record.update(suv_max_true=round(float(values[mask].max()), 4), necrotic=necrotic)
-
-
-def _render_pet(suv: np.ndarray, grid: Grid, fwhm_mm: float, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Blur the ``(K, J, I)`` SUV map by the PSF, add noise of std ``noise * sqrt(SUV)`` correlated over about
-    a voxel (white noise smoothed by a 0.7-voxel Gaussian, rescaled to unit variance), clip at 0, float32."""
-    pet = blur_mm(suv, grid.spacing, fwhm_mm / (2.0 * np.sqrt(2.0 * np.log(2.0)))) if fwhm_mm > 0 else suv.copy()
-    if noise > 0:
-        correlated = ndimage.gaussian_filter(rng.standard_normal(pet.shape, dtype=np.float32), 0.7)
-        correlated /= max(float(correlated.std()), 1e-12)
-        pet = pet + noise * np.sqrt(np.clip(pet, 0.0, None)) * correlated
-    return np.clip(pet, 0.0, None).astype(np.float32)

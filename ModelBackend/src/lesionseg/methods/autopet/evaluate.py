@@ -9,8 +9,9 @@ same cached maps, so each case is segmented once (:class:`L2SEvaluation`). Data,
   training cohort of seed 0 uses) and ``--all-cases``;
 * **real PET/CT crops**: ``lesionseg data import ibsi-sts ../shared/data/ibsi-sts-petct -o D [--names ...]``
   (PET in SUV, CT paired onto the PET grid, the expert tumour mask) and ``--all-cases``;
-* **the localisation phase on a real whole-body PET without CT** (``../shared/data/sts001-wholebody-fdgpet``):
-  :func:`wholebody_localisation`, from Python (a dataset case needs both channels).
+* **a real whole-body PET without CT** (``../shared/data/sts001-wholebody-fdgpet``): the full PET-only prediction
+  (:func:`wholebody_pet_only`; ``python scripts/autopet_wholebody.py MODEL``) and the localisation phase alone
+  (:func:`wholebody_localisation`), from Python.
 
 Metrics (:mod:`lesionseg.metrics`, autoPET definitions, 18-connectivity, on the PET grid): Dice; FPV, the
 volume of predicted lesions that touch no true lesion; FNV, the volume of true lesions that no predicted voxel
@@ -29,6 +30,7 @@ import numpy as np
 
 from ...evaluation import Evaluation
 from ...io import read_image
+from ...pet import read_pet
 from ...metrics import dice, false_negative_volume, false_positive_volume, volume_ml
 from .segmenter import L2SNetSegmenter
 
@@ -130,3 +132,39 @@ def wholebody_localisation(seg: L2SNetSegmenter, folder: Path) -> dict:
             "fnv_ml": round(false_negative_volume(pred, truth), 3), "pred_ml": round(volume_ml(pred), 3),
             "truth_ml": round(volume_ml(truth), 3), "outside_mask_ml": round(outside, 3),
             "seconds": round(seconds, 2)}
+
+
+WHOLEBODY_PET, WHOLEBODY_MASK = "PET_SUVbw.nii.gz", "mask_GTV_Mass.nii.gz"
+"""Files of the STS_001 whole-body folder (``sts001-wholebody-fdgpet``): the PET in SUVbw, the tumour mask."""
+
+
+def wholebody_pet_only(seg: L2SNetSegmenter, folder: Path) -> dict:
+    """The full PET-only prediction (``seg.set_image(pet)`` then ``seg.predict()``, in ``seg``'s current mode:
+    "l2snet" with the adaptive threshold by default) on the STS_001 whole-body PET (``folder`` =
+    ``sts001-wholebody-fdgpet``: ``PET_SUVbw.nii.gz`` read as SUV, ``mask_GTV_Mass.nii.gz``) against its tumour
+    mask, on the PET grid.
+
+    Returns:
+        ``found`` (any predicted voxel inside the tumour), ``dice``, autoPET ``fpv_ml`` / ``fnv_ml``
+        (:mod:`lesionseg.metrics`, 18-connectivity), ``outside_mask_ml`` (predicted volume outside the mask),
+        ``pred_ml``, ``truth_ml``, ``seconds`` (``set_image`` + ``predict``), ``mode`` and ``adaptive``.
+
+    Raises:
+        WeightsError: a model not trained for PET-only input (card ``preprocessing.ct_dropout`` 0) in a mode
+            that needs its 3D net.
+    """
+    folder = Path(folder)
+    pet = read_pet(folder / WHOLEBODY_PET, units="suv")
+    mask = read_image(folder / WHOLEBODY_MASK)
+    t0 = time.perf_counter()
+    seg.set_image(pet)
+    pred = seg.predict()
+    seconds = time.perf_counter() - t0
+    truth = mask.with_array((mask.array > 0).astype(np.uint8))
+    hit = pred.array > 0
+    outside = int(np.count_nonzero(hit & (truth.array == 0))) * truth.voxel_volume_ml
+    return {"case": "STS_001 whole-body PET (PET only)", "mode": seg.mode, "adaptive": seg.adaptive,
+            "found": bool(np.any(hit & (truth.array > 0))), "dice": round(float(dice(pred, truth)), 4),
+            "fpv_ml": round(false_positive_volume(pred, truth), 3),
+            "fnv_ml": round(false_negative_volume(pred, truth), 3), "outside_mask_ml": round(outside, 3),
+            "pred_ml": round(volume_ml(pred), 3), "truth_ml": round(volume_ml(truth), 3), "seconds": round(seconds, 2)}

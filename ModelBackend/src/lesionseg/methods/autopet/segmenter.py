@@ -1,10 +1,12 @@
-"""The registered ``autopet-l2snet`` method: whole-body FDG-PET (SUV) + CT -> lesion label on the PET grid.
+"""The registered ``autopet-l2snet`` method: whole-body FDG-PET (SUV) + CT, or the PET alone -> lesion label on
+the PET grid.
 
 After L2SNet (Cai et al., "A Localization-to-Segmentation Framework for Automatic Tumor Segmentation in
 Whole-Body PET/CT Images", autoPET-II 2023). ``set_image(pet_suv, ct)`` does all the work:
 
-1. :func:`lesionseg.pet.check_pet_ct`: constant volumes, swapped inputs, a PET not in SUV and volumes that do
-   not overlap are :class:`InputError`.
+1. :func:`lesionseg.pet.check_pet_ct`: constant volumes, a 2D PET, swapped inputs, a PET not in SUV and volumes
+   that do not overlap are :class:`InputError` (the last names ``--allow-pet-only``, which drops such a CT:
+   :func:`.inputs.usable_ct`).
 2. Working grid: ``spacing_mm`` voxels (4 mm default; the paper: autoPET's 2.04 x 2.04 x 3 mm) aligned with
    LPS over the PET's extent, so coronal slices have the head up whatever the input's direction; PET and CT
    resampled onto it (linear; CT -1000 HU outside; one interpolation instead of CT -> PET grid -> work grid).
@@ -25,17 +27,23 @@ Whole-Body PET/CT Images", autoPET-II 2023). ``set_image(pet_suv, ct)`` does all
    * ``"l2snet"``: ``P > 0.5``, or with the **adaptive threshold** (default): ``P > 0.1`` where ``P_loc > 0.5``
      and ``P > 0.5`` elsewhere (``--no-adaptive`` turns it off).
 
+**PET-only mode**: ``set_image(pet_suv)`` (the CT is the spec's optional input: ``lesionseg predict autopet-l2snet
+PET -o OUT``) checks the PET alone (:func:`lesionseg.pet.check_pet`), logs a warning and fills the CT channel with
+:data:`NO_CT`, as CT-channel dropout did in training (card ``preprocessing.ct_dropout`` > 0). A model trained
+without it (``ct_dropout`` 0) refuses PET-only input with a :class:`WeightsError`, except in mode "2d", whose
+localisation net reads the PET only.
+
 :meth:`L2SNetSegmenter.location_cue` and :meth:`L2SNetSegmenter.probability` give the maps on the PET grid.
-Predict-time settings are :class:`L2SOptions` (PET units for :func:`read_inputs`, ``mode``, ``adaptive``); the
-extra outputs of ``lesionseg predict`` (``--table``, ``--mip``) are written by :func:`.lesion_table.write_output`
-and :func:`.mip.write_output`. Training (:mod:`.train`), evaluation (:mod:`.evaluate`) and the synthetic dataset
-(:mod:`.data`) are named in the spec by reference; this module imports none of them.
+Predict-time settings are :class:`L2SOptions` (PET units for :func:`.inputs.read_inputs`, ``mode``, ``adaptive``,
+``allow_pet_only``); the extra outputs of ``lesionseg predict`` (``--table``, ``--mip``) are written by
+:func:`.lesion_table.write_output` and :func:`.mip.write_output`. Training (:mod:`.train`), evaluation
+(:mod:`.evaluate`) and the synthetic dataset (:mod:`.data`) are named in the spec by reference; this module imports
+none of them.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -51,12 +59,15 @@ from ...registry import OutputSpec, register
 from ...resample import resample_to_grid, world_bounds
 from ...segmenter import Segmenter
 from ...suv import UNITS
+from .inputs import usable_ct
 from .network import L2SLocNet  # noqa: F401  (registers the card name "L2SLocNet" with build_network)
 
 log = logging.getLogger(__name__)
 MODES = ("l2snet", "2d", "3d")
 CORONAL_AXIS = 1
 """Array axis of the LPS-aligned working grid (``j``, posterior) along which coronal slices are taken."""
+NO_CT = 0.0
+"""The scaled CT channel's value everywhere when there is no CT (PET-only mode; CT-channel dropout in training)."""
 NETWORK_FILES = {"loc": "loc.pt", "seg": "seg.pt", "plain": "seg_plain.pt"}
 """Weight files of a model folder: localisation, cue-weighted 3D net, 3D net trained without the cue (optional)."""
 REQUIRED_PREPROCESSING = ("spacing_mm", "pet_window", "ct_window", "loc_size", "seg_patch", "overlap",
@@ -75,7 +86,10 @@ class L2SPreprocessing(CardSettings):
     mapped to 0..1; ``loc_size``: ``(rows, columns)`` = ``(k, i)`` window of the coronal slices (voxels);
     ``seg_patch``: ``(D, H, W)`` = ``(k, j, i)`` 3D window; ``overlap``: sliding-window overlap fraction;
     ``batch_size``: windows per forward pass; ``cue_threshold``: ``P_loc`` above which the cue counts;
-    ``threshold``: probability threshold; ``adaptive_threshold``: the threshold where the cue counts.
+    ``threshold``: probability threshold; ``adaptive_threshold``: the threshold where the cue counts;
+    ``ct_dropout``: the share of training patches whose CT channel was blanked (set to :data:`NO_CT`) so that the
+    3D nets also learnt to work from the PET alone; 0 (models trained before PET-only mode) means the model has
+    never seen a PET without its CT and must not be run PET-only.
     """
 
     spacing_mm: float = 4.0
@@ -88,6 +102,7 @@ class L2SPreprocessing(CardSettings):
     cue_threshold: float = 0.5
     threshold: float = 0.5
     adaptive_threshold: float = 0.1
+    ct_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("pet_window", "ct_window"):
@@ -98,17 +113,21 @@ class L2SPreprocessing(CardSettings):
             raise InputError("spacing_mm must be > 0, loc_size and seg_patch >= 8 voxels and batch_size >= 1")
         if not 0 <= self.overlap < 1 or not 0 < self.adaptive_threshold <= self.threshold < 1:
             raise InputError("need 0 <= overlap < 1 and 0 < adaptive_threshold <= threshold < 1")
+        if not 0.0 <= self.ct_dropout < 1.0:
+            raise InputError(f"ct_dropout must be in [0, 1), got {self.ct_dropout}")
 
 
 @dataclass(frozen=True)
 class L2SOptions(Options):
     """Predict-time settings of ``autopet-l2snet`` (the flags of ``lesionseg predict autopet-l2snet``).
 
-    The PET fields say how :func:`read_inputs` turns the PET file into SUVbw (:func:`lesionseg.pet.read_pet`:
+    The PET fields say how :func:`.inputs.read_inputs` turns the PET file into SUVbw (:func:`lesionseg.pet.read_pet`:
     a DICOM folder converts from its tags; a NIfTI/NRRD/MHA file needs ``pet_units`` "suv", or "bqml" with
     ``weight_kg`` and the dose); the Slicer panel sets them from its own units box. ``mode`` picks the ablation
     row :meth:`L2SNetSegmenter.predict` returns (None: "l2snet" when the model has both networks, "2d" for a
-    localisation-only model, else "3d"); ``adaptive`` the adaptive threshold in "l2snet" mode.
+    localisation-only model, else "3d"); ``adaptive`` the adaptive threshold in "l2snet" mode;
+    ``allow_pet_only``: a CT that does not overlap the PET is dropped (PET-only mode, with a warning) instead of
+    being an :class:`InputError`.
     """
 
     pet_units: str = option("auto", "what a NIfTI/NRRD/MHA PET holds: suv, or bqml (needs --weight-kg and a "
@@ -127,40 +146,14 @@ class L2SOptions(Options):
                                        "2d = localisation only, 3d = 3D net only", choices=MODES, advanced=True)
     adaptive: bool = option(True, "lower the threshold where the location cue is > 0.5 (the adaptive threshold "
                                   "of l2snet mode)", advanced=True)
+    allow_pet_only: bool = option(False, "when the CT does not overlap the PET, drop it and segment the PET alone "
+                                         "(needs a model trained for PET-only; without this flag it is an error)")
 
     def __post_init__(self) -> None:
         if self.pet_units not in UNITS:
             raise InputError(f"{self.flag('pet_units')} must be one of {', '.join(UNITS)}, not {self.pet_units!r}")
         if self.mode is not None and self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r} ({self.flag('mode')})")
-
-
-def read_inputs(paths: Sequence[Path], options: L2SOptions, series: Sequence[str] = ()) -> tuple[Image, Image]:
-    """``(PET in SUV, CT)`` from the two paths of ``lesionseg predict autopet-l2snet PET CT`` (the spec's reader).
-
-    The PET goes through :func:`lesionseg.pet.read_pet` with ``options``' units, weight and dose (a DICOM folder
-    gives SUV from its tags); the CT through :func:`lesionseg.io.read_image` (file or DICOM folder). ``series``
-    (``--series``, repeatable) picks series from DICOM folders; when ``options.pet_series`` is not given, the one
-    ``series`` UID that the PET folder holds is the PET's.
-
-    Raises:
-        InputError: not two paths, PET units not stated for a file, missing values, PET not in SUV.
-    """
-    from ...io import list_dicom_series, read_image
-    from ...pet import read_pet
-
-    if len(paths) != 2:
-        raise InputError(f"autopet-l2snet takes two images, PET then CT; got {len(paths)}")
-    series = list(series or [])
-    pet_series = options.pet_series
-    if series and pet_series is None and Path(paths[0]).is_dir():
-        held = [uid for uid in series if uid in list_dicom_series(paths[0])]
-        pet_series = held[0] if len(held) == 1 else None
-    pet = read_pet(Path(paths[0]), units=options.pet_units, weight_kg=options.weight_kg, dose_bq=options.dose_bq,
-                   decay_s=options.decay_s, half_life_s=options.half_life_s,
-                   decayed_dose_bq=options.decayed_dose_bq, series_uid=pet_series)
-    return pet, read_image(paths[1], series or None)
-
 
 
 def scale(array: np.ndarray, window: Sequence[float]) -> np.ndarray:
@@ -188,9 +181,13 @@ def to_working_grid(pet: Image, ct: Optional[Image], prep: L2SPreprocessing) -> 
     return work, resample_to_grid(ct.with_array(ct.array.astype(np.float32)), grid, "linear", -1000.0)
 
 
-def network_input(pet_work: Image, ct_work: Image, prep: L2SPreprocessing) -> np.ndarray:
-    """``(2, K, J, I)`` float32: the scaled PET and CT of the working grid (the 3D net's channels)."""
-    return np.stack([scale(pet_work.array, prep.pet_window), scale(ct_work.array, prep.ct_window)])
+def network_input(pet_work: Image, ct_work: Optional[Image], prep: L2SPreprocessing) -> np.ndarray:
+    """``(2, K, J, I)`` float32: the scaled PET and CT of the working grid (the 3D net's channels); without a CT
+    (PET-only mode) the CT channel is :data:`NO_CT` everywhere, as in CT-channel dropout in training."""
+    pet = scale(pet_work.array, prep.pet_window)
+    if ct_work is None:
+        return np.stack([pet, np.full_like(pet, NO_CT)])
+    return np.stack([pet, scale(ct_work.array, prep.ct_window)])
 
 
 def location_cue_array(net: torch.nn.Module, pet_scaled: np.ndarray, prep: L2SPreprocessing,
@@ -243,20 +240,28 @@ def _on_grid(array: np.ndarray, work: Image, target: Image, units: str) -> Image
     return Image(back.array.astype(np.float32), target.spacing, target.origin, target.direction, {"units": units})
 
 
-@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"), classes=("background", "lesion"),
-          options=L2SOptions, training="lesionseg.methods.autopet.train:TRAINING",
+@register("autopet-l2snet", prompt="none", inputs=("PET", "CT"), optional_inputs=1,
+          classes=("background", "lesion"), options=L2SOptions, training="lesionseg.methods.autopet.train:TRAINING",
           evaluation="lesionseg.methods.autopet.evaluate:L2SEvaluation",
           synthetic="lesionseg.methods.autopet.data:SYNTHETIC",
-          reader="lesionseg.methods.autopet.segmenter:read_inputs",
+          reader="lesionseg.methods.autopet.inputs:read_inputs",
           outputs=(OutputSpec("table", (".csv", ".json"), "write the lesion table here",
                               writer="lesionseg.methods.autopet.lesion_table:write_output"),
                    OutputSpec("mip", (".png",), "write a coronal MIP with the lesions outlined here",
                               writer="lesionseg.methods.autopet.mip:write_output")),
           verbs=("lesionseg.cli_suv",), demo_case="wholebody_petct",
-          summary="L2SNet (Cai et al., autoPET-II 2023): whole-body FDG-PET/CT lesions; 2D coronal localisation "
-                  "-> cue-weighted 3D U-Net -> adaptive threshold; lesion table + MIP")
+          summary="L2SNet (Cai et al., autoPET-II 2023): whole-body FDG-PET/CT lesions (CT optional with a model "
+                  "trained for PET-only); 2D coronal localisation -> cue-weighted 3D U-Net -> adaptive threshold; "
+                  "lesion table + MIP")
 class L2SNetSegmenter(Segmenter):
-    """L2SNet on a PET in SUV and its CT; the label is on the PET grid (see the module docstring).
+    """L2SNet on a PET in SUV and its CT, or on the PET alone; the label is on the PET grid (module docstring).
+
+    ``set_image(pet, ct)`` is the PET/CT mode. ``set_image(pet)`` is the PET-only mode (:attr:`pet_only`; logged as
+    a warning): the 3D nets get the CT channel filled with :data:`NO_CT`, which only a model trained with
+    CT-channel dropout (card ``preprocessing.ct_dropout`` > 0) has learnt; other models refuse it
+    (:class:`WeightsError`) except in ``mode="2d"``, whose localisation net reads the PET only. With
+    ``options.allow_pet_only`` a CT that does not overlap the PET is dropped (PET-only mode, warned) instead of
+    being an :class:`InputError`.
 
     Args:
         model: model folder whose card lists ``networks`` (``loc.pt``, ``seg.pt``, optional ``seg_plain.pt``,
@@ -297,6 +302,7 @@ class L2SNetSegmenter(Segmenter):
         self.prep = preprocessing or L2SPreprocessing()
         self.mode, self.adaptive = "l2snet", True
         self._work: Optional[tuple[Image, np.ndarray]] = None
+        self.pet_only = False
         self._maps: dict[str, np.ndarray] = {}
         self._on_pet: dict[str, Image] = {}
         self._apply_options()
@@ -337,6 +343,8 @@ class L2SNetSegmenter(Segmenter):
         mode, adaptive = self.options.mode or self.default_mode(), bool(self.options.adaptive)
         for key in self._needed(mode, adaptive):
             self._need("loc" if key == "cue" else key)
+        if self.pet_only:
+            self._check_pet_only(mode)
         if mode == "3d" and "plain" not in self.nets and self.mode != "3d":
             log.info("autopet-l2snet: no seg_plain.pt in the model; --mode 3d uses the cue-weighted 3D net at 0.5")
         self.mode, self.adaptive = mode, adaptive
@@ -344,16 +352,34 @@ class L2SNetSegmenter(Segmenter):
             for key in self._needed(mode, adaptive):
                 self._map(key)
 
-    def _prepare(self, image: Image, *others: Image) -> None:
-        from ...pet import check_pet_ct
+    def _check_pet_only(self, mode: str) -> None:
+        """WeightsError when ``mode`` needs a 3D net and the model was not trained for PET-only input
+        (``preprocessing.ct_dropout`` 0: its 3D nets have never seen a PET without its CT)."""
+        if mode != "2d" and self.prep.ct_dropout <= 0.0:
+            raise WeightsError(
+                "this autopet-l2snet model was not trained for PET-only input (its card's preprocessing.ct_dropout "
+                "is 0: its 3D nets have never seen a PET without its CT); give the CT as well, or use a model "
+                "trained with CT-channel dropout ('lesionseg train autopet-l2snet ... --ct-dropout 0.3', then "
+                "--weights MODEL_DIR)")
 
-        check_pet_ct(image, others[0])
-        pet_work, ct_work = to_working_grid(image, others[0], self.prep)
+    def _prepare(self, image: Image, *others: Image) -> None:
+        self._work, self._maps, self._on_pet = None, {}, {}  # a refused image leaves no maps of the previous one
+        self.pet_only = False
+        ct = usable_ct(image, others[0] if others else None, self.options.allow_pet_only,
+                       self.options.flag("allow_pet_only"))
+        if ct is None:
+            self._check_pet_only(self.mode)
+            if not others:
+                log.warning("autopet-l2snet: no CT was given: PET-only mode (the 3D net's CT channel is empty, "
+                            "as in the model's CT-dropout training)")
+        self.pet_only = ct is None
+        pet_work, ct_work = to_working_grid(image, ct, self.prep)
         self._work = (pet_work, network_input(pet_work, ct_work, self.prep))
         self._maps, self._on_pet = {}, {}
         for key in self._needed(self.mode, self.adaptive):
             self._map(key)
-        log.info("autopet-l2snet: working grid %s at %.1f mm", pet_work.shape, self.prep.spacing_mm)
+        log.info("autopet-l2snet: working grid %s at %.1f mm%s", pet_work.shape, self.prep.spacing_mm,
+                 " (PET only)" if self.pet_only else "")
 
     def _map(self, key: str) -> np.ndarray:
         """Working-grid ``"cue"`` (P_loc), ``"seg"`` or ``"plain"`` (3D probabilities), computed once per image."""

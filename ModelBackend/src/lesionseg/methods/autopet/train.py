@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -84,7 +84,7 @@ from ...train_job import Training, TrainJob
 from ...training import Trainer, TrainConfig
 from .data import LABELS, is_positive, load_volumes, sample_patch, sample_slice
 from .network import CPU_LOC, PAPER_LOC, SEG_CHANNELS, loc_network, seg_network
-from .segmenter import (NETWORK_FILES, PAPER_PREPROCESSING, REQUIRED_PREPROCESSING, L2SPreprocessing,
+from .segmenter import (NO_CT, NETWORK_FILES, PAPER_PREPROCESSING, REQUIRED_PREPROCESSING, L2SPreprocessing,
                         location_cue_array)
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,12 @@ class L2STrainSettings(Settings):
     dice_weight: float = option(1.0, "lambda of BCE + lambda * soft Dice (paper 1)")
     dice_smooth: float = option(DICE_SMOOTH, "eps of the soft Dice (see the train module's docstring)")
     steps_per_epoch: int = option(25, "steps between validations")
+    ct_dropout: float = option(0.0, "share of 3D training patches whose CT channel is blanked, so that the 3D nets "
+                                    "also work from the PET alone (PET-only mode; 0: PET + CT only)")
+    keep: str = option("best", "weights kept of each network: best = best validation Dice on the held-out cases, "
+                               "last = the end of the budget, without validation (use last when the held-out "
+                               "cases are a test fold)",
+                       choices=("best", "last"))
     fp32: bool = option(False, "store float32 weights (default float16)")
 
     def __post_init__(self) -> None:
@@ -158,6 +164,8 @@ class L2STrainSettings(Settings):
         for name in ("minutes_loc", "minutes_seg"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise InputError(f"{self.flag(name)} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ct_dropout < 1.0:
+            raise InputError(f"{self.flag('ct_dropout')} must be in [0, 1), got {self.ct_dropout}")
         if min(self.train_patch) < 8 or not self.loc_encoder or not self.seg_channels or self.loc_blocks < 1:
             raise InputError(f"{self.flag('train_patch')} needs >= 8 voxels per axis; the network widths and "
                              f"{self.flag('loc_blocks')} must be given")
@@ -169,7 +177,7 @@ class L2STrainSettings(Settings):
         """The working grid, windows and sizes these flags give (a fresh model's card ``preprocessing``)."""
         return L2SPreprocessing(spacing_mm=float(self.spacing), pet_window=tuple(self.pet_window),
                                 ct_window=tuple(self.ct_window), loc_size=tuple(self.loc_size),
-                                seg_patch=tuple(self.seg_patch))
+                                seg_patch=tuple(self.seg_patch), ct_dropout=float(self.ct_dropout))
 
 
 def stage_minutes(stages: Iterable[str], minutes: Optional[float], settings: L2STrainSettings) -> dict[str, float]:
@@ -218,14 +226,15 @@ class LocTrainer(Trainer):
 
 class SegTrainer(Trainer):
     """3D segmentation: fresh patches every step (:func:`.data.sample_patch`), loss weighted by ``1 + P_loc``
-    (or 1 when ``use_cue`` is False); validation = Dice of ``P > 0.5`` over fixed held-out patches, each
+    (or 1 when ``use_cue`` is False); with ``ct_dropout`` that share of patches has its CT channel set to
+    :data:`~.segmenter.NO_CT` (what the segmenter feeds without a CT); validation = Dice of ``P > 0.5`` over fixed held-out patches, each
     centred on a lesion voxel when its case has lesions."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: tuple[int, int, int],
                  batch: int, use_cue: bool, dice_weight: float, validation: list,
-                 lesion_probability: float = 0.5, smooth: float = DICE_SMOOTH) -> None:
+                 lesion_probability: float = 0.5, smooth: float = DICE_SMOOTH, ct_dropout: float = 0.0) -> None:
         super().__init__(model, config)
-        self.volumes, self.patch, self.batch = volumes, patch, batch
+        self.volumes, self.patch, self.batch, self.ct_dropout = volumes, patch, batch, ct_dropout
         self.lesion_probability, self.smooth = lesion_probability, smooth
         self.use_cue, self.dice_weight, self.validation = use_cue, dice_weight, validation
 
@@ -234,6 +243,9 @@ class SegTrainer(Trainer):
             picks = self.rng.integers(0, len(self.volumes), self.batch)
             samples = [sample_patch(self.volumes[i], self.patch, self.rng, self.lesion_probability, self.use_cue)
                        for i in picks]
+            for sample in samples:  # CT-channel dropout: the PET-only input of the segmenter (NO_CT)
+                if self.ct_dropout and self.rng.random() < self.ct_dropout:
+                    sample[0][1] = NO_CT
             yield tuple(torch.from_numpy(np.stack([s[n] for s in samples])) for n in range(3))
 
     def loss(self, batch: Any) -> torch.Tensor:
@@ -261,8 +273,9 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 def _config(job: TrainJob, stage: str, device: str, minutes: float, optimizer: str, lr: float, wd: float,
             validate: bool) -> TrainConfig:
+    keep = "best" if validate and job.settings.keep == "best" else "last"
     return TrainConfig(epochs=None, lr=lr, weight_decay=wd, optimizer=optimizer, schedule="poly",
-                       seed=job.common.seed, device=device, validate_every=1, keep="best" if validate else "last",
+                       seed=job.common.seed, device=device, validate_every=1, keep=keep,
                        max_minutes=minutes, steps_per_epoch=job.settings.steps_per_epoch,
                        checkpoint_path=job.checkpoint(stage), checkpoint_minutes=job.common.checkpoint_minutes,
                        resume=job.common.resume, progress=job.progress)
@@ -303,6 +316,7 @@ def train(job: TrainJob) -> ModelFolder:
         prep = base.settings(L2SPreprocessing, "preprocessing", "the pre-processing the model was trained with",
                              REQUIRED_PREPROCESSING)
         log.info("autopet-l2snet: pre-processing of %s (the window and size flags are not used)", base.path)
+        prep = replace(prep, ct_dropout=_ct_dropout(stages, base, prep.ct_dropout, s.ct_dropout))
     else:
         prep = s.preprocessing()
     device = resolve_device(job.common.device)
@@ -321,8 +335,8 @@ def train(job: TrainJob) -> ModelFolder:
         arch = PAPER_LOC if s.paper_loc else {"encoder": list(s.loc_encoder), "decoder": list(s.loc_decoder),
                                               "blocks": s.loc_blocks}
         loc_net = _start("loc.pt", finetune, specs, states) or loc_network(**arch)
-        validation = [sample_slice(val_volumes, prep.loc_size, rng) for _ in range(VALIDATION_SAMPLES if val_volumes
-                                                                                  else 0)]
+        validation = [sample_slice(val_volumes, prep.loc_size, rng)
+                      for _ in range(VALIDATION_SAMPLES if val_volumes and s.keep == "best" else 0)]
         config = _config(job, "loc", device, minutes["loc"], "adam", s.loc_lr, 0.0, bool(validation))
         result = LocTrainer(loc_net, config, volumes, prep.loc_size, s.loc_batch_size, s.dice_weight, validation,
                             s.dice_smooth).fit()
@@ -349,13 +363,15 @@ def train(job: TrainJob) -> ModelFolder:
                                         np.random.default_rng(job.common.seed + 2))
             set_prior_probability(net.head, prior)
         validation = [sample_patch(v, patch, rng, 1.0, use_cue=False) for v in val_volumes
-                      for _ in range(max(1, VALIDATION_SAMPLES // len(val_volumes)))] if val_volumes else []
+                      for _ in range(max(1, VALIDATION_SAMPLES // len(val_volumes)))] \
+            if val_volumes and s.keep == "best" else []
         config = _config(job, key, device, minutes[key], s.seg_optimizer, s.seg_lr, 1e-4, bool(validation))
         result = SegTrainer(net, config, volumes, patch, s.seg_batch_size, key == "seg", s.dice_weight, validation,
-                            s.lesion_probability, s.dice_smooth).fit()
+                            s.lesion_probability, s.dice_smooth, prep.ct_dropout).fit()
         states[NETWORK_FILES[key]], specs[NETWORK_FILES[key]] = result.state, _spec("UNet", net)
         summaries[key] = _summary(result, config, train_patch=list(patch), batch=s.seg_batch_size,
                                   lesion_probability=s.lesion_probability, dice_smooth=s.dice_smooth,
+                                  ct_dropout=prep.ct_dropout,
                                   initial_lesion_probability=prior,
                                   loss=("weighted BCE + weighted soft Dice, weight 1 + P_loc" if key == "seg"
                                         else "BCE + soft Dice (no cue weight)"))
@@ -376,6 +392,17 @@ def train(job: TrainJob) -> ModelFolder:
     folder = save_model_folder(job.output, card, states, fp16=not s.fp32, overwrite=job.overwrite)
     shutil.rmtree(job.checkpoints, ignore_errors=True)
     return folder
+
+
+def _ct_dropout(stages: Iterable[str], base: ModelFolder, base_value: float, flag: float) -> float:
+    """The card's ``ct_dropout`` when a run keeps networks of ``base``: the flag's when the run trains 3D nets, the
+    lower of the two when it also keeps one of base's 3D nets (every 3D net of the model must have seen a blank
+    CT before it is run PET-only), else base's."""
+    trained = [key for key in ("seg", "plain") if key in stages]
+    if not trained:
+        return base_value
+    kept = [key for key in ("seg", "plain") if key not in stages and NETWORK_FILES[key] in base.card["files"]]
+    return min(flag, base_value) if kept else flag
 
 
 def _start(name: str, finetune: bool, specs: dict, states: dict) -> Optional[torch.nn.Module]:
