@@ -48,7 +48,7 @@ def pet_only_refusal(weights: str | None) -> str | None:
     if dropout > 0:
         return None
     return (f"PET-only skipped: the model {model.path} was not trained for PET-only input (preprocessing.ct_dropout "
-            "0); give --model a model trained with 'lesionseg train autopet-l2snet ... --ct-dropout 0.3'")
+            "0); give --model a model trained with 'lesionseg train autopet-l2snet ... --ct-dropout 0.5'")
 
 
 def one_run(weights: str | None, slices: int, threads: int, inputs: str = "pet+ct",

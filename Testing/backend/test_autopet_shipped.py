@@ -1,26 +1,22 @@
-"""autopet-l2snet's shipped model (skipped where it is not installed): the card, and what it finds on fresh
-synthetic whole-body phantoms (seeds the training cohort never used). It was trained on synthetic data only
-and finds nothing on the real STS crops (measured, ``MODEL_CARD.md``), so no real-data score is asserted here.
-
-The thresholds sit well below the scores measured when the model was shipped (``MODEL_CARD.md``), so that a
-broken pre-processing, a wrong network file or a lost threshold rule fails, while run-to-run noise does not.
+"""autopet-l2snet's shipped model (skipped where it is not installed): its card, that it runs on a whole-body
+phantom, and that it refuses PET-only input. It was trained on the first synthetic phantoms only and finds
+nothing on the real STS crops nor on the realistic phantoms of issue #17 (measured, ``MODEL_CARD.md``), so no
+score is asserted here; ``test_reference_labels.py`` pins its exact label on the demo phantom.
 """
 from __future__ import annotations
 
 import pytest
 
-from lesionseg.metrics import dice, false_positive_volume
+import numpy as np
+
+from lesionseg.errors import WeightsError
 from lesionseg.phantoms.wholebody import wholebody_petct
 
 SHIPPED_METHOD = "autopet-l2snet"
 """The method whose shipped model the ``shipped`` fixture (Testing/conftest.py) builds."""
 
-PHANTOM_SEEDS = (0, 5001)
-"""Fresh phantoms (seed 0 is also the demo's and the Slicer self-test's case): training and evaluation cohorts
-draw 32-bit case seeds hashed from (cohort seed, index). Measured when shipped: Dice 0.678 and 0.836."""
-DICE_PHANTOM = 0.5
-FPV_FREE_ML = 5.0
-"""Measured when shipped: 0.0 mL on the lesion-free body of seed 5001."""
+PHANTOM_SEED = 0
+"""The demo's and the Slicer self-test's phantom."""
 
 
 def test_card_names_its_data_and_all_three_networks(shipped):
@@ -30,17 +26,20 @@ def test_card_names_its_data_and_all_three_networks(shipped):
     assert (shipped.model.path / "MODEL_CARD.md").read_text(encoding="utf-8").count("synthetic") >= 3
 
 
-@pytest.mark.parametrize("seed", PHANTOM_SEEDS)
-def test_finds_the_lesions_of_a_fresh_phantom(shipped, seed):
-    pet, ct, truth, _ = wholebody_petct(seed=seed, with_lesions=True)
+def test_runs_end_to_end_on_a_phantom_and_labels_on_the_pet_grid(shipped):
+    """The shipped model learnt from the first phantoms (lesions of at most 40 mm, no arms); on the realistic
+    phantoms of issue #17 it finds almost nothing (measured on 10 fresh ones: Dice 0.003, MODEL_CARD.md), so no
+    Dice is asserted here. Its exact behaviour on this phantom is pinned by test_reference_labels.py."""
+    pet, ct, _, _ = wholebody_petct(seed=PHANTOM_SEED, with_lesions=True)
     shipped.set_image(pet, ct)
     label = shipped.predict()
     assert label.same_grid(pet, tol=0)
-    assert dice(label, truth) > DICE_PHANTOM
+    assert label.array.dtype == np.uint8 and set(np.unique(label.array)) <= {0, 1}
 
 
-def test_a_lesion_free_phantom_gets_little_false_positive_volume(shipped):
-    pet, ct, truth, _ = wholebody_petct(seed=PHANTOM_SEEDS[1], with_lesions=False)
-    shipped.set_image(pet, ct)
-    assert not truth.array.any()
-    assert false_positive_volume(shipped.predict(), truth) < FPV_FREE_ML
+def test_refuses_a_pet_without_ct(shipped):
+    """It was trained before CT-channel dropout (card ct_dropout 0), so PET-only input is refused."""
+    pet, _, _, _ = wholebody_petct(seed=PHANTOM_SEED, shape=(96, 40, 64), with_lesions=False)
+    assert shipped.model.card["preprocessing"].get("ct_dropout", 0.0) == 0.0
+    with pytest.raises(WeightsError, match="not trained for PET-only"):
+        shipped.set_image(pet)

@@ -359,7 +359,7 @@ class L2SNetSegmenter(Segmenter):
             raise WeightsError(
                 "this autopet-l2snet model was not trained for PET-only input (its card's preprocessing.ct_dropout "
                 "is 0: its 3D nets have never seen a PET without its CT); give the CT as well, or use a model "
-                "trained with CT-channel dropout ('lesionseg train autopet-l2snet ... --ct-dropout 0.3', then "
+                "trained with CT-channel dropout ('lesionseg train autopet-l2snet ... --ct-dropout 0.5', then "
                 "--weights MODEL_DIR)")
 
     def _prepare(self, image: Image, *others: Image) -> None:

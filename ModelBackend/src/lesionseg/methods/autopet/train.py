@@ -328,7 +328,8 @@ def train(job: TrainJob) -> ModelFolder:
     if base is not None:
         for name, spec in base.require("networks", "the networks and their keyword arguments").items():
             specs[name], states[name] = spec, base.load_network(name).state_dict()
-        summaries.update(base.card.get("training", {}).get("stages", {}))
+        summaries.update({stage: record for stage, record in base.card.get("training", {}).get("stages", {}).items()
+                          if NETWORK_FILES.get(stage) in specs})  # only the networks this model keeps
     rng = np.random.default_rng(job.common.seed + 1)
     loc_net = None
     if "loc" in stages:
