@@ -120,3 +120,42 @@ def test_stages_fine_tuning_and_budgets(trained, tmp_path, capsys):
     assert set(card["files"]) == {"loc.pt", "seg.pt", "seg_plain.pt"} and card["training"]["finetune"] is False
     assert card["networks"]["seg_plain.pt"]["kwargs"]["channels"] == [2, 4, 8]
     assert card["preprocessing"] == load_model_folder(model).card["preprocessing"]
+
+
+def test_ct_dropout_and_keep_last_reach_the_card(trained, tmp_path):
+    """``--ct-dropout`` is recorded in the card's preprocessing (what lets the segmenter run PET-only); a run that
+    keeps a 3D net of its base trained without dropout records the lower value; ``--keep last`` skips validation."""
+    _, data, model = trained
+    fast = ["--data", data, "--minutes-loc", "0.005", "--minutes-seg", "0.005", *NETS]
+    dropped = tmp_path / "dropped"
+    assert run("train", "autopet-l2snet", *fast, "-o", dropped, "--stage", "seg", "--init", model,
+               "--ct-dropout", "0.5", "--keep", "last") == 0
+    card = load_model_folder(dropped, "autopet-l2snet").card
+    assert card["preprocessing"]["ct_dropout"] == 0.5 and card["training"]["stages"]["seg"]["ct_dropout"] == 0.5
+    assert card["training"]["stages"]["seg"]["validation_dice"] is None
+    assert card["training"]["stages"]["seg"]["config"]["keep"] == "last"
+    both = tmp_path / "both"   # a plain net trained with dropout beside a seg net trained without: 0 is kept
+    assert run("train", "autopet-l2snet", *fast, "-o", both, "--stage", "plain", "--networks-from", model,
+               "--ct-dropout", "0.5") == 0
+    assert load_model_folder(both, "autopet-l2snet").card["preprocessing"]["ct_dropout"] == 0.0
+    assert run("train", "autopet-l2snet", *fast, "-o", tmp_path / "bad", "--ct-dropout", "1") == 2
+    assert not (tmp_path / "bad").exists()
+
+
+def test_ct_dropout_blanks_the_ct_channel_of_that_share_of_patches():
+    from lesionseg.methods.autopet.data import Volume
+    from lesionseg.methods.autopet.segmenter import NO_CT
+    from lesionseg.methods.autopet.train import SegTrainer
+    from lesionseg.training import TrainConfig
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((12, 12, 12), np.uint8)
+    label[4:8, 4:8, 4:8] = 1
+    volume = Volume("v", rng.random((12, 12, 12), np.float32) + 0.1, rng.random((12, 12, 12), np.float32) + 0.1,
+                    label)
+    config = TrainConfig(epochs=1, steps_per_epoch=200, device="cpu", seed=0)
+    for share, expected in ((0.0, 0.0), (0.5, 0.5), (0.9, 0.9)):
+        trainer = SegTrainer(torch.nn.Conv3d(2, 1, 1), config, [volume], (8, 8, 8), 1, False, 1.0, [], ct_dropout=share)
+        blank = [bool((x[0, 1] == NO_CT).all()) for x, _, _ in trainer.train_batches(0)]
+        assert all(bool((x[0, 0] > 0).any()) for x, _, _ in trainer.train_batches(0))  # the PET is never blanked
+        assert np.mean(blank) == pytest.approx(expected, abs=0.1)
