@@ -147,13 +147,13 @@ def main(argv=None) -> int:
 
 
 def _load(model: Path, split, test: list, device: str):
+    """The fold's segmenter and its ablation rows; exits when its card does not hold out every test crop."""
     from lesionseg.registry import build
 
-    card = json.loads((Path(model) / "model.json").read_text())
-    held = set(card.get("training", {}).get("held_out_cases") or [])
+    seg = build("autopet-l2snet", weights=model, device=device)
+    held = set(seg.model.card.get("training", {}).get("held_out_cases") or [])
     if not set(test) <= held:
         sys.exit(f"error: {model} was trained on test cases {sorted(set(test) - held)} of fold {split.fold}")
-    seg = build("autopet-l2snet", weights=model, device=device)
     return seg, available_rows(seg)
 
 
