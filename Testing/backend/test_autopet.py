@@ -16,8 +16,8 @@ from lesionseg.io import write_image
 from lesionseg.methods.autopet import lesion_table, mip
 from lesionseg.methods.autopet.network import L2SLocNet, loc_network, seg_network
 from lesionseg.methods.autopet.inputs import read_inputs
-from lesionseg.methods.autopet.segmenter import (L2SNetSegmenter, L2SOptions, L2SPreprocessing, scale, threshold_maps,
-                                                 working_grid)
+from lesionseg.methods.autopet.pipeline import L2SPreprocessing, scale, threshold_maps, working_grid
+from lesionseg.methods.autopet.segmenter import L2SNetSegmenter, L2SOptions
 from lesionseg.phantoms.wholebody import wholebody_petct
 
 TINY = dict(shape=(64, 32, 32), spacing=(12.5, 8.0, 16.0))

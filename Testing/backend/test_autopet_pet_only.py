@@ -17,8 +17,8 @@ from lesionseg.errors import InputError, WeightsError
 from lesionseg.io import write_image
 from lesionseg.methods.autopet.network import loc_network, seg_network
 from lesionseg.methods.autopet.inputs import read_inputs
-from lesionseg.methods.autopet.segmenter import (NO_CT, L2SNetSegmenter, L2SOptions, L2SPreprocessing,
-                                                 network_input)
+from lesionseg.methods.autopet.pipeline import NO_CT, L2SPreprocessing, network_input
+from lesionseg.methods.autopet.segmenter import L2SNetSegmenter, L2SOptions
 from lesionseg.modelfolder import save_model_folder
 from lesionseg.registry import list_specs
 

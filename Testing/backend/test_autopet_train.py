@@ -144,7 +144,7 @@ def test_ct_dropout_and_keep_last_reach_the_card(trained, tmp_path):
 
 def test_ct_dropout_blanks_the_ct_channel_of_that_share_of_patches():
     from lesionseg.methods.autopet.data import Volume
-    from lesionseg.methods.autopet.segmenter import NO_CT
+    from lesionseg.methods.autopet.pipeline import NO_CT
     from lesionseg.methods.autopet.trainers import SegTrainer
     from lesionseg.training import TrainConfig
 

@@ -30,7 +30,7 @@ from ...data.synthetic import Generator
 from ...errors import InputError
 from ...options import Settings, option
 from ...resample import resample_to_grid
-from .segmenter import CORONAL_AXIS, L2SPreprocessing, scale, to_working_grid
+from .pipeline import CORONAL_AXIS, L2SPreprocessing, scale, to_working_grid
 
 log = logging.getLogger(__name__)
 LABELS = {"background": 0, "lesion": 1}

@@ -82,7 +82,7 @@ from ...train_job import Training, TrainJob
 from ...training import TrainConfig
 from .data import LABELS, is_positive, load_volumes, sample_patch, sample_slice
 from .network import CPU_LOC, PAPER_LOC, SEG_CHANNELS, loc_network, seg_network
-from .segmenter import (NETWORK_FILES, PAPER_PREPROCESSING, REQUIRED_PREPROCESSING, L2SPreprocessing,
+from .pipeline import (NETWORK_FILES, PAPER_PREPROCESSING, REQUIRED_PREPROCESSING, L2SPreprocessing,
                         location_cue_array)
 from .trainers import DICE_SMOOTH, LocTrainer, SegTrainer
 

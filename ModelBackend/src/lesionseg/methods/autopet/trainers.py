@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from ...losses import soft_dice_loss, weighted_bce_with_logits
 from ...training import Trainer, TrainConfig
 from .data import sample_patch, sample_slice
-from .segmenter import NO_CT
+from .pipeline import NO_CT
 
 DICE_SMOOTH = 1e-5
 """Default eps of the soft Dice (see :mod:`.train`'s docstring)."""
