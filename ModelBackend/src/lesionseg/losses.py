@@ -132,7 +132,8 @@ def multiclass_soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: f
     return 1.0 - dice[present].mean()
 
 
-def generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+def generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
+                          mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Generalized Dice loss of Sudre et al. 2017, per sample, mean over the batch.
 
     ``1 - (2 sum_l w_l sum_n g_ln p_ln + s) / (sum_l w_l sum_n (g_ln + p_ln) + s)`` with ``w_l = 1 / (sum_n
@@ -145,6 +146,8 @@ def generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: fl
         logits: ``(B, C, *spatial)``.
         target: see above.
         smooth: ``s``, > 0.
+        mask: optional ``(B, 1, *spatial)`` 0/1 weights: voxels at 0 are left out of every sum (a sample left
+            out entirely counts 0); all ones gives the unmasked loss.
 
     Returns:
         a scalar tensor.
@@ -162,6 +165,10 @@ def generalized_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: fl
                              f"{tuple(target.shape)} for logits {tuple(logits.shape)}")
         probs = torch.softmax(logits, dim=1)
         ref = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    if mask is not None:
+        if mask.shape != logits.shape[:1] + (1,) + logits.shape[2:]:
+            raise InputError(f"mask must be (B, 1, *spatial) for logits {tuple(logits.shape)}, got {tuple(mask.shape)}")
+        probs, ref = probs * mask, ref * mask
     dims = tuple(range(2, logits.ndim))
     weight = 1.0 / ref.sum(dims) ** 2
     absent = torch.isinf(weight)

@@ -6,7 +6,8 @@ plain HU (subcutaneous fat, bone) is the same in both phases. Anatomy, lesions a
 streams of the seed, so a seed gives the same anatomy whatever the kind (a dilated duct thickens the pancreas).
 Coordinates are grid mm (:mod:`.shapes`: +x patient left, +y posterior, +z superior); anatomy is written in
 *reference mm* for a torso of 100 x 72 mm semi-axes (the default 216 x 180 mm field of view) and scales with
-it; lesion and duct sizes are absolute. No real data is used.
+it; lesion and duct sizes are absolute. ``style="randomised"`` renders the same anatomy with SynthSeg-style
+domain randomisation (:mod:`.randomise`, from a fourth stream of the seed). No real data is used.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
 from ..image import Image
-from .shapes import LESION_SHAPES, Canvas, Grid, Region, blur_mm, ellipsoid, random_rotation, tube, union
+from .randomise import (CODE_BASE, RenderParams, render_plain, render_randomised, tissue_values,
+                        tumour_contrast, tumour_sizes)
+from .shapes import LESION_SHAPES, Canvas, Grid, Region, ellipsoid, random_rotation, tube, union
 from .torso import HU, LONG_MM, Torso, draw_body, draw_spine, vessel_tree
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,6 @@ TISSUE_HU = {"fat": (-100.0, -100.0), "muscle": (55.0, 60.0), "liver": (70.0, 11
 """Typical (arterial, venous) HU of each enhancing tissue; each value is scaled by U(0.88, 1.12) per case."""
 
 VARIATION = 0.12
-CODE_BASE = -2000.0
 REFERENCE_TORSO = np.array([100.0, 72.0, 60.0])
 TUMOUR_MM = (5.0, 20.0)
 DUCT_MM = (4.0, 8.0)
@@ -91,7 +93,8 @@ class _Scene:
 
 def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] = (60, 200, 240),
                 spacing: Sequence[float] = (0.9, 0.9, 2.0), origin: Optional[Sequence[float]] = None,
-                direction: Optional[np.ndarray] = None, noise_hu: float = 12.0) -> tuple[Image, Image, Image, dict]:
+                direction: Optional[np.ndarray] = None, noise_hu: float = 12.0, style: str = "plain",
+                tumour_mm: Optional[tuple[float, float]] = None) -> tuple[Image, Image, Image, dict]:
     """Seeded dual-phase CT phantom of the upper abdomen with a pancreas and, by ``kind``, lesions.
 
     Args:
@@ -102,7 +105,10 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
         spacing: voxel size along i, j, k in mm (default field of view 216 x 180 x 120 mm).
         origin: LPS mm of voxel (0, 0, 0); default puts the grid centre at :data:`PANCREAS_CENTRE_LPS`.
         direction: 3x3 direction cosines (columns = LPS directions of i, j, k); default identity.
-        noise_hu: standard deviation of the Gaussian noise added to each phase independently (HU).
+        noise_hu: standard deviation of the Gaussian noise added to each phase independently (HU; plain only).
+        style: ``"plain"`` or ``"randomised"``: the same anatomy and labels (same ``tumour_mm``), domain-
+            randomised look and tumour contrast from stream ``[seed, 3]`` (:mod:`.randomise`).
+        tumour_mm: ``(min, max)`` tumour diameter (mm); default :data:`TUMOUR_MM`, randomised (5, 40).
 
     Returns:
         ``(arterial, venous, label, info)``: two int16 HU images ``(K, J, I)`` of one anatomy on one grid
@@ -112,10 +118,12 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
         seed, kind, shape, spacing, origin, direction, labels, ``tumours`` (id, centre_lps (a voxel centre in
         it), diameter_mm, shape, hu_arterial, hu_venous, conspicuous_phase, volume_mm3, box_ijk ``[[i0, j0,
         k0], [i1, j1, k1]]``), ``duct`` (None or diameter_mm, hu, volume_mm3), pancreas_mm3 (label 1),
-        organ_mm3 (labels 1-3), pancreas_length_mm (120-180 mm), ``hu`` (tissue HU per phase), ``positive``.
+        organ_mm3 (labels 1-3), pancreas_length_mm (120-180 mm), ``hu`` (tissue HU per phase), ``positive``;
+        randomised only: ``render`` (style, dose factors, :class:`~.randomise.RenderParams`) and each
+        tumour's ``contrast``.
 
     Raises:
-        InputError: unknown ``kind``, bad seed, negative noise, or a bad grid.
+        InputError: unknown ``kind`` or ``style``, bad seed, negative noise, bad ``tumour_mm``, or a bad grid.
     """
     if kind is not None and kind not in KINDS:
         raise InputError(f"kind must be one of {KINDS} or None, got {kind!r}")
@@ -123,6 +131,7 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(noise_hu, (int, float, np.number)) or not np.isfinite(noise_hu) or noise_hu < 0:
         raise InputError(f"noise_hu must be a finite number >= 0, got {noise_hu!r}")
+    sizes = tumour_sizes(style, tumour_mm, TUMOUR_MM)
     grid = Grid.create(shape, spacing, PANCREAS_CENTRE_LPS, origin, direction)
     anatomy, lesions, noise = (np.random.default_rng([int(seed), stream]) for stream in range(3))
     drawn = KINDS[int(lesions.choice(len(KINDS), p=[KIND_SHARES[k] for k in KINDS]))]
@@ -132,12 +141,14 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
     torso = Torso.fit(grid, width=anatomy.uniform(0.9, 0.95), depth=anatomy.uniform(0.76, 0.82))
     values = {name: tuple(float(v * anatomy.uniform(1 - VARIATION, 1 + VARIATION)) for v in pair)
               for name, pair in TISSUE_HU.items()}
+    styler = np.random.default_rng([int(seed), 3]) if style == "randomised" else None
+    values, render = tissue_values(styler, TISSUE_HU) if styler else (values, {})
     scale = np.array([torso.bx, torso.by, torso.hz]) / REFERENCE_TORSO
     scene = _Scene(canvas, grid, scale, np.zeros(grid.shape, bool), values, np.zeros(3))
     path, radii, knots, shape_region = _pancreas(scene, min_radius=duct_mm / 2 + 2.5)
     _draw_frame(scene, torso, path, radii, knots)
     pancreas = scene.claim(shape_region, "pancreas", "pancreas")
-    tumours, records, indices = _draw_tumours(scene, lesions, path, radii, kind, knots)
+    tumours, records, indices = _draw_tumours(scene, lesions, path, radii, kind, knots, sizes, styler)
     duct = _draw_duct(scene, lesions, path, indices[0] if indices else None, duct_mm) if duct_mm else None
     grown = _resized(grid, union(grid, [pancreas, *tumours]), 2.0)
     scene.free[grown.box] &= ~grown.mask
@@ -148,7 +159,12 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
     voxel_mm3 = float(np.prod(grid.spacing))
     if duct is not None:
         duct["volume_mm3"] = round(float(np.count_nonzero(label == LABELS["duct"])) * voxel_mm3, 3)
-    arterial, venous = _render(scene, noise, noise_hu)
+    if styler is None:
+        arterial, venous = render_plain(canvas.hu, scene.values, grid.spacing, noise, noise_hu)
+    else:
+        params = RenderParams.draw(styler, len(scene.values))
+        arterial, venous = render_randomised(canvas.hu, scene.values, grid.spacing, styler, params)
+        render.update(params.record())
     info = {
         "phantom": "pancreas_ct", "seed": int(seed), "kind": kind, "shape": list(grid.shape),
         "spacing": grid.spacing.tolist(), "origin": grid.origin.tolist(), "direction": grid.direction.tolist(),
@@ -158,7 +174,7 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
         "pancreas_length_mm": round(float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()), 1),
         "hu": {phase: {name: round(pair[p], 1) for name, pair in scene.values.items()}
                for p, phase in enumerate(PHASES)},
-        "positive": bool(records or duct is not None),
+        "positive": bool(records or duct is not None), **({"render": {"style": style, **render}} if styler else {}),
     }
     meta = {"units": "HU", "phantom": "pancreas_ct"}
     return (grid.image(arterial, phase="arterial", **meta), grid.image(venous, phase="venous", **meta),
@@ -270,12 +286,13 @@ def _draw_frame(scene: _Scene, torso: Torso, path: np.ndarray, radii: np.ndarray
 
 
 def _draw_tumours(scene: _Scene, rng: np.random.Generator, path: np.ndarray, radii: np.ndarray, kind: str,
-                  knots: list[int]) -> tuple[list[Region], list[dict], list[int]]:
-    """1 (25 %: 2) hypervascular tumours of 5-20 mm centred inside the pancreas (they may bulge into the fat
-    around it), at least 3 mm apart; with a dilated duct the first one sits in the head or neck, where it
-    blocks the duct. Each has its own tissue code: 75 % bright in the arterial phase (pancreas +40..90 HU)
-    and nearly iso in the venous (+0..20), 25 % iso in the arterial (-10..10) and hypodense in the venous
-    (-30..-50). Returns the regions, their ``info`` records and their centreline indices."""
+                  knots: list[int], sizes: tuple[float, float] = TUMOUR_MM,
+                  styler: Optional[np.random.Generator] = None) -> tuple[list[Region], list[dict], list[int]]:
+    """1 (25 %: 2) tumours of ``sizes`` mm centred inside the pancreas (they may bulge into the fat around it),
+    at least 3 mm apart; with a dilated duct the first one sits in the head or neck, where it blocks the duct.
+    Each has its own tissue code: 75 % bright in the arterial phase (pancreas +40..90 HU) and nearly iso in the
+    venous (+0..20), 25 % iso in the arterial (-10..10) and hypodense in the venous (-30..-50); ``styler``
+    redraws the contrast (:func:`.randomise.tumour_contrast`). Returns the regions, records and path indices."""
     if "tumour" not in kind:
         return [], [], []
     grid, canvas = scene.grid, scene.canvas
@@ -284,7 +301,7 @@ def _draw_tumours(scene: _Scene, rng: np.random.Generator, path: np.ndarray, rad
     regions, records, indices = [], [], []
     for number in range(1, 3 if rng.random() < 0.25 else 2):
         span = (knots[1], knots[4]) if "duct" in kind and number == 1 else (3, len(path) - 4)
-        diameter, shape = float(rng.uniform(*TUMOUR_MM)), ("lobulated", "spheroid")[int(rng.integers(0, 2))]
+        diameter, shape = float(rng.uniform(*sizes)), ("lobulated", "spheroid")[int(rng.integers(0, 2))]
         for _ in range(60):
             index = int(rng.integers(*span))
             offset = rng.normal(size=3)
@@ -307,6 +324,7 @@ def _draw_tumours(scene: _Scene, rng: np.random.Generator, path: np.ndarray, rad
             phase, hu = "arterial", (pancreas_a + rng.uniform(40, 90), pancreas_v + rng.uniform(0, 20))
         else:
             phase, hu = "venous", (pancreas_a + rng.uniform(-10, 10), pancreas_v - rng.uniform(30, 50))
+        contrast, phase, hu = tumour_contrast(styler, (pancreas_a, pancreas_v)) if styler else (None, phase, hu)
         scene.values[f"tumour{number}"] = hu = (float(hu[0]), float(hu[1]))
         canvas.paint(region, scene.code(f"tumour{number}"), "tumour")
         taken[region.box] |= region.mask
@@ -317,7 +335,8 @@ def _draw_tumours(scene: _Scene, rng: np.random.Generator, path: np.ndarray, rad
             "id": number, "centre_lps": grid.to_lps(centre)[0].round(3).tolist(), "diameter_mm": round(diameter, 2),
             "shape": shape, "hu_arterial": round(hu[0], 1), "hu_venous": round(hu[1], 1),
             "conspicuous_phase": phase, "volume_mm3": round(len(where) * float(np.prod(grid.spacing)), 3),
-            "box_ijk": [where.min(axis=0)[::-1].tolist(), where.max(axis=0)[::-1].tolist()]})
+            "box_ijk": [where.min(axis=0)[::-1].tolist(), where.max(axis=0)[::-1].tolist()],
+            **({"contrast": contrast} if contrast else {})})
     return regions, records, indices
 
 
@@ -382,18 +401,3 @@ def _draw_viscera(scene: _Scene) -> None:
         vessel_tree(scene.canvas, "liver", at([-40, -4, 36], move=(1, 1, 1)), n_vessels=6, length_mm=mm(55),
                     hu=scene.code("vein"), radius=(mm(3.0), mm(1.2)), outward=(-1.0, 0.0, 0.5))
 
-
-def _render(scene: _Scene, rng: np.random.Generator, noise_hu: float) -> list[np.ndarray]:
-    """Both phases as int16 HU ``(K, J, I)``: codes mapped to the phase's HU, blurred by half a voxel,
-    independent Gaussian noise of ``noise_hu`` added."""
-    canvas, grid = scene.canvas, scene.grid
-    coded = canvas.hu <= CODE_BASE + 0.5
-    index = np.rint(CODE_BASE - canvas.hu[coded]).astype(np.intp)
-    phases = []
-    for p in range(len(PHASES)):
-        hu = canvas.hu.copy()
-        hu[coded] = np.array([pair[p] for pair in scene.values.values()], np.float32)[index]
-        hu = blur_mm(hu, grid.spacing, 0.5 * grid.spacing)
-        hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu)
-        phases.append(np.clip(np.rint(hu), -1024, 3071).astype(np.int16))
-    return phases

@@ -10,7 +10,10 @@ job's label map (``--labels``; by name by default, where MSD's ``cancer`` is a t
 :mod:`lesionseg.phantoms.pancreas` (:data:`SYNTHETIC`): cases ``s4c_000``, ... with both phases of one
 anatomy on one grid (the phantom renders both phases on the grid of its label) and the label (0 background,
 1 pancreas, 2 tumour, 3 dilated duct); ``dataset.json`` says ``"synthetic": true`` and keeps each phantom's
-seed, kind and description under ``"phantoms"``.
+seed, kind and description under ``"phantoms"``. With ``--randomise`` (issue #18) each case is rendered in the
+phantom's ``"randomised"`` style (SynthSeg-style contrast, texture, bias, blur, slice thickness, noise and
+tumour contrast: :mod:`lesionseg.phantoms.randomise`) on its own grid (:meth:`SyntheticSettings.random_grid`);
+without it the arrays are those written before #18.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import numpy as np
 from ... import progress
 from ...data import Case, DatasetWriter
 from ...data.labels import apply as apply_labels
+from ...data.negatives import IGNORE as NEGATIVES_IGNORE
 from ...data.synthetic import Generator
 from ...errors import InputError
 from ...io import read_image
@@ -44,13 +48,40 @@ class SyntheticSettings(Settings):
     cases: int = option(40, "number of phantom cases (half of them normal; 3 in 10 with a tumour, 1 in 10 with a "
                             "dilated duct, 1 in 10 with both)")
     seed: int = option(0, "cohort seed (each case's seed is derived from it and the case index)")
+    randomise: bool = option(False, "domain-randomised phantoms (#18): per-case contrast, texture, bias, blur, "
+                                    "slice thickness, noise, tumour contrast and 5-40 mm tumours on a random grid")
+    spacing_mm: tuple[float, float] = option((0.65, 1.0), "with --randomise: range of the in-plane spacing",
+                                             unit="mm", metavar=("MIN", "MAX"), advanced=True)
+    z_spacing_mm: tuple[float, float] = option((1.0, 5.0), "with --randomise: range of the slice spacing",
+                                               unit="mm", metavar=("MIN", "MAX"), advanced=True)
+    fov_mm: tuple[float, float] = option((190.0, 250.0), "with --randomise: range of the left-right field of "
+                                         "view (front-back: 0.83 of it)", unit="mm", metavar=("MIN", "MAX"),
+                                         advanced=True)
+    z_fov_mm: float = option(120.0, "with --randomise: extent along z (at least 16 slices)", unit="mm",
+                             advanced=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.cases, bool) or int(self.cases) < 1:
             raise InputError(f"{self.flag('cases')} must be >= 1, got {self.cases!r}")
         if isinstance(self.seed, bool) or int(self.seed) < 0:
             raise InputError(f"{self.flag('seed')} must be >= 0, got {self.seed!r}")
+        grid = ("spacing_mm", "z_spacing_mm", "fov_mm", "z_fov_mm")
+        for name in grid:
+            value = np.asarray(getattr(self, name), float)
+            if not np.all(np.isfinite(value)) or np.any(value <= 0) or (value.ndim and value[0] > value[-1]):
+                raise InputError(f"{self.flag(name)} must be positive (MIN <= MAX), got {getattr(self, name)!r}")
+            if not self.randomise and getattr(self, name) != type(self).__dataclass_fields__[name].default:
+                raise InputError(f"{self.flag(name)} needs {self.flag('randomise')}")
 
+
+    def random_grid(self, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+        """A randomised case grid: ``(shape (K, J, I), spacing (i, j, k) mm)`` with in-plane spacing, slice
+        spacing and left-right field of view drawn uniformly from the ranges, ``J = round(0.83 I)`` (the default
+        216 x 180 mm aspect) and ``K = max(16, round(z_fov_mm / slice spacing))``."""
+        xy, z = float(rng.uniform(*self.spacing_mm)), float(rng.uniform(*self.z_spacing_mm))
+        width = max(32, int(round(float(rng.uniform(*self.fov_mm)) / xy)))
+        shape = (max(16, int(round(float(self.z_fov_mm) / z))), max(32, int(round(0.83 * width))), width)
+        return shape, (round(xy, 4), round(xy, 4), round(z, 4))
 
 def write_synthetic(output: Path, settings: SyntheticSettings, overwrite: bool = False) -> Path:
     """Write the seeded synthetic dataset (see the module docstring) into ``output``; returns it.
@@ -64,14 +95,24 @@ def write_synthetic(output: Path, settings: SyntheticSettings, overwrite: bool =
     specs = cohort(int(settings.cases), int(settings.seed))
     records: list[dict] = []
     command = f"lesionseg data synthetic s4c --cases {settings.cases} --seed {settings.seed}"
+    if settings.randomise:
+        command += " --randomise" + "".join(
+            f" {settings.flag(name)} {' '.join(str(v) for v in np.atleast_1d(getattr(settings, name)))}"
+            for name in ("spacing_mm", "z_spacing_mm", "fov_mm", "z_fov_mm"))
     meta = {"name": "S4C synthetic dual-phase pancreas phantoms", "synthetic": True,
             "description": "seeded dual-phase (venous, arterial) CT phantoms of the upper abdomen with a pancreas, "
                            "hypervascular tumours and dilated ducts (lesionseg.phantoms.pancreas)",
-            "generator": "lesionseg.phantoms.pancreas.pancreas_ct", "seed": int(settings.seed)}
+            "generator": "lesionseg.phantoms.pancreas.pancreas_ct", "seed": int(settings.seed),
+            "randomise": bool(settings.randomise)}
     with DatasetWriter(output, SYNTHETIC_CHANNELS, LABELS, meta=meta, overwrite=overwrite, command=command) as ds, \
             progress.task("synthetic cohort", total=len(specs)) as tick:
         for n, spec in enumerate(specs):
-            arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"])
+            if settings.randomise:
+                shape, spacing = settings.random_grid(np.random.default_rng([spec["seed"], 4]))
+                arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"], shape=shape,
+                                                            spacing=spacing, style="randomised")
+            else:
+                arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"])
             ds.add(spec["case"], [venous, arterial], label)
             records.append({**spec, "info": info})
             tick(n + 1, len(specs))
@@ -105,8 +146,9 @@ class Volume:
     label: np.ndarray
 
 
-IGNORE = 255
-"""Label value the training loss ignores (a tumour that its phase does not show)."""
+IGNORE = NEGATIVES_IGNORE
+"""Label value the training loss ignores (a tumour that its phase does not show; the lesions of real negatives,
+:mod:`lesionseg.data.negatives`, whose value this is)."""
 MIN_CONTRAST_HU = 25.0
 """A tumour counts as visible in a phase when its mean HU differs from the pancreas around it by this much."""
 

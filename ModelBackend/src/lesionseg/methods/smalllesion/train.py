@@ -25,6 +25,15 @@ The split is the common one (``--folds K --fold F``, or ``--val-fraction``; pati
 is recorded in the card for :mod:`.evaluate`. The budget is ``--minutes`` (default :data:`DEFAULT_MINUTES`);
 checkpoints go to ``OUT.checkpoints/unet.ckpt`` (``--resume`` continues them) and are removed once the model is
 saved. ``--init MODEL`` continues a model of the same variant, network and held-out cases.
+
+Real CT (issue #18): ``--negatives DIR`` (repeatable) adds every channel of every case of a dataset of real CT
+without small lesions (:mod:`lesionseg.data.negatives`): lesion target 0 everywhere, the dataset's own labelled
+lesions and a 5 mm margin left out of both losses (:data:`~lesionseg.data.negatives.IGNORE`), the likelihood
+target computed from its intensities as for the training cases, sub-volumes placed anywhere in the body
+(:func:`negative_volume`). A sub-volume comes from them with probability ``--negative-share``
+(``--exclude-negatives NAME`` leaves cases or patients out, e.g. the scans tested on). ``--intensity-augment P``
+perturbs the CT channel of a sub-volume in contrast, brightness, gamma, sharpness and noise with probability
+``P`` (:func:`lesionseg.methods.s4c.augment.intensity_augment`, its HU sizes kept on this method's 600 HU window).
 """
 from __future__ import annotations
 
@@ -34,7 +43,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, ClassVar, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,16 +51,19 @@ from torch.nn import functional as F
 
 from ...card import ModelCard
 from ...data.labels import apply as apply_labels
+from ...data.negatives import IGNORE, NegativeChannel, describe_negatives, iter_negatives
 from ...errors import InputError
 from ...image import Image
-from ...losses import generalized_dice_loss
+from ...losses import generalized_dice_loss, weighted_bce_with_logits
 from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...nets.unet import UNet, set_prior_probability
-from ...options import Settings, option
+from ...options import option
 from ...registry import resolve_device
+from ...repeatable import RepeatableSettings
 from ...resample import resample_to_grid
 from ...train_job import Training, TrainJob
 from ...training import Trainer, TrainConfig
+from ..s4c.augment import intensity_augment
 from .prior import IntensityPrior
 from .segmenter import CHANNELS, METHOD, SmallLesionPreprocessing, normalise, to_working_grid
 
@@ -64,6 +76,8 @@ PRIOR_PROBABILITY = 0.01
 DEFAULT_MINUTES = 10.0
 """The wall-clock budget without ``--minutes``."""
 WEIGHT_DECAY = 5e-4
+BODY_LATTICE = 4
+"""A negative volume's sub-volumes are placed around its body voxels on this lattice (working voxels)."""
 
 
 def prior_json_text(prior: IntensityPrior) -> str:
@@ -72,9 +86,11 @@ def prior_json_text(prior: IntensityPrior) -> str:
 
 
 @dataclass(frozen=True)
-class SmallLesionTrainSettings(Settings):
+class SmallLesionTrainSettings(RepeatableSettings):
     """The method's own flags of ``lesionseg train small-lesion-il`` (the common ones are
     :class:`lesionseg.train_job.CommonTrainSettings`)."""
+
+    REPEATABLE: ClassVar[tuple[str, ...]] = ("negatives", "exclude_negatives")
 
     variant: str = option("seg+il", "ablation variant (seg+il is the proposed method)", choices=tuple(CHANNELS))
     patch: tuple[int, int, int] = option((64, 64, 64), "training sub-volume in working voxels (default 64 64 64; "
@@ -90,8 +106,21 @@ class SmallLesionTrainSettings(Settings):
                                                        "64)", metavar="N")
     steps_per_epoch: int = option(25, "steps between log lines (and checkpoint chances)")
     fp32: bool = option(False, "store float32 weights (default float16)")
+    negatives: Optional[tuple[Path, ...]] = option(None, "dataset of real CT without small lesions: every channel "
+                                                         "of every case is a negative sample (lesion target 0; its "
+                                                         "own labelled lesions ignored); repeatable", metavar="DIR",
+                                                   slicer=False)
+    negative_share: float = option(0.25, "probability that a sub-volume comes from --negatives when given")
+    exclude_negatives: Optional[tuple[str, ...]] = option(None, "case names or patients of --negatives to leave out "
+                                                                "(e.g. the scans tested on); repeatable",
+                                                          metavar="NAME", slicer=False)
+    intensity_augment: float = option(0.0, "probability per sub-volume of intensity augmentation (contrast, "
+                                           "brightness, gamma, blur, noise)")
 
     def __post_init__(self) -> None:
+        for name in ("negative_share", "intensity_augment"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{self.flag(name)} is a probability in 0..1, got {getattr(self, name)}")
         if not self.lr > 0 or not self.spacing > 0 or self.il_weight < 0 or self.steps_per_epoch < 1:
             raise InputError(f"{self.flag('lr')}, {self.flag('spacing')} and {self.flag('steps_per_epoch')} must "
                              f"be > 0 and {self.flag('il_weight')} >= 0")
@@ -110,8 +139,10 @@ class SmallLesionTrainSettings(Settings):
 @dataclass
 class TrainVolume:
     """One training case on the working grid: ``x`` ``(C, K, J, I)`` float32 network input, ``y`` ``(K, J, I)``
-    uint8 lesion mask, ``il`` ``(K, J, I)`` float32 likelihood target (None when unused), ``lesion`` ``(N, 3)``
-    ``(k, j, i)`` indices of the lesion voxels. Every array is at least the patch size (zero-padded)."""
+    uint8 lesion mask (:data:`~lesionseg.data.negatives.IGNORE` on voxels the loss leaves out), ``il``
+    ``(K, J, I)`` float32 likelihood target (None when unused), ``lesion`` ``(N, 3)`` ``(k, j, i)`` indices of the
+    voxels a sub-volume is placed around: the lesion voxels, or a negative volume's body voxels
+    (:func:`negative_volume`). Every array is at least the patch size (zero-padded)."""
 
     name: str
     x: np.ndarray
@@ -130,20 +161,41 @@ def load_volume(name: str, ct: Image, label: Image, variant: str, prior: Intensi
     if not y.any():
         log.warning("%s: no lesion voxel on the %.2f mm working grid; case skipped", name, prep.spacing_mm)
         return None
+    return _padded_volume(name, work, y, variant, prior, prep, patch, np.argwhere(y))
+
+
+def _padded_volume(name: str, work: Image, y: np.ndarray, variant: str, prior: IntensityPrior,
+                   prep: SmallLesionPreprocessing, patch: tuple[int, int, int], centres: np.ndarray) -> TrainVolume:
+    """The :class:`TrainVolume` of the working-grid CT ``work`` (HU) and its target ``y`` (``work``'s shape):
+    the network input and likelihood target of ``variant``, everything zero-padded up to ``patch``."""
     channels = [normalise(work.array, prep.window_hu)]
     likelihood = prior.likelihood(prior.smooth(work).array) if variant != "seg" else None
     if variant == "seg+il-in":
         channels.append(likelihood)
     pad = [(0, max(p - s, 0)) for p, s in zip(patch, y.shape)]
     x = np.pad(np.stack(channels), [(0, 0), *pad])
-    y = np.pad(y, pad)
     il = np.pad(likelihood, pad) if CHANNELS[variant][1] == 2 else None
-    return TrainVolume(name, x, y, il, np.argwhere(y))
+    return TrainVolume(name, x, np.pad(y, pad), il, centres)
+
+
+def negative_volume(item: NegativeChannel, variant: str, prior: IntensityPrior, prep: SmallLesionPreprocessing,
+                    patch: tuple[int, int, int]) -> Optional[TrainVolume]:
+    """A channel of a negatives dataset (already on the working grid, :func:`lesionseg.data.negatives.
+    iter_negatives`) as a :class:`TrainVolume`: ``y`` 0, or :data:`~lesionseg.data.negatives.IGNORE` on its
+    ignore mask; ``il`` as for a training case (a property of the intensities); sub-volumes placed around the
+    body voxels (above ``prep.body_hu``) on a :data:`BODY_LATTICE` lattice. None (logged) without body voxels."""
+    body = item.image.array > prep.body_hu
+    centres = np.argwhere(body[::BODY_LATTICE, ::BODY_LATTICE, ::BODY_LATTICE]) * BODY_LATTICE
+    if not len(centres):
+        log.warning("%s: no voxel above %g HU (body); negative skipped", item.name, prep.body_hu)
+        return None
+    y = np.where(item.ignore, IGNORE, 0).astype(np.uint8)
+    return _padded_volume(item.name, item.image, y, variant, prior, prep, patch, centres)
 
 
 def sample_patch(volume: TrainVolume, patch: tuple[int, int, int], rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """A ``patch`` sub-volume holding a random lesion voxel of ``volume`` (uniformly placed in it), rotated by
+    """A ``patch`` sub-volume holding a random voxel of ``volume.lesion`` (uniformly placed in it), rotated by
     180 degrees about z (rows and columns reversed) with probability 0.5: ``(x, y, il)`` contiguous."""
     centre = volume.lesion[rng.integers(len(volume.lesion))]
     start = [int(np.clip(c - rng.integers(0, p), 0, s - p)) for c, p, s in zip(centre, patch, volume.y.shape)]
@@ -157,31 +209,58 @@ def sample_patch(volume: TrainVolume, patch: tuple[int, int, int], rng: np.rando
 
 
 class SmallLesionTrainer(Trainer):
-    """Fresh lesion-centred sub-volumes each step; generalized Dice + ``il_weight`` x BCE on channel 1.
+    """Fresh sub-volumes each step; generalized Dice + ``il_weight`` x BCE on channel 1.
 
     ``train_batches`` is endless (``TrainConfig.steps_per_epoch`` cuts each epoch); a batch stacks
-    ``batch_size`` sub-volumes of cases drawn with replacement."""
+    ``batch_size`` sub-volumes of cases drawn with replacement: from ``negatives`` with probability
+    ``negative_share`` (when there are any), else from ``volumes``; then, with probability ``augment``, the CT
+    channel (0) is perturbed in intensity (:func:`lesionseg.methods.s4c.augment.intensity_augment` with
+    ``hu_per_unit``, the window's width; the likelihood target stays that of the true intensities). Without
+    negatives and augmentation the random draws are those of earlier versions (same seed, same sub-volumes).
+    Voxels of :data:`~lesionseg.data.negatives.IGNORE` count in neither loss (:meth:`loss`)."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list[TrainVolume],
-                 patch: tuple[int, int, int], batch_size: int = 1, il_weight: float = 1.0) -> None:
+                 patch: tuple[int, int, int], batch_size: int = 1, il_weight: float = 1.0,
+                 negatives: Sequence[TrainVolume] = (), negative_share: float = 0.0, augment: float = 0.0,
+                 hu_per_unit: float = 600.0) -> None:
         super().__init__(model, config)
         self.volumes, self.patch = volumes, tuple(patch)
         self.batch_size, self.il_weight = int(batch_size), float(il_weight)
+        self.negatives, self.negative_share = list(negatives), float(negative_share)
+        self.augment, self.hu_per_unit = float(augment), float(hu_per_unit)
+
+    def _sample(self) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """One ``(x, y, il)`` sub-volume (see the class docstring)."""
+        pool = self.negatives if self.negatives and self.rng.random() < self.negative_share else self.volumes
+        x, y, il = sample_patch(pool[self.rng.integers(len(pool))], self.patch, self.rng)
+        if self.augment > 0 and self.rng.random() < self.augment:
+            x = x.copy()
+            x[0] = intensity_augment(x[0], self.rng, self.hu_per_unit)
+        return x, y, il
 
     def train_batches(self, epoch: int) -> Iterable[Any]:
         while True:
-            samples = [sample_patch(self.volumes[self.rng.integers(len(self.volumes))], self.patch, self.rng)
-                       for _ in range(self.batch_size)]
+            samples = [self._sample() for _ in range(self.batch_size)]
             x, y, il = (None if s[0] is None else np.stack(s) for s in zip(*samples))
             yield (torch.from_numpy(x), torch.from_numpy(y[:, None]),
                    None if il is None else torch.from_numpy(il[:, None]))
 
     def loss(self, batch: Any) -> torch.Tensor:
+        """The loss of ``(x, y, il)``; voxels where ``y`` is :data:`~lesionseg.data.negatives.IGNORE` are left
+        out of the generalized Dice (:func:`lesionseg.losses.generalized_dice_loss` with a mask) and of the BCE (mean over the voxels
+        that count; 0 when none does)."""
         x, y, il = (None if t is None else t.to(self.config.device) for t in batch)
         logits = self.model(x)
-        loss = generalized_dice_loss(logits[:, :1], y)
-        if logits.shape[1] > 1:
-            loss = loss + self.il_weight * F.binary_cross_entropy_with_logits(logits[:, 1:], il)
+        valid = y != IGNORE
+        if bool(valid.all()):
+            loss = generalized_dice_loss(logits[:, :1], y)
+            if logits.shape[1] > 1:
+                loss = loss + self.il_weight * F.binary_cross_entropy_with_logits(logits[:, 1:], il)
+            return loss
+        weight = valid.to(logits.dtype)
+        loss = generalized_dice_loss(logits[:, :1], torch.where(valid, y, torch.zeros_like(y)), mask=weight)
+        if logits.shape[1] > 1 and bool(valid.any()):
+            loss = loss + self.il_weight * weighted_bce_with_logits(logits[:, 1:], il, weight)
         return loss
 
 
@@ -203,6 +282,21 @@ def _read_case(case, label_map) -> tuple[Image, Image]:
     """``(CT, lesion mask)`` of a dataset case, its label mapped onto (background, lesion)."""
     ct, label = case.read_images()[0], case.read_label()
     return ct, label.with_array((apply_labels(label.array, label_map) > 0).astype(np.uint8))
+
+
+def _negatives(job: TrainJob, prior: IntensityPrior, prep: SmallLesionPreprocessing,
+               patch: tuple[int, int, int]) -> tuple[list[TrainVolume], Optional[dict]]:
+    """The ``--negatives`` volumes (:func:`negative_volume`) and the card's record of them (None without)."""
+    s = job.settings
+    roots, exclude = list(s.negatives or ()), list(s.exclude_negatives or ())
+    if not roots:
+        return [], None
+    items = iter_negatives(roots, lambda ct: to_working_grid(ct, prep.spacing_mm), exclude,
+                           training=Path(job.dataset.root))
+    volumes = [v for v in (negative_volume(item, s.variant, prior, prep, patch) for item in items) if v is not None]
+    if not volumes:
+        raise InputError(f"--negatives: no case of {', '.join(str(r) for r in roots)} has a body voxel")
+    return volumes, describe_negatives(roots, [v.name for v in volumes], exclude, s.negative_share)
 
 
 def train(job: TrainJob) -> ModelFolder:
@@ -230,14 +324,18 @@ def train(job: TrainJob) -> ModelFolder:
     del read, loaded
     if not volumes:
         raise InputError("no training case has a lesion voxel on the working grid")
-    log.info("%s %s: %d training volumes (%d held out); prior %s", METHOD, s.variant, len(volumes),
-             len(job.split.held_out), prior.describe())
+    negatives, negatives_record = _negatives(job, target_prior, prep, patch)
+    log.info("%s %s: %d training volumes (%d held out), %d negative volumes; prior %s", METHOD, s.variant,
+             len(volumes), len(job.split.held_out), len(negatives), prior.describe())
     config = TrainConfig(epochs=None, lr=float(s.lr), weight_decay=WEIGHT_DECAY, optimizer="adamw", schedule="poly",
                          seed=common.seed, device=resolve_device(common.device), keep="last", max_minutes=minutes,
                          steps_per_epoch=s.steps_per_epoch, progress=job.progress,
                          checkpoint_path=job.checkpoint("unet"), checkpoint_minutes=common.checkpoint_minutes,
                          resume=common.resume)
-    result = SmallLesionTrainer(net, config, volumes, patch, s.batch_size, s.il_weight).fit()
+    window = prep.window_hu[1] - prep.window_hu[0]
+    result = SmallLesionTrainer(net, config, volumes, patch, s.batch_size, s.il_weight, negatives=negatives,
+                                negative_share=s.negative_share, augment=s.intensity_augment,
+                                hu_per_unit=window).fit()
     losses = [h["loss"] for h in result.history if h["steps"]]  # epoch means; an epoch cut at 0 steps has none
     text = prior_json_text(prior)
     extra = {"variant": s.variant,
@@ -247,7 +345,10 @@ def train(job: TrainJob) -> ModelFolder:
         extra["prior_shift_hu"] = SHIFT_HU
     training = job.training_record(
         trained_cases=[v.name for v in volumes], patch=list(patch), batch_size=s.batch_size,
-        augmentation="rotation by 180 deg about z, p = 0.5",
+        augmentation="rotation by 180 deg about z, p = 0.5" + (
+            f"; intensity (contrast, brightness, gamma, blur, noise), p = {s.intensity_augment:g}"
+            if s.intensity_augment > 0 else ""),
+        negatives=negatives_record, intensity_augment=float(s.intensity_augment),
         loss="generalized Dice (2 classes)" + (f" + {s.il_weight:g} x BCE(likelihood)" if out_channels == 2 else ""),
         steps=result.steps, minutes=round(result.minutes, 2), resumed=result.resumed, config=config.to_dict(),
         loss_first_last=[round(losses[0], 4), round(losses[-1], 4)] if losses else None,
