@@ -118,7 +118,8 @@ def run(model: Optional[Path], data: Path) -> dict:
 def markdown(rows: dict) -> str:
     lines = [f"model: `{rows['model']}`; pancreas Dice on the normal example CT against TotalSegmentator's label "
              f"(a model's, {rows['pancreas_label_mm3']} mm3): {rows['pancreas_dice']}", "",
-             "| case | truth | verdict | pancreas mL | tumour mm3 | tumour Dice | first reason |", "|---|---|---|---|---|---|---|"]
+             "| case | truth | verdict | pancreas mL | tumour mm3 | tumour Dice | first reason |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows["cases"]:
         reason = (r["reasons"] or [""])[0].replace("|", "/")
         lines.append(f"| {r['case']} | {r['truth']} | {r['verdict']} | {r['pancreas_mm3'] / 1000:.1f} | "

@@ -22,8 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from ..errors import InputError
 from ..image import Image
-from .randomise import (CODE_BASE, RenderParams, render_plain, render_randomised, tissue_values,
-                        tumour_contrast, tumour_sizes)
+from .randomise import CODE_BASE, render, tissue_values, tumour_contrast, tumour_sizes
 from .shapes import LESION_SHAPES, Canvas, Grid, Region, ellipsoid, random_rotation, tube, union
 from .torso import HU, LONG_MM, Torso, draw_body, draw_spine, vessel_tree
 
@@ -142,7 +141,7 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
     values = {name: tuple(float(v * anatomy.uniform(1 - VARIATION, 1 + VARIATION)) for v in pair)
               for name, pair in TISSUE_HU.items()}
     styler = np.random.default_rng([int(seed), 3]) if style == "randomised" else None
-    values, render = tissue_values(styler, TISSUE_HU) if styler else (values, {})
+    values, render_record = tissue_values(styler, TISSUE_HU) if styler else (values, {})
     scale = np.array([torso.bx, torso.by, torso.hz]) / REFERENCE_TORSO
     scene = _Scene(canvas, grid, scale, np.zeros(grid.shape, bool), values, np.zeros(3))
     path, radii, knots, shape_region = _pancreas(scene, min_radius=duct_mm / 2 + 2.5)
@@ -159,12 +158,7 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
     voxel_mm3 = float(np.prod(grid.spacing))
     if duct is not None:
         duct["volume_mm3"] = round(float(np.count_nonzero(label == LABELS["duct"])) * voxel_mm3, 3)
-    if styler is None:
-        arterial, venous = render_plain(canvas.hu, scene.values, grid.spacing, noise, noise_hu)
-    else:
-        params = RenderParams.draw(styler, len(scene.values))
-        arterial, venous = render_randomised(canvas.hu, scene.values, grid.spacing, styler, params)
-        render.update(params.record())
+    arterial, venous = render(canvas.hu, scene.values, grid.spacing, noise, noise_hu, styler, render_record)
     info = {
         "phantom": "pancreas_ct", "seed": int(seed), "kind": kind, "shape": list(grid.shape),
         "spacing": grid.spacing.tolist(), "origin": grid.origin.tolist(), "direction": grid.direction.tolist(),
@@ -174,7 +168,8 @@ def pancreas_ct(seed: int = 0, kind: Optional[str] = None, shape: Sequence[int] 
         "pancreas_length_mm": round(float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum()), 1),
         "hu": {phase: {name: round(pair[p], 1) for name, pair in scene.values.items()}
                for p, phase in enumerate(PHASES)},
-        "positive": bool(records or duct is not None), **({"render": {"style": style, **render}} if styler else {}),
+        "positive": bool(records or duct is not None),
+        **({"render": {"style": style, **render_record}} if styler else {}),
     }
     meta = {"units": "HU", "phantom": "pancreas_ct"}
     return (grid.image(arterial, phase="arterial", **meta), grid.image(venous, phase="venous", **meta),

@@ -202,3 +202,15 @@ def render_randomised(hu: np.ndarray, values: Mapping[str, tuple[float, float]],
         out += noise * np.float32(params.noise_hu)
         phases.append(np.clip(np.rint(out), -1024, 3071).astype(np.int16))
     return phases
+
+
+def render(hu: np.ndarray, values: Mapping[str, tuple[float, float]], spacing: Sequence[float],
+           noise: np.random.Generator, noise_hu: float, styler: Optional[np.random.Generator],
+           record: dict) -> list[np.ndarray]:
+    """Both phases of a coded canvas: :func:`render_plain` (``noise`` stream, ``noise_hu``) when ``styler`` is
+    None, else :func:`render_randomised` with :class:`RenderParams` drawn from ``styler`` (added to ``record``)."""
+    if styler is None:
+        return render_plain(hu, values, spacing, noise, noise_hu)
+    params = RenderParams.draw(styler, len(values))
+    record.update(params.record())
+    return render_randomised(hu, values, spacing, styler, params)

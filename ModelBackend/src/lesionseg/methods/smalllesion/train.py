@@ -247,8 +247,8 @@ class SmallLesionTrainer(Trainer):
 
     def loss(self, batch: Any) -> torch.Tensor:
         """The loss of ``(x, y, il)``; voxels where ``y`` is :data:`~lesionseg.data.negatives.IGNORE` are left
-        out of the generalized Dice (:func:`lesionseg.losses.generalized_dice_loss` with a mask) and of the BCE (mean over the voxels
-        that count; 0 when none does)."""
+        out of the generalized Dice (:func:`lesionseg.losses.generalized_dice_loss` with a mask) and of the BCE
+        (mean over the voxels that count; 0 when none does)."""
         x, y, il = (None if t is None else t.to(self.config.device) for t in batch)
         logits = self.model(x)
         valid = y != IGNORE
