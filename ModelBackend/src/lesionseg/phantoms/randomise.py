@@ -151,7 +151,7 @@ def render_plain(hu: np.ndarray, values: Mapping[str, tuple[float, float]], spac
     return phases
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: Sequence[float]) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: Sequence[float]) -> np.ndarray:
     """Gaussian noise ``(K, J, I)`` float32 low-passed by ``sigma_voxels`` (per k, j, i) and scaled to unit sd."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_voxels, mode="wrap")
     return field / np.float32(max(float(field.std()), 1e-6))
@@ -187,7 +187,7 @@ def render_randomised(hu: np.ndarray, values: Mapping[str, tuple[float, float]],
         raise ValueError(f"texture_hu needs {len(table) + 1} entries, got {texture_sd.size}")
     sd_map = np.full(hu.shape, texture_sd[-1], np.float32)
     sd_map[coded] = texture_sd[index]
-    base = _smooth_noise(rng, hu.shape, params.texture_mm / spacing[::-1]) * sd_map
+    base = smooth_noise(rng, hu.shape, params.texture_mm / spacing[::-1]) * sd_map
     base += bias_field(rng, hu.shape, params.bias_hu)
     sigma_mm = (params.blur_mm, params.blur_mm, params.thickness_mm / FWHM_PER_SIGMA)
     phases = []
@@ -196,7 +196,7 @@ def render_randomised(hu: np.ndarray, values: Mapping[str, tuple[float, float]],
         out[coded] = table[:, p][index]
         out = blur_mm(out + base, spacing, sigma_mm)
         if params.noise_blur_voxels > 0:
-            noise = _smooth_noise(rng, hu.shape, (0.0, params.noise_blur_voxels, params.noise_blur_voxels))
+            noise = smooth_noise(rng, hu.shape, (0.0, params.noise_blur_voxels, params.noise_blur_voxels))
         else:
             noise = rng.standard_normal(hu.shape, dtype=np.float32)
         out += noise * np.float32(params.noise_hu)

@@ -13,14 +13,19 @@ anatomy on one grid (the phantom renders both phases on the grid of its label) a
 seed, kind and description under ``"phantoms"``. With ``--randomise`` (issue #18) each case is rendered in the
 phantom's ``"randomised"`` style (SynthSeg-style contrast, texture, bias, blur, slice thickness, noise and
 tumour contrast: :mod:`lesionseg.phantoms.randomise`) on its own grid (:meth:`SyntheticSettings.random_grid`);
-without it the arrays are those written before #18.
+without it the arrays are those written before #18. ``--labelmap FILE [--labelmap-names CSV]`` (implies
+``--randomise``) synthesises the cases from a real multi-class label map instead
+(:func:`lesionseg.phantoms.labelmap.labelmap_ct`: the same case seeds and kinds, in-plane and slice spacing from
+``--spacing-mm`` / ``--z-spacing-mm``); ``dataset.json`` then records the label map and its names file and says
+that the anatomy is a real label map's.
 """
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -30,6 +35,7 @@ from ...data.labels import apply as apply_labels
 from ...data.negatives import IGNORE as NEGATIVES_IGNORE
 from ...data.synthetic import Generator
 from ...errors import InputError
+from ...image import Image
 from ...io import read_image
 from ...options import Settings, option
 from ...resample import resample_to_grid
@@ -59,6 +65,16 @@ class SyntheticSettings(Settings):
                                          advanced=True)
     z_fov_mm: float = option(120.0, "with --randomise: extent along z (at least 16 slices)", unit="mm",
                              advanced=True)
+    labelmap: Optional[Path] = option(None, "synthesise the cases from this real multi-class label map (#18; "
+                                            "implies --randomise; lesionseg.phantoms.labelmap)", metavar="FILE",
+                                      slicer=False)
+    labelmap_names: Optional[Path] = option(None, "with --labelmap: CSV label,name of its classes (default: "
+                                                  "example_seg_labels.csv next to it)", metavar="CSV", slicer=False)
+
+    @property
+    def randomised(self) -> bool:
+        """True for randomised cases: ``--randomise`` or ``--labelmap`` (which implies it)."""
+        return bool(self.randomise) or self.labelmap is not None
 
     def __post_init__(self) -> None:
         if isinstance(self.cases, bool) or int(self.cases) < 1:
@@ -70,15 +86,24 @@ class SyntheticSettings(Settings):
             value = np.asarray(getattr(self, name), float)
             if not np.all(np.isfinite(value)) or np.any(value <= 0) or (value.ndim and value[0] > value[-1]):
                 raise InputError(f"{self.flag(name)} must be positive (MIN <= MAX), got {getattr(self, name)!r}")
-            if not self.randomise and getattr(self, name) != type(self).__dataclass_fields__[name].default:
+            changed = getattr(self, name) != type(self).__dataclass_fields__[name].default
+            if not self.randomised and changed:
                 raise InputError(f"{self.flag(name)} needs {self.flag('randomise')}")
+            if self.labelmap is not None and changed and name in ("fov_mm", "z_fov_mm"):
+                raise InputError(f"{self.flag(name)} does not apply to {self.flag('labelmap')} (the grid covers "
+                                 "the warped label map)")
+        if self.labelmap_names is not None and self.labelmap is None:
+            raise InputError(f"{self.flag('labelmap_names')} needs {self.flag('labelmap')}")
 
+    def random_spacing(self, rng: np.random.Generator) -> tuple[float, float]:
+        """``(in-plane, slice)`` spacing (mm, unrounded) drawn uniformly from the ranges."""
+        return float(rng.uniform(*self.spacing_mm)), float(rng.uniform(*self.z_spacing_mm))
 
     def random_grid(self, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
         """A randomised case grid: ``(shape (K, J, I), spacing (i, j, k) mm)`` with in-plane spacing, slice
         spacing and left-right field of view drawn uniformly from the ranges, ``J = round(0.83 I)`` (the default
         216 x 180 mm aspect) and ``K = max(16, round(z_fov_mm / slice spacing))``."""
-        xy, z = float(rng.uniform(*self.spacing_mm)), float(rng.uniform(*self.z_spacing_mm))
+        xy, z = self.random_spacing(rng)
         width = max(32, int(round(float(rng.uniform(*self.fov_mm)) / xy)))
         shape = (max(16, int(round(float(self.z_fov_mm) / z))), max(32, int(round(0.83 * width))), width)
         return shape, (round(xy, 4), round(xy, 4), round(z, 4))
@@ -90,24 +115,36 @@ def write_synthetic(output: Path, settings: SyntheticSettings, overwrite: bool =
     (``lesionseg.phantoms.pancreas.cohort`` and ``pancreas_ct``), so a cohort written before and after holds the
     same arrays. Assembled in a temporary sibling folder and renamed at the end (:class:`DatasetWriter`).
     """
+    from ...phantoms.labelmap import labelmap_ct
     from ...phantoms.pancreas import LABELS, cohort, pancreas_ct
 
     specs = cohort(int(settings.cases), int(settings.seed))
     records: list[dict] = []
     command = f"lesionseg data synthetic s4c --cases {settings.cases} --seed {settings.seed}"
     if settings.randomise:
-        command += " --randomise" + "".join(
+        command += " --randomise"
+    if settings.randomised:
+        command += "".join(
             f" {settings.flag(name)} {' '.join(str(v) for v in np.atleast_1d(getattr(settings, name)))}"
-            for name in ("spacing_mm", "z_spacing_mm", "fov_mm", "z_fov_mm"))
+            for name in ("spacing_mm", "z_spacing_mm") + (("fov_mm", "z_fov_mm") if settings.labelmap is None else ()))
     meta = {"name": "S4C synthetic dual-phase pancreas phantoms", "synthetic": True,
             "description": "seeded dual-phase (venous, arterial) CT phantoms of the upper abdomen with a pancreas, "
                            "hypervascular tumours and dilated ducts (lesionseg.phantoms.pancreas)",
             "generator": "lesionseg.phantoms.pancreas.pancreas_ct", "seed": int(settings.seed),
-            "randomise": bool(settings.randomise)}
+            "randomise": bool(settings.randomised)}
+    source = _labelmap_source(settings) if settings.labelmap is not None else None
+    if source is not None:
+        command += (f" --labelmap {shlex.quote(source[2]['labelmap'])}"
+                    f" --labelmap-names {shlex.quote(source[2]['labelmap_names'])}")
+        meta.update(source[2])
     with DatasetWriter(output, SYNTHETIC_CHANNELS, LABELS, meta=meta, overwrite=overwrite, command=command) as ds, \
             progress.task("synthetic cohort", total=len(specs)) as tick:
         for n, spec in enumerate(specs):
-            if settings.randomise:
+            if source is not None:
+                xy, z = settings.random_spacing(np.random.default_rng([spec["seed"], 4]))
+                arterial, venous, label, info = labelmap_ct(source[0], source[1], spec["seed"], spec["kind"],
+                                                            (round(xy, 4), round(xy, 4), round(z, 4)))
+            elif settings.randomise:
                 shape, spacing = settings.random_grid(np.random.default_rng([spec["seed"], 4]))
                 arterial, venous, label, info = pancreas_ct(seed=spec["seed"], kind=spec["kind"], shape=shape,
                                                             spacing=spacing, style="randomised")
@@ -119,6 +156,27 @@ def write_synthetic(output: Path, settings: SyntheticSettings, overwrite: bool =
         ds.meta["phantoms"] = records
     log.info("wrote %d synthetic s4c cases to %s", len(specs), output)
     return Path(output)
+
+
+def _labelmap_source(settings: SyntheticSettings) -> tuple[Image, dict[int, str], dict]:
+    """The ``--labelmap`` image (``meta["source"]``: its file name), its class names and the dataset.json entries
+    that record them; checks that it has a pancreas before anything is written (InputError otherwise)."""
+    from ...phantoms.labelmap_tissues import find_pancreas, names_beside, read_names
+
+    path = Path(settings.labelmap)
+    names_path = names_beside(path, settings.labelmap_names)
+    names = read_names(names_path)
+    image = read_image(path)
+    image = image.with_array(image.array, source=path.name)
+    find_pancreas(image, names)
+    entries = {"name": "S4C synthetic dual-phase CT from a real label map",
+               "description": "seeded dual-phase (venous, arterial) CT synthesised from one real label map: random "
+                              "affine and elastic warps, body layers, gut contents, tumours and ducts in its pancreas, "
+                              "domain-randomised intensities (lesionseg.phantoms.labelmap); the anatomy comes from a "
+                              "real label map, the intensities are synthetic",
+               "generator": "lesionseg.phantoms.labelmap.labelmap_ct", "anatomy": "real label map",
+               "labelmap": str(path.resolve()), "labelmap_names": str(names_path.resolve())}
+    return image, names, entries
 
 
 SYNTHETIC = Generator(SyntheticSettings, write_synthetic,
