@@ -2,6 +2,7 @@
 pancreas, and real CTs with no pancreas in view (chest, limbs).
 
     python scripts/s4c_real_ct.py [--model DIR] [--data ../shared/data] [--json OUT.json] [--markdown OUT.md]
+        [--case TEXT ...]
 
 What it measures, per model (default: the shipped ``s4c``):
 
@@ -21,12 +22,11 @@ Nothing here trains; the example CT is never in any s4c training set of this pro
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -83,7 +83,9 @@ def screen(seg, ct: Image) -> tuple[dict, np.ndarray]:
     return {**{k: found[k] for k in keep}, "seconds": round(time.perf_counter() - t0, 1)}, label
 
 
-def run(model: Optional[Path], data: Path) -> dict:
+def run(model: Optional[Path], data: Path, only: Sequence[str] = (), seed: int = 0) -> dict:
+    """Every case (those whose name contains a text of ``only``, when given) through the model; ``seed`` is
+    unused (the tumours are placed, not drawn)."""
     from lesionseg.registry import build
 
     seg = build("s4c", weights=model, device="cpu")
@@ -92,26 +94,28 @@ def run(model: Optional[Path], data: Path) -> dict:
     truth = place_label(ct, read_image(folder / "example_ct_sm.nii.gz"),
                         read_image(folder / "example_seg.nii.gz")).array
     pancreas = truth == PANCREAS
-    rows: dict = {"model": str(getattr(seg, "model", None) and seg.model.path), "cases": []}
-    result, label = screen(seg, ct)
-    rows["pancreas_dice"] = dice(label >= 1, pancreas)
-    rows["pancreas_label_mm3"] = round(float(pancreas.sum() * np.prod(ct.spacing)), 1)
-    rows["cases"].append({"case": "example_ct normal", "truth": "negative", **result})
-    print(json.dumps(rows["cases"][-1]), flush=True)
-    for contrast in CONTRASTS_HU:
-        for radius in RADII_MM:
-            moved, tumour = insert_tumour(ct, pancreas, radius, contrast)
-            result, label = screen(seg, moved)
-            rows["cases"].append({"case": f"example_ct tumour r={radius:g} mm {contrast:+g} HU", "truth": "positive",
-                                  "tumour_dice": dice(label == 2, tumour), **result})
-            print(json.dumps(rows["cases"][-1]), flush=True)
+    rows: dict = {"model": str(getattr(seg, "model", None) and seg.model.path), "cases": [],
+                  "pancreas_label_mm3": round(float(pancreas.sum() * np.prod(ct.spacing)), 1), "pancreas_dice": None}
+    cases = [("example_ct normal", "negative", lambda: (ct, None))]
+    cases += [(f"example_ct tumour r={radius:g} mm {contrast:+g} HU", "positive",
+               lambda r=radius, c=contrast: insert_tumour(ct, pancreas, r, c))
+              for contrast in CONTRASTS_HU for radius in RADII_MM]
     others = [("chest (Lung-PET-CT-Dx)", data / "lung-pet-ct-dx-ct" / "Lung_Dx-A0001_series3_B_CT.nii.gz")]
     others += [(f"limb ({name})", data / "ibsi-sts-petct" / name / "CT_image.nii.gz") for name in LIMBS]
-    for name, path in others:
-        if path.exists():
-            result, _ = screen(seg, read_image(path))
-            rows["cases"].append({"case": name, "truth": "inconclusive (no pancreas in view)", **result})
-            print(json.dumps(rows["cases"][-1]), flush=True)
+    cases += [(name, "inconclusive (no pancreas in view)", lambda p=path: (read_image(p), None))
+              for name, path in others if path.exists()]
+    for name, truth_verdict, load in cases:
+        if only and not any(text in name for text in only):
+            continue
+        image, tumour = load()
+        result, label = screen(seg, image)
+        row = {"case": name, "truth": truth_verdict, **result}
+        if tumour is not None:
+            row["tumour_dice"] = dice(label == 2, tumour)
+        if name == "example_ct normal":
+            rows["pancreas_dice"] = dice(label >= 1, pancreas)
+        rows["cases"].append(row)
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -127,26 +131,8 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", type=Path, help="s4c model folder (default: the shipped model)")
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                   help="the shared real-data folder (default ../shared/data)")
-    p.add_argument("--json", type=Path, help="write the rows as JSON here")
-    p.add_argument("--markdown", type=Path, help="write the table here")
-    args = p.parse_args(argv)
-    if not (args.data / "totalseg-example-ct" / "example_ct.nii.gz").exists():
-        print(f"error: {args.data}/totalseg-example-ct/example_ct.nii.gz not found (give --data)", file=sys.stderr)
-        return 2
-    rows = run(args.model, args.data)
-    text = markdown(rows)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from realct_cli import main
+
+    sys.exit(main(__doc__, "s4c", run, markdown))

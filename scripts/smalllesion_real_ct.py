@@ -22,7 +22,6 @@ CONNECTIVITY`). Nothing here trains; STS_001-STS_005 are the test scans left out
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -123,29 +122,8 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", type=Path, help="small-lesion-il model folder (default: the shipped model)")
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                   help="the shared real-data folder (default ../shared/data)")
-    p.add_argument("--json", type=Path, help="write the rows as JSON here")
-    p.add_argument("--markdown", type=Path, help="write the table here")
-    p.add_argument("--case", action="append", default=[], metavar="TEXT",
-                   help="only the cases whose name contains TEXT (repeatable; default all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inserted lesions (default 0)")
-    args = p.parse_args(argv)
-    if not (args.data / "totalseg-example-ct" / "example_ct.nii.gz").exists():
-        print(f"error: {args.data}/totalseg-example-ct/example_ct.nii.gz not found (give --data)", file=sys.stderr)
-        return 2
-    rows = run(args.model, args.data, args.case, args.seed)
-    text = markdown(rows)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from realct_cli import main
+
+    sys.exit(main(__doc__, "small-lesion-il", run, markdown))

@@ -100,25 +100,6 @@ def test_intensity_augment_keeps_shape_dtype_range_and_is_seeded():
     assert all(abs(float(c.mean()) - float(patch.mean())) < 0.15 for c in changed)
 
 
-def test_settings_take_repeated_negatives_and_check_probabilities():
-    import argparse
-    import json
-
-    from lesionseg.methods.s4c.train import S4CTrainSettings
-
-    parser = argparse.ArgumentParser()
-    S4CTrainSettings.add_arguments(parser, "s4c options")
-    args = parser.parse_args(["--negatives", "A", "--negatives", "B", "C", "--exclude-negatives", "x",
-                              "--exclude-negatives", "y", "--intensity-augment", "0.5"])
-    settings = S4CTrainSettings.from_namespace(args)
-    assert settings.negatives == (Path("A"), Path("B"), Path("C")) and settings.exclude_negatives == ("x", "y")
-    assert json.loads(json.dumps(settings.to_dict()))["negatives"] == ["A", "B", "C"]
-    assert S4CTrainSettings.from_dict(settings.to_dict()) == settings
-    assert S4CTrainSettings.from_namespace(parser.parse_args([])).negatives is None
-    for flag in ("negative_share", "intensity_augment"):
-        with pytest.raises(InputError, match=f"--{flag.replace('_', '-')} is a probability in 0..1"):
-            S4CTrainSettings(**{flag: 1.5})
-
 
 # --- training ------------------------------------------------------------------------------------------
 

@@ -2,8 +2,6 @@
 intensity augmentation and ``lesionseg train small-lesion-il --negatives``."""
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from lesionseg.errors import InputError
 from lesionseg.losses import generalized_dice_loss
 from lesionseg.methods.smalllesion.prior import IntensityPrior
 from lesionseg.methods.smalllesion.segmenter import SmallLesionPreprocessing
-from lesionseg.methods.smalllesion.train import (SmallLesionTrainer, SmallLesionTrainSettings, TrainVolume,
+from lesionseg.methods.smalllesion.train import (SmallLesionTrainer, TrainVolume,
                                                  negative_volume)
 from lesionseg.resample import resample_to_spacing
 from lesionseg.training import TrainConfig
@@ -136,20 +134,6 @@ def test_a_batch_of_ignored_voxels_has_a_zero_loss_and_no_nan(negatives_dir):
     y[0, 0, :4] = 0                                                        # some voxels count: finite, > 0
     assert 0 < trainer.loss((x, y, torch.full((2, 1, 8, 8, 8), 0.3))).item() < float("inf")
 
-
-def test_settings_take_repeated_negatives_and_check_probabilities():
-    parser = argparse.ArgumentParser()
-    SmallLesionTrainSettings.add_arguments(parser, "small-lesion-il options")
-    args = parser.parse_args(["--negatives", "A", "--negatives", "B", "C", "--exclude-negatives", "x",
-                              "--exclude-negatives", "y", "--intensity-augment", "0.5"])
-    settings = SmallLesionTrainSettings.from_namespace(args)
-    assert settings.negatives == (Path("A"), Path("B"), Path("C")) and settings.exclude_negatives == ("x", "y")
-    assert json.loads(json.dumps(settings.to_dict()))["negatives"] == ["A", "B", "C"]
-    assert SmallLesionTrainSettings.from_dict(settings.to_dict()) == settings
-    assert SmallLesionTrainSettings.from_namespace(parser.parse_args([])).negative_share == 0.25
-    for flag in ("negative_share", "intensity_augment"):
-        with pytest.raises(InputError, match=f"--{flag.replace('_', '-')} is a probability in 0..1"):
-            SmallLesionTrainSettings(**{flag: -0.1})
 
 
 def test_intensity_augment_keeps_hu_sizes_on_another_window():

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
-from .options import Settings
+from .errors import InputError
+from .options import Settings, option
 
 
 class Repeatable:
@@ -50,3 +52,28 @@ class RepeatableSettings(Settings):
             if out.get(name) is not None:
                 out[name] = [str(v) for v in out[name]]
         return out
+
+
+@dataclass(frozen=True)
+class NegativesSettings(RepeatableSettings):
+    """The training flags of real-CT negatives and intensity augmentation that methods share (issue #18; see
+    :mod:`lesionseg.data.negatives`): ``--negatives`` and ``--exclude-negatives`` repeatable, the two
+    probabilities checked to lie in 0..1. A method's settings inherit them (its own fields follow)."""
+
+    REPEATABLE: ClassVar[tuple[str, ...]] = ("negatives", "exclude_negatives")
+
+    negatives: Optional[tuple[Path, ...]] = option(None, "dataset of real CT without the lesions this method "
+                                                         "segments: every channel of every case is a negative "
+                                                         "sample (target background; its own labelled lesions "
+                                                         "ignored); repeatable", metavar="DIR", slicer=False)
+    negative_share: float = option(0.25, "probability that a training patch comes from --negatives when given")
+    exclude_negatives: Optional[tuple[str, ...]] = option(None, "case names or patients of --negatives to leave out "
+                                                                "(e.g. the scans tested on); repeatable",
+                                                          metavar="NAME", slicer=False)
+    intensity_augment: float = option(0.0, "probability per training patch of intensity augmentation (contrast, "
+                                           "brightness, gamma, blur, noise)")
+
+    def __post_init__(self) -> None:
+        for name in ("negative_share", "intensity_augment"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"{self.flag(name)} is a probability in 0..1, got {getattr(self, name)}")

@@ -48,7 +48,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ from ...losses import multiclass_soft_dice_loss
 from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...options import option
 from ...registry import resolve_device
-from ...repeatable import RepeatableSettings
+from ...repeatable import NegativesSettings
 from ...train_job import TrainJob, Training
 from ...training import Trainer, TrainConfig
 from .augment import intensity_augment
@@ -79,12 +79,10 @@ CLASS_METAVAR = ("BG", "PANCREAS", "TUMOUR", "DUCT")
 
 
 @dataclass(frozen=True)
-class S4CTrainSettings(RepeatableSettings):
+class S4CTrainSettings(NegativesSettings):
     """The method's own flags of ``lesionseg train s4c`` (the common ones are in
     :class:`lesionseg.train_job.CommonTrainSettings`); ``--negatives`` and ``--exclude-negatives`` may be
-    repeated, the values adding up."""
-
-    REPEATABLE: ClassVar[tuple[str, ...]] = ("negatives", "exclude_negatives")
+    repeated, the values adding up (:class:`lesionseg.repeatable.NegativesSettings`)."""
 
     batch_size: int = option(2, "patches per step (paper 16)")
     lr: Optional[float] = option(None, "base learning rate (default 1e-3 with AdamW; 0.01 with SGD and "
@@ -105,18 +103,9 @@ class S4CTrainSettings(RepeatableSettings):
     spacing: float = option(1.5, "isotropic working voxel", unit="mm")
     steps_per_epoch: int = option(50, "steps between log lines")
     fp32: bool = option(False, "store float32 weights (default float16)")
-    negatives: Optional[tuple[Path, ...]] = option(None, "dataset of real CT without pancreas tumours: every channel "
-                                                         "of every case is a negative sample (background; its own "
-                                                         "labelled lesions ignored); repeatable", metavar="DIR",
-                                                   slicer=False)
-    negative_share: float = option(0.25, "probability that a patch comes from --negatives when given")
-    exclude_negatives: Optional[tuple[str, ...]] = option(None, "case names or patients of --negatives to leave out "
-                                                                "(e.g. the scans tested on); repeatable",
-                                                          metavar="NAME", slicer=False)
-    intensity_augment: float = option(0.0, "probability per patch of intensity augmentation (contrast, brightness, "
-                                           "gamma, blur, noise)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1:
             raise InputError(f"{self.flag('batch_size')} must be >= 1, got {self.batch_size}")
         if min(self.patch, self.train_patch) < 16:
@@ -130,9 +119,6 @@ class S4CTrainSettings(RepeatableSettings):
             raise InputError(f"{self.flag('channels')} must be positive, got {list(self.channels)}")
         if not self.spacing > 0 or self.steps_per_epoch < 1:
             raise InputError(f"{self.flag('spacing')} must be > 0 and {self.flag('steps_per_epoch')} >= 1")
-        for name in ("negative_share", "intensity_augment"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"{self.flag(name)} is a probability in 0..1, got {getattr(self, name)}")
 
 
 class S4CTrainer(Trainer):

@@ -43,7 +43,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ from ...modelfolder import ModelFolder, load_model_folder, save_model_folder
 from ...nets.unet import UNet, set_prior_probability
 from ...options import option
 from ...registry import resolve_device
-from ...repeatable import RepeatableSettings
+from ...repeatable import NegativesSettings
 from ...resample import resample_to_grid
 from ...train_job import Training, TrainJob
 from ...training import Trainer, TrainConfig
@@ -86,11 +86,10 @@ def prior_json_text(prior: IntensityPrior) -> str:
 
 
 @dataclass(frozen=True)
-class SmallLesionTrainSettings(RepeatableSettings):
+class SmallLesionTrainSettings(NegativesSettings):
     """The method's own flags of ``lesionseg train small-lesion-il`` (the common ones are
-    :class:`lesionseg.train_job.CommonTrainSettings`)."""
-
-    REPEATABLE: ClassVar[tuple[str, ...]] = ("negatives", "exclude_negatives")
+    :class:`lesionseg.train_job.CommonTrainSettings`; the real-CT negatives ones
+    :class:`lesionseg.repeatable.NegativesSettings`)."""
 
     variant: str = option("seg+il", "ablation variant (seg+il is the proposed method)", choices=tuple(CHANNELS))
     patch: tuple[int, int, int] = option((64, 64, 64), "training sub-volume in working voxels (default 64 64 64; "
@@ -106,21 +105,9 @@ class SmallLesionTrainSettings(RepeatableSettings):
                                                        "64)", metavar="N")
     steps_per_epoch: int = option(25, "steps between log lines (and checkpoint chances)")
     fp32: bool = option(False, "store float32 weights (default float16)")
-    negatives: Optional[tuple[Path, ...]] = option(None, "dataset of real CT without small lesions: every channel "
-                                                         "of every case is a negative sample (lesion target 0; its "
-                                                         "own labelled lesions ignored); repeatable", metavar="DIR",
-                                                   slicer=False)
-    negative_share: float = option(0.25, "probability that a sub-volume comes from --negatives when given")
-    exclude_negatives: Optional[tuple[str, ...]] = option(None, "case names or patients of --negatives to leave out "
-                                                                "(e.g. the scans tested on); repeatable",
-                                                          metavar="NAME", slicer=False)
-    intensity_augment: float = option(0.0, "probability per sub-volume of intensity augmentation (contrast, "
-                                           "brightness, gamma, blur, noise)")
 
     def __post_init__(self) -> None:
-        for name in ("negative_share", "intensity_augment"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"{self.flag(name)} is a probability in 0..1, got {getattr(self, name)}")
+        super().__post_init__()
         if not self.lr > 0 or not self.spacing > 0 or self.il_weight < 0 or self.steps_per_epoch < 1:
             raise InputError(f"{self.flag('lr')}, {self.flag('spacing')} and {self.flag('steps_per_epoch')} must "
                              f"be > 0 and {self.flag('il_weight')} >= 0")
