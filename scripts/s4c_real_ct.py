@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from lesionseg.data.totalseg import PANCREAS, place_label
+from lesionseg.data.totalseg import PANCREAS, read_example
 from lesionseg.image import Image
 from lesionseg.io import read_image
 
@@ -89,11 +89,8 @@ def run(model: Optional[Path], data: Path, only: Sequence[str] = (), seed: int =
     from lesionseg.registry import build
 
     seg = build("s4c", weights=model, device="cpu")
-    folder = data / "totalseg-example-ct"
-    ct = read_image(folder / "example_ct.nii.gz")
-    truth = place_label(ct, read_image(folder / "example_ct_sm.nii.gz"),
-                        read_image(folder / "example_seg.nii.gz")).array
-    pancreas = truth == PANCREAS
+    ct, truth = read_example(data / "totalseg-example-ct")
+    pancreas = truth.array == PANCREAS
     rows: dict = {"model": str(getattr(seg, "model", None) and seg.model.path), "cases": [],
                   "pancreas_label_mm3": round(float(pancreas.sum() * np.prod(ct.spacing)), 1), "pancreas_dice": None}
     cases = [("example_ct normal", "negative", lambda: (ct, None))]
