@@ -5,8 +5,9 @@
 The three networks of L2SNet (``loc.pt``, ``seg.pt``, ``seg_plain.pt``) can be trained in separate runs of
 ``lesionseg train autopet-l2snet --stage ...`` on two CPU cores at once; this script takes each network (its
 weights, architecture and training summary) from the folder named for it and everything else from
-``--base``. All folders must have the same pre-processing and the same training data and held-out cases
-(checked), so the combined card stays true. Weights are copied bit for bit (no re-cast).
+``--base``. All folders must have the same pre-processing (``ct_dropout`` aside: the combined card takes the lowest of its 3D
+nets' own, so PET-only mode runs only when every 3D net saw blank CTs in training) and the same training data and
+held-out cases (checked), so the combined card stays true. Weights are copied bit for bit (no re-cast).
 """
 from __future__ import annotations
 
@@ -23,6 +24,19 @@ from lesionseg.modelfolder import load_model_folder, sha256_of
 SAME = ("data", "held_out_cases", "train_cases")
 
 
+def _without_dropout(preprocessing: dict) -> dict:
+    return {k: v for k, v in preprocessing.items() if k != "ct_dropout"}
+
+
+def combined_ct_dropout(card: dict) -> float:
+    """The combined model's ``ct_dropout``: the lowest of its 3D nets' own (each stage record's ``ct_dropout``,
+    0 when a record predates the option), since every 3D net must have seen blank CTs before the model runs
+    PET-only."""
+    stages = card["training"].get("stages", {})
+    nets = [key for key in ("seg", "plain") if NETWORK_FILES[key] in card["files"]]
+    return min((float(stages.get(key, {}).get("ct_dropout") or 0.0) for key in nets), default=0.0)
+
+
 def combine(base: Path, sources: dict[str, Path], output: Path) -> dict:
     """Write ``output`` = ``base`` with the networks ``{key: folder}`` (keys ``loc``, ``seg``, ``plain``)."""
     if output.exists():
@@ -30,7 +44,7 @@ def combine(base: Path, sources: dict[str, Path], output: Path) -> dict:
     card = json.loads(json.dumps(load_model_folder(base, "autopet-l2snet").card))
     folders = {key: load_model_folder(path, "autopet-l2snet") for key, path in sources.items()}
     for key, folder in folders.items():
-        if folder.card["preprocessing"] != card["preprocessing"]:
+        if _without_dropout(folder.card["preprocessing"]) != _without_dropout(card["preprocessing"]):
             raise InputError(f"--{key} {folder.path}: pre-processing differs from --base")
         for field in SAME:
             if folder.card["training"].get(field) != card["training"].get(field):
@@ -51,6 +65,7 @@ def combine(base: Path, sources: dict[str, Path], output: Path) -> dict:
                                            "command": folder.card["training"].get("command")}
         commands[key] = folder.card["training"].get("command")
     card["files"] = files
+    card["preprocessing"]["ct_dropout"] = combined_ct_dropout(card)
     card["training"]["combined_from"] = {"base": str(base), **{k: str(v) for k, v in sources.items()},
                                          "command": "python scripts/autopet_combine.py " + " ".join(sys.argv[1:])}
     (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

@@ -124,7 +124,8 @@ def test_stages_fine_tuning_and_budgets(trained, tmp_path, capsys):
 
 def test_ct_dropout_and_keep_last_reach_the_card(trained, tmp_path):
     """``--ct-dropout`` is recorded in the card's preprocessing (what lets the segmenter run PET-only); a run that
-    keeps a 3D net of its base trained without dropout records the lower value; ``--keep last`` skips validation."""
+    keeps a 3D net of its base trained without dropout records the lower value (and still trains its own net
+    with the flag's dropout); ``--keep last`` skips validation."""
     _, data, model = trained
     fast = ["--data", data, "--minutes-loc", "0.005", "--minutes-seg", "0.005", *NETS]
     dropped = tmp_path / "dropped"
@@ -137,7 +138,9 @@ def test_ct_dropout_and_keep_last_reach_the_card(trained, tmp_path):
     both = tmp_path / "both"   # a plain net trained with dropout beside a seg net trained without: 0 is kept
     assert run("train", "autopet-l2snet", *fast, "-o", both, "--stage", "plain", "--networks-from", model,
                "--ct-dropout", "0.5") == 0
-    assert load_model_folder(both, "autopet-l2snet").card["preprocessing"]["ct_dropout"] == 0.0
+    card = load_model_folder(both, "autopet-l2snet").card
+    assert card["preprocessing"]["ct_dropout"] == 0.0
+    assert card["training"]["stages"]["plain"]["ct_dropout"] == 0.5  # the net it trained did see blank CTs
     assert run("train", "autopet-l2snet", *fast, "-o", tmp_path / "bad", "--ct-dropout", "1") == 2
     assert not (tmp_path / "bad").exists()
 

@@ -125,6 +125,12 @@ def is_positive(case: Case, label_map: Mapping[int, Sequence[int]]) -> bool:
     return bool(lesion_mask(case, label_map).any())
 
 
+HOT_SUV = 2.5
+"""SUV from which a voxel outside the lesions is a *hot negative* for training (``--hot-negative-probability``): the
+usual SUV 2.5 cut-off for FDG avidity, so the patches hold the physiological uptake a lesion net confuses with
+tumour."""
+
+
 @dataclass
 class Volume:
     """One case on the working grid: scaled PET and CT ``(K, J, I)`` float32 0..1, label uint8 and (once the
@@ -137,11 +143,18 @@ class Volume:
     cue: Optional[np.ndarray] = None
     lesion_slices: np.ndarray = field(init=False)
     body_slices: np.ndarray = field(init=False)
+    _hot: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         other = tuple(a for a in range(3) if a != CORONAL_AXIS)
         self.lesion_slices = np.flatnonzero(self.label.any(axis=other))
         self.body_slices = np.setdiff1d(np.flatnonzero(self.pet.any(axis=other)), self.lesion_slices)
+
+    def hot_voxels(self, level: float) -> np.ndarray:
+        """Flat indices of the voxels outside the lesions whose scaled PET is ``>= level`` (cached per level)."""
+        if level not in self._hot:
+            self._hot[level] = np.flatnonzero((self.pet >= level) & (self.label == 0))
+        return self._hot[level]
 
 
 def load_case(case: Case, prep: L2SPreprocessing, label_map: Mapping[int, Sequence[int]]) -> Volume:
@@ -224,17 +237,26 @@ def sample_slice(volumes: Sequence[Volume], size: Sequence[int], rng: np.random.
 
 
 def sample_patch(volume: Volume, patch: Sequence[int], rng: np.random.Generator,
-                 lesion_probability: float = 0.5, use_cue: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 lesion_probability: float = 0.5, use_cue: bool = True, hot_probability: float = 0.0,
+                 hot_level: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One segmentation training sample: a ``patch`` ``(D, H, W)`` crop holding a lesion voxel with probability
-    ``lesion_probability`` (when the volume has lesions), else one holding a random body voxel; flipped left-right
-    with probability 1/2.
+    ``lesion_probability`` (when the volume has lesions), with probability ``hot_probability`` one holding a *hot
+    negative* (a voxel outside the lesions whose scaled PET is ``>= hot_level``: brain, myocardium, kidneys,
+    bladder, when the volume has any), else one holding a random body voxel; flipped left-right with probability
+    1/2.
 
     Returns ``(image (2, D, H, W) PET and CT, label (D, H, W) float32, weight (D, H, W) float32)`` where the
     weight is the paper's ``1 + P_loc`` (``use_cue`` and a cue computed), else 1.
     """
     if use_cue and volume.cue is None:
         raise InputError(f"{volume.case}: the cue-weighted loss needs the location cue; compute it first")
-    lesion = np.flatnonzero(volume.label) if rng.random() < lesion_probability else np.empty(0, int)
+    draw = rng.random()
+    if draw < lesion_probability:
+        lesion = np.flatnonzero(volume.label)
+    elif draw < lesion_probability + hot_probability:
+        lesion = volume.hot_voxels(hot_level)
+    else:
+        lesion = np.empty(0, int)
     if not lesion.size:
         body = np.flatnonzero(volume.pet > 0)
         lesion = body if body.size else np.arange(volume.pet.size)

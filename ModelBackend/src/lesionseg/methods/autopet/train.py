@@ -80,10 +80,10 @@ from ...options import Settings, option
 from ...registry import resolve_device
 from ...train_job import Training, TrainJob
 from ...training import TrainConfig
-from .data import LABELS, is_positive, load_volumes, sample_patch, sample_slice
+from .data import HOT_SUV, LABELS, is_positive, load_volumes, sample_patch, sample_slice
 from .network import CPU_LOC, PAPER_LOC, SEG_CHANNELS, loc_network, seg_network
 from .pipeline import (NETWORK_FILES, PAPER_PREPROCESSING, REQUIRED_PREPROCESSING, L2SPreprocessing,
-                        location_cue_array)
+                        location_cue_array, scale)
 from .trainers import DICE_SMOOTH, LocTrainer, SegTrainer
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,9 @@ class L2STrainSettings(Settings):
     loc_batch_size: int = option(8, "coronal slices per localisation step")
     seg_batch_size: int = option(2, "patches per 3D step")
     lesion_probability: float = option(0.5, "share of 3D training patches centred on a lesion voxel")
+    hot_negative_probability: float = option(0.0, "share of 3D training patches centred on an FDG-avid voxel "
+                                                   f"(SUV >= {HOT_SUV}) outside the lesions: physiological uptake "
+                                                   "(brain, heart, kidneys, bladder) the nets must leave out")
     initial_probability: str = option("auto", "lesion probability a fresh 3D net starts at everywhere (the bias "
                                               "of its logit): a number, or 'auto' = the lesion-voxel fraction of "
                                               "the training patches")
@@ -157,8 +160,10 @@ class L2STrainSettings(Settings):
                              f"{self.flag('steps_per_epoch')} must be >= 1")
         if self.dice_weight < 0 or not self.dice_smooth > 0:
             raise InputError(f"need {self.flag('dice_weight')} >= 0 and {self.flag('dice_smooth')} > 0")
-        if not 0.0 <= self.lesion_probability <= 1.0:
-            raise InputError(f"{self.flag('lesion_probability')} must be between 0 and 1")
+        if not (0.0 <= self.lesion_probability <= 1.0 and 0.0 <= self.hot_negative_probability <= 1.0
+                and self.lesion_probability + self.hot_negative_probability <= 1.0):
+            raise InputError(f"{self.flag('lesion_probability')} and {self.flag('hot_negative_probability')} must "
+                             "be between 0 and 1, together at most 1")
         for name in ("minutes_loc", "minutes_seg"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise InputError(f"{self.flag(name)} must be > 0, got {getattr(self, name)}")
@@ -288,12 +293,15 @@ def train(job: TrainJob) -> ModelFolder:
                       for _ in range(max(1, VALIDATION_SAMPLES // len(val_volumes)))] \
             if val_volumes and s.keep == "best" else []
         config = _config(job, key, device, minutes[key], s.seg_optimizer, s.seg_lr, 1e-4, bool(validation))
+        hot_level = float(scale(np.array([HOT_SUV]), prep.pet_window)[0])  # the Volume's PET is scaled
         result = SegTrainer(net, config, volumes, patch, s.seg_batch_size, key == "seg", s.dice_weight, validation,
-                            s.lesion_probability, s.dice_smooth, prep.ct_dropout).fit()
+                            s.lesion_probability, s.dice_smooth, s.ct_dropout, s.hot_negative_probability,
+                            hot_level).fit()
         states[NETWORK_FILES[key]], specs[NETWORK_FILES[key]] = result.state, _spec("UNet", net)
         summaries[key] = _summary(result, config, train_patch=list(patch), batch=s.seg_batch_size,
                                   lesion_probability=s.lesion_probability, dice_smooth=s.dice_smooth,
-                                  ct_dropout=prep.ct_dropout,
+                                  hot_negative_probability=s.hot_negative_probability, hot_suv=HOT_SUV,
+                                  ct_dropout=s.ct_dropout,
                                   initial_lesion_probability=prior,
                                   loss=("weighted BCE + weighted soft Dice, weight 1 + P_loc" if key == "seg"
                                         else "BCE + soft Dice (no cue weight)"))
@@ -319,7 +327,7 @@ def train(job: TrainJob) -> ModelFolder:
 def _ct_dropout(stages: Iterable[str], base: ModelFolder, base_value: float, flag: float) -> float:
     """The card's ``ct_dropout`` when a run keeps networks of ``base``: the flag's when the run trains 3D nets, the
     lower of the two when it also keeps one of base's 3D nets (every 3D net of the model must have seen a blank
-    CT before it is run PET-only), else base's."""
+    CT before it is run PET-only), else base's. The nets the run trains always train with the flag's value."""
     trained = [key for key in ("seg", "plain") if key in stages]
     if not trained:
         return base_value

@@ -51,22 +51,25 @@ class LocTrainer(Trainer):
 class SegTrainer(Trainer):
     """3D segmentation: fresh patches every step (:func:`.data.sample_patch`), loss weighted by ``1 + P_loc``
     (or 1 when ``use_cue`` is False); with ``ct_dropout`` that share of patches has its CT channel set to
-    :data:`~.segmenter.NO_CT` (what the segmenter feeds without a CT); validation = Dice of ``P > 0.5`` over fixed held-out patches, each
+    :data:`~.segmenter.NO_CT` (what the segmenter feeds without a CT); ``hot_probability`` of the patches are
+    centred on hot negatives (scaled PET >= ``hot_level`` outside the lesions); validation = Dice of ``P > 0.5`` over fixed held-out patches, each
     centred on a lesion voxel when its case has lesions."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: tuple[int, int, int],
                  batch: int, use_cue: bool, dice_weight: float, validation: list,
-                 lesion_probability: float = 0.5, smooth: float = DICE_SMOOTH, ct_dropout: float = 0.0) -> None:
+                 lesion_probability: float = 0.5, smooth: float = DICE_SMOOTH, ct_dropout: float = 0.0,
+                 hot_probability: float = 0.0, hot_level: float = 1.0) -> None:
         super().__init__(model, config)
         self.volumes, self.patch, self.batch, self.ct_dropout = volumes, patch, batch, ct_dropout
         self.lesion_probability, self.smooth = lesion_probability, smooth
+        self.hot_probability, self.hot_level = hot_probability, hot_level
         self.use_cue, self.dice_weight, self.validation = use_cue, dice_weight, validation
 
     def train_batches(self, epoch: int) -> Iterable[Any]:
         for _ in range(self.config.steps_per_epoch):
             picks = self.rng.integers(0, len(self.volumes), self.batch)
-            samples = [sample_patch(self.volumes[i], self.patch, self.rng, self.lesion_probability, self.use_cue)
-                       for i in picks]
+            samples = [sample_patch(self.volumes[i], self.patch, self.rng, self.lesion_probability, self.use_cue,
+                                    self.hot_probability, self.hot_level) for i in picks]
             for sample in samples:  # CT-channel dropout: the PET-only input of the segmenter (NO_CT)
                 if self.ct_dropout and self.rng.random() < self.ct_dropout:
                     sample[0][1] = NO_CT
