@@ -130,9 +130,10 @@ def test_ct_dropout_and_keep_last_reach_the_card(trained, tmp_path):
     fast = ["--data", data, "--minutes-loc", "0.005", "--minutes-seg", "0.005", *NETS]
     dropped = tmp_path / "dropped"
     assert run("train", "autopet-l2snet", *fast, "-o", dropped, "--stage", "seg", "--init", model,
-               "--ct-dropout", "0.5", "--keep", "last") == 0
+               "--ct-dropout", "0.5", "--keep", "last", "--hot-negative-probability", "0.2") == 0
     card = load_model_folder(dropped, "autopet-l2snet").card
     assert card["preprocessing"]["ct_dropout"] == 0.5 and card["training"]["stages"]["seg"]["ct_dropout"] == 0.5
+    assert card["training"]["stages"]["seg"]["hot_negative_probability"] == 0.2
     assert card["training"]["stages"]["seg"]["validation_dice"] is None
     assert card["training"]["stages"]["seg"]["config"]["keep"] == "last"
     both = tmp_path / "both"   # a plain net trained with dropout beside a seg net trained without: 0 is kept
