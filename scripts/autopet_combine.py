@@ -5,9 +5,9 @@
 The three networks of L2SNet (``loc.pt``, ``seg.pt``, ``seg_plain.pt``) can be trained in separate runs of
 ``lesionseg train autopet-l2snet --stage ...`` on two CPU cores at once; this script takes each network (its
 weights, architecture and training summary) from the folder named for it and everything else from
-``--base``. All folders must have the same pre-processing (``ct_dropout`` aside: the combined card takes the lowest of its 3D
-nets' own, so PET-only mode runs only when every 3D net saw blank CTs in training) and the same training data and
-held-out cases (checked), so the combined card stays true. Weights are copied bit for bit (no re-cast).
+``--base``. All folders must have the same pre-processing (``ct_dropout`` aside: the combined card takes the
+lowest of its 3D nets' own, so PET-only mode runs only when every 3D net saw blank CTs in training) and the same
+training data and held-out cases (checked), so the combined card stays true. Weights are copied bit for bit.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ shipped=ModelBackend/src/lesionseg/weights/autopet-l2snet
 init=${INIT:-$shipped}
 plain_init=${PLAIN_INIT:-$shipped}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-[ -f "$data/dataset.json" ] || { echo "error: no dataset $data (no dataset.json); see the comment at the top of $0 for how to write it" >&2; exit 2; }
+[ -f "$data/dataset.json" ] || {
+    echo "error: no dataset $data (no dataset.json); the comment at the top of $0 says how to write it" >&2; exit 2; }
 mkdir -p "$models"
 minutes() { "$py" -c "print(round($1 * $scale, 2))"; }
 lesionseg() { "$py" -m lesionseg --progress none "$@"; }

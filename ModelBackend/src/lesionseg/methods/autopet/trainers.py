@@ -52,8 +52,8 @@ class SegTrainer(Trainer):
     """3D segmentation: fresh patches every step (:func:`.data.sample_patch`), loss weighted by ``1 + P_loc``
     (or 1 when ``use_cue`` is False); with ``ct_dropout`` that share of patches has its CT channel set to
     :data:`~.segmenter.NO_CT` (what the segmenter feeds without a CT); ``hot_probability`` of the patches are
-    centred on hot negatives (scaled PET >= ``hot_level`` outside the lesions); validation = Dice of ``P > 0.5`` over fixed held-out patches, each
-    centred on a lesion voxel when its case has lesions."""
+    centred on hot negatives (scaled PET >= ``hot_level`` outside the lesions); validation = Dice of ``P > 0.5``
+    over fixed held-out patches, each centred on a lesion voxel when its case has lesions."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, volumes: list, patch: tuple[int, int, int],
                  batch: int, use_cue: bool, dice_weight: float, validation: list,
