@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lesionseg.errors import InputError
 from lesionseg.methods.autopet.segmenter import NETWORK_FILES
+from lesionseg.methods.autopet.train import model_ct_dropout
 from lesionseg.modelfolder import load_model_folder, sha256_of
 
 SAME = ("data", "held_out_cases", "train_cases")
@@ -26,15 +27,6 @@ SAME = ("data", "held_out_cases", "train_cases")
 
 def _without_dropout(preprocessing: dict) -> dict:
     return {k: v for k, v in preprocessing.items() if k != "ct_dropout"}
-
-
-def combined_ct_dropout(card: dict) -> float:
-    """The combined model's ``ct_dropout``: the lowest of its 3D nets' own (each stage record's ``ct_dropout``,
-    0 when a record predates the option), since every 3D net must have seen blank CTs before the model runs
-    PET-only."""
-    stages = card["training"].get("stages", {})
-    nets = [key for key in ("seg", "plain") if NETWORK_FILES[key] in card["files"]]
-    return min((float(stages.get(key, {}).get("ct_dropout") or 0.0) for key in nets), default=0.0)
 
 
 def combine(base: Path, sources: dict[str, Path], output: Path) -> dict:
@@ -65,7 +57,8 @@ def combine(base: Path, sources: dict[str, Path], output: Path) -> dict:
                                            "command": folder.card["training"].get("command")}
         commands[key] = folder.card["training"].get("command")
     card["files"] = files
-    card["preprocessing"]["ct_dropout"] = combined_ct_dropout(card)
+    card["preprocessing"]["ct_dropout"] = model_ct_dropout(card["files"], card["training"].get("stages", {}),
+                                                           card["preprocessing"].get("ct_dropout", 0.0))
     card["training"]["combined_from"] = {"base": str(base), **{k: str(v) for k, v in sources.items()},
                                          "command": "python scripts/autopet_combine.py " + " ".join(sys.argv[1:])}
     (tmp / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

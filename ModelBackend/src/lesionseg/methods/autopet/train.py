@@ -67,7 +67,7 @@ import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -242,7 +242,6 @@ def train(job: TrainJob) -> ModelFolder:
         prep = base.settings(L2SPreprocessing, "preprocessing", "the pre-processing the model was trained with",
                              REQUIRED_PREPROCESSING)
         log.info("autopet-l2snet: pre-processing of %s (the window and size flags are not used)", base.path)
-        prep = replace(prep, ct_dropout=_ct_dropout(stages, base, prep.ct_dropout, s.ct_dropout))
     else:
         prep = s.preprocessing()
     device = resolve_device(job.common.device)
@@ -308,7 +307,7 @@ def train(job: TrainJob) -> ModelFolder:
     card = {
         "method": METHOD,
         "networks": specs,
-        "preprocessing": prep.to_dict(),
+        "preprocessing": replace(prep, ct_dropout=model_ct_dropout(specs, summaries, prep.ct_dropout)).to_dict(),
         "labels": dict(LABELS),
         "paper": {"preprocessing": PAPER_PREPROCESSING, "loc_network": PAPER_LOC, "seg_channels": SEG_CHANNELS,
                   "loc_encoder": "Res2Net-50 pretrained on ImageNet; not available offline, so a residual "
@@ -324,15 +323,15 @@ def train(job: TrainJob) -> ModelFolder:
     return folder
 
 
-def _ct_dropout(stages: Iterable[str], base: ModelFolder, base_value: float, flag: float) -> float:
-    """The card's ``ct_dropout`` when a run keeps networks of ``base``: the flag's when the run trains 3D nets, the
-    lower of the two when it also keeps one of base's 3D nets (every 3D net of the model must have seen a blank
-    CT before it is run PET-only), else base's. The nets the run trains always train with the flag's value."""
-    trained = [key for key in ("seg", "plain") if key in stages]
-    if not trained:
-        return base_value
-    kept = [key for key in ("seg", "plain") if key not in stages and NETWORK_FILES[key] in base.card["files"]]
-    return min(flag, base_value) if kept else flag
+def model_ct_dropout(networks: Iterable[str], stages: Mapping[str, dict], default: float) -> float:
+    """A model's card ``ct_dropout`` (PET-only mode needs it > 0): the lowest of its 3D nets' own, read from each
+    net's stage record (0 for a record from before the option), since every 3D net must have seen blank CTs in
+    training; ``default`` for a model without 3D nets. The nets a run trains always train with the flag's value;
+    a run that keeps a base's net trained without dropout therefore records 0. ``scripts/autopet_combine.py``
+    uses it for joined models too."""
+    values = [float(stages.get(key, {}).get("ct_dropout") or 0.0) for key in ("seg", "plain")
+              if NETWORK_FILES[key] in networks]
+    return min(values, default=default)
 
 
 def _start(name: str, finetune: bool, specs: dict, states: dict) -> Optional[torch.nn.Module]:
